@@ -1,0 +1,38 @@
+# meshproxy build, test and run targets. `make test` is the one test command.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin/meshproxy
+FUZZTIME  ?= 10s
+
+.PHONY: all build test deps lint fuzz bench demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/meshproxy
+
+# deps installs what the tests need (Debian packages, the SPIRE binaries from
+# ../shared/spire) when missing; it is idempotent and quick when all is there.
+deps:
+	@scripts/deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: deps lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: build
+	$(BIN) run -log-format console
+
+clean:
+	rm -rf bin .cache

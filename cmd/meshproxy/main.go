@@ -1,0 +1,77 @@
+// Command meshproxy is a sidecar proxy for a service mesh: it gives its
+// workload a SPIFFE identity, wraps the workload's TCP traffic in mutual TLS,
+// and detects HTTP to add request-level metrics.
+//
+// This file and its siblings only parse flags and wire packages together;
+// the proxy itself lives in the packages they import.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "meshproxy:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// command is one subcommand of meshproxy.
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, env environment, args []string) error
+}
+
+// environment is what a subcommand may touch of the process; tests supply
+// their own.
+type environment struct {
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run the proxy", runProxy},
+		{"version", "print the version", runVersion},
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	env := environment{getenv: getenv, stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return flag.ErrHelp
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, env, args[1:])
+		}
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: meshproxy <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.usage)
+	}
+	fmt.Fprintln(w, "\nRun 'meshproxy <command> -help' for a command's flags.")
+}

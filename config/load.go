@@ -1,0 +1,84 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load builds a Config from defaults, the YAML file named by --config (or
+// MESHPROXY_CONFIG), the environment and the flags in args, in that order of
+// rising precedence. getenv is usually os.Getenv; tests pass their own.
+//
+// Unknown YAML keys and unknown flags are errors, so a typo is never silently
+// ignored.
+func Load(name string, args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration file (env MESHPROXY_CONFIG)")
+	flagValues := map[string]string{}
+	for _, s := range settings {
+		fs.Func(s.name, s.usage+" (env "+s.env()+")", func(v string) error {
+			flagValues[s.name] = v
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("%w: unexpected arguments %q", ErrInvalid, fs.Args())
+	}
+
+	cfg := Default()
+	path := *configPath
+	if path == "" {
+		path = getenv(envPrefix + "CONFIG")
+	}
+	if path != "" {
+		if err := cfg.loadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, s := range settings {
+		v := getenv(s.env())
+		if v == "" {
+			continue
+		}
+		if err := s.set(&cfg, v); err != nil {
+			return Config{}, fmt.Errorf("%w: %s=%q: %v", ErrInvalid, s.env(), v, err)
+		}
+	}
+	for _, s := range settings {
+		v, ok := flagValues[s.name]
+		if !ok {
+			continue
+		}
+		if err := s.set(&cfg, v); err != nil {
+			return Config{}, fmt.Errorf("%w: -%s=%q: %v", ErrInvalid, s.name, v, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// loadFile overlays the YAML file at path onto c.
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "meshproxy.yaml")
+	writeFile(t, file, `
+log:
+  level: debug
+admin:
+  addr: 127.0.0.1:1
+detect:
+  timeout: 3s
+opaquePorts: "6379, 4000-4001"
+`)
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c Config)
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, c Config) {
+				if c.Inbound.Addr != "0.0.0.0:4143" || c.Outbound.Addr != "127.0.0.1:4140" || c.Admin.Addr != "0.0.0.0:4191" {
+					t.Errorf("default addresses = %q %q %q", c.Inbound.Addr, c.Outbound.Addr, c.Admin.Addr)
+				}
+				if c.Detect.Timeout != 10*time.Second {
+					t.Errorf("default detect timeout = %v", c.Detect.Timeout)
+				}
+				if got := c.OpaquePorts.String(); got != DefaultOpaquePorts {
+					t.Errorf("default opaque ports = %q", got)
+				}
+			},
+		},
+		{
+			name: "file overrides defaults",
+			args: []string{"-config", file},
+			check: func(t *testing.T, c Config) {
+				if c.Log.Level != "debug" || c.Admin.Addr != "127.0.0.1:1" || c.Detect.Timeout != 3*time.Second {
+					t.Errorf("file values not applied: %+v", c)
+				}
+				if c.Log.Format != "json" {
+					t.Errorf("unset file key changed the default: format %q", c.Log.Format)
+				}
+				if got := c.OpaquePorts.String(); got != "4000-4001,6379" {
+					t.Errorf("opaque ports = %q", got)
+				}
+			},
+		},
+		{
+			name: "env overrides file, env names the file",
+			env:  map[string]string{"MESHPROXY_CONFIG": file, "MESHPROXY_DETECT_TIMEOUT": "2s"},
+			check: func(t *testing.T, c Config) {
+				if c.Detect.Timeout != 2*time.Second || c.Admin.Addr != "127.0.0.1:1" {
+					t.Errorf("got timeout %v admin %q", c.Detect.Timeout, c.Admin.Addr)
+				}
+			},
+		},
+		{
+			name: "flags override env",
+			args: []string{"-config", file, "-detect-timeout", "1s", "--opaque-ports", "25"},
+			env:  map[string]string{"MESHPROXY_DETECT_TIMEOUT": "2s"},
+			check: func(t *testing.T, c Config) {
+				if c.Detect.Timeout != time.Second {
+					t.Errorf("timeout = %v, want 1s", c.Detect.Timeout)
+				}
+				if got := c.OpaquePorts.String(); got != "25" {
+					t.Errorf("opaque ports = %q", got)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("run", tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	typo := filepath.Join(dir, "typo.yaml")
+	writeFile(t, typo, "detect:\n  timeuot: 1s\n")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"unknown yaml key", []string{"-config", typo}, nil},
+		{"missing file", []string{"-config", filepath.Join(dir, "nope.yaml")}, nil},
+		{"bad duration flag", []string{"-detect-timeout", "soon"}, nil},
+		{"zero timeout", []string{"-detect-timeout", "0s"}, nil},
+		{"bad port env", nil, map[string]string{"MESHPROXY_OPAQUE_PORTS": "70000"}},
+		{"bad level", []string{"-log-level", "loud"}, nil},
+		{"bad address", []string{"-inbound-addr", "4143"}, nil},
+		{"stray argument", []string{"extra"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load("run", tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if tt.name != "missing file" && tt.name != "bad duration flag" && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -40,6 +40,11 @@ type Config struct {
 	Inbound  Inbound  `yaml:"inbound"`
 	Outbound Outbound `yaml:"outbound"`
 	Detect   Detect   `yaml:"detect"`
+	Identity Identity `yaml:"identity"`
+
+	// Destinations is the outbound destination table. It is re-read from
+	// the config file when the file changes, without dropping connections.
+	Destinations []Destination `yaml:"destinations"`
 
 	// OpaquePorts is the default set of ports whose traffic is proxied as
 	// opaque TCP without detection.
@@ -65,11 +70,108 @@ type Admin struct {
 // Inbound configures the inbound proxy, which receives mesh traffic.
 type Inbound struct {
 	Addr string `yaml:"addr"`
+
+	// WorkloadHost is the address of the local workload, to which the
+	// inbound proxy forwards. Only the port comes from the peer; the host is
+	// always this one, so a peer can never make the proxy dial elsewhere.
+	WorkloadHost string `yaml:"workloadHost"`
+
+	// Authorize lists the peers allowed on ports without a policy of their
+	// own: SPIFFE IDs, "spiffe://td/path/*" prefixes, trust domains, or "*".
+	// Empty means any identity in the proxy's own trust domain.
+	Authorize []string `yaml:"authorize"`
+
+	// AllowPorts, when not empty, is the only set of workload ports the
+	// inbound proxy forwards to.
+	AllowPorts ports.Set `yaml:"allowPorts"`
+
+	// Ports are per-port policies, consulted before the defaults above.
+	Ports []PortPolicy `yaml:"ports"`
+
+	// HandshakeTimeout bounds the TLS handshake and HeaderTimeout the
+	// transport header read: the work a peer can make us do before it has
+	// proven who it is and what it wants.
+	HandshakeTimeout time.Duration `yaml:"handshakeTimeout"`
+	HeaderTimeout    time.Duration `yaml:"headerTimeout"`
+}
+
+// PortPolicy is the inbound policy of a set of workload ports, like a
+// Linkerd Server resource.
+type PortPolicy struct {
+	Ports ports.Set `yaml:"ports"`
+	// Authorize overrides Inbound.Authorize for these ports.
+	Authorize []string `yaml:"authorize"`
+	// Protocol is the ports' protocol hint: unknown (detect), HTTP/1,
+	// HTTP/2, gRPC, opaque or TLS. Opaque and TLS ports are forwarded
+	// without detection.
+	Protocol string `yaml:"protocol"`
 }
 
 // Outbound configures the outbound proxy, which receives the app's traffic.
 type Outbound struct {
 	Addr string `yaml:"addr"`
+
+	// Listeners are explicit-mode listeners: each a local address the app
+	// connects to instead of its real destination.
+	Listeners []Listener `yaml:"listeners"`
+
+	// RefuseUnmeshed makes connections to destinations that are not in the
+	// destination table fail instead of going out as plain TCP.
+	RefuseUnmeshed bool `yaml:"refuseUnmeshed"`
+
+	// DialTimeout bounds connecting (and the mTLS handshake) to a peer.
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+}
+
+// Listener is one explicit-mode outbound listener.
+type Listener struct {
+	Listen string `yaml:"listen"` // e.g. 127.0.0.1:16379
+	Target string `yaml:"target"` // e.g. redis.demo:6379
+}
+
+// Destination says what the outbound proxy knows about a target. The
+// destination table can be changed while the proxy runs; see Destinations.
+type Destination struct {
+	// Match is an IP address, a CIDR, or a host name, optionally with
+	// ":port" (for a CIDR: "10.0.0.0/8:6379" is not accepted; use Ports).
+	Match string `yaml:"match"`
+	// Meshed says whether the destination runs a meshproxy inbound proxy.
+	// Defaults to true for a listed destination.
+	Meshed *bool `yaml:"meshed"`
+	// Identity is what the destination's proxy must present: SPIFFE IDs,
+	// prefixes or trust domains. Empty means the proxy's own trust domain.
+	Identity []string `yaml:"identity"`
+	// OpaquePorts overrides the global opaque ports for this destination.
+	OpaquePorts *ports.Set `yaml:"opaquePorts"`
+	// InboundPort is the destination's inbound proxy port (default 4143).
+	InboundPort uint16 `yaml:"inboundPort"`
+	// Address, when set, is dialed instead of the matched host: for names
+	// that do not resolve, such as in demos.
+	Address string `yaml:"address"`
+}
+
+// Identity configures where the proxy's SPIFFE identity comes from. Exactly
+// one source is used: the Workload API when a socket is configured, else
+// files when a certificate is configured, else the embedded dev CA.
+type Identity struct {
+	// SPIFFESocket is the Workload API address, e.g.
+	// unix:///run/spire/agent.sock. SPIFFE_ENDPOINT_SOCKET is honoured too.
+	SPIFFESocket string `yaml:"spiffeSocket"`
+
+	// CertFile, KeyFile and BundleFile are PEM files, reloaded on change.
+	CertFile   string `yaml:"certFile"`
+	KeyFile    string `yaml:"keyFile"`
+	BundleFile string `yaml:"bundleFile"`
+
+	// TrustDomain is the proxy's trust domain for the embedded dev CA, and
+	// the default authorization for peers.
+	TrustDomain string `yaml:"trustDomain"`
+	// ID is the SPIFFE ID the embedded dev CA issues to this proxy.
+	ID string `yaml:"id"`
+	// CADir holds the dev CA written by `meshproxy ca init`.
+	CADir string `yaml:"caDir"`
+	// SVIDTTL is the lifetime of dev-CA SVIDs; they rotate at half life.
+	SVIDTTL time.Duration `yaml:"svidTTL"`
 }
 
 // Detect configures protocol detection.
@@ -84,8 +186,20 @@ func Default() Config {
 	return Config{
 		Log:           Log{Level: "info", Format: "json"},
 		Admin:         Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
-		Inbound:       Inbound{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort)},
-		Outbound:      Outbound{Addr: fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort)},
+		Inbound: Inbound{
+			Addr:             fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
+			WorkloadHost:     "127.0.0.1",
+			HandshakeTimeout: 10 * time.Second,
+			HeaderTimeout:    10 * time.Second,
+		},
+		Outbound: Outbound{
+			Addr:        fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
+			DialTimeout: 10 * time.Second,
+		},
+		Identity: Identity{
+			TrustDomain: "mesh.local",
+			SVIDTTL:     time.Hour,
+		},
 		Detect:        Detect{Timeout: 10 * time.Second},
 		OpaquePorts:   ports.MustParse(DefaultOpaquePorts),
 		ShutdownGrace: 30 * time.Second,
@@ -113,8 +227,45 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: %s %q: %v", ErrInvalid, a.name, a.addr, err)
 		}
 	}
-	if c.Detect.Timeout <= 0 {
-		return fmt.Errorf("%w: detect timeout must be positive, got %v", ErrInvalid, c.Detect.Timeout)
+	for _, l := range c.Outbound.Listeners {
+		if _, _, err := net.SplitHostPort(l.Listen); err != nil {
+			return fmt.Errorf("%w: outbound listener address %q: %v", ErrInvalid, l.Listen, err)
+		}
+		if _, _, err := net.SplitHostPort(l.Target); err != nil {
+			return fmt.Errorf("%w: outbound listener target %q: %v", ErrInvalid, l.Target, err)
+		}
+	}
+	for i, d := range c.Destinations {
+		if d.Match == "" {
+			return fmt.Errorf("%w: destination %d has no match", ErrInvalid, i)
+		}
+	}
+	for i, p := range c.Inbound.Ports {
+		if p.Ports.Len() == 0 {
+			return fmt.Errorf("%w: inbound port policy %d lists no ports", ErrInvalid, i)
+		}
+		switch p.Protocol {
+		case "", "unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS":
+		default:
+			return fmt.Errorf("%w: inbound port policy %d: protocol %q (want unknown, HTTP/1, HTTP/2, gRPC, opaque or TLS)", ErrInvalid, i, p.Protocol)
+		}
+	}
+	if net.ParseIP(c.Inbound.WorkloadHost) == nil && c.Inbound.WorkloadHost != "localhost" {
+		return fmt.Errorf("%w: workload host %q must be an IP address", ErrInvalid, c.Inbound.WorkloadHost)
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"detect timeout", c.Detect.Timeout},
+		{"inbound handshake timeout", c.Inbound.HandshakeTimeout},
+		{"inbound header timeout", c.Inbound.HeaderTimeout},
+		{"outbound dial timeout", c.Outbound.DialTimeout},
+		{"SVID TTL", c.Identity.SVIDTTL},
+	} {
+		if d.d <= 0 {
+			return fmt.Errorf("%w: %s must be positive, got %v", ErrInvalid, d.name, d.d)
+		}
 	}
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("%w: shutdown grace must not be negative, got %v", ErrInvalid, c.ShutdownGrace)

@@ -21,10 +21,19 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML configuration file (env MESHPROXY_CONFIG)")
-	flagValues := map[string]string{}
+	// Flags are recorded first and applied last, so they win over the file
+	// and the environment whatever their position on the command line.
+	flagValues := map[string][]string{}
+	defaults := Default()
 	for _, s := range settings {
-		fs.Func(s.name, s.usage+" (env "+s.env()+")", func(v string) error {
-			flagValues[s.name] = v
+		usage := s.usage + " (env " + s.env() + ")"
+		if s.get != nil {
+			if d := s.get(&defaults); d != "" {
+				usage += " (default " + d + ")"
+			}
+		}
+		fs.Func(s.name, usage, func(v string) error {
+			flagValues[s.name] = append(flagValues[s.name], v)
 			return nil
 		})
 	}
@@ -47,6 +56,10 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 	}
 	for _, s := range settings {
 		v := getenv(s.env())
+		if v == "" && s.name == "spiffe-socket" {
+			// The SPIFFE standard variable, read by every Workload API client.
+			v = getenv("SPIFFE_ENDPOINT_SOCKET")
+		}
 		if v == "" {
 			continue
 		}
@@ -55,12 +68,18 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 		}
 	}
 	for _, s := range settings {
-		v, ok := flagValues[s.name]
-		if !ok {
-			continue
+		vs := flagValues[s.name]
+		if s.repeated && len(vs) > 0 {
+			// A repeatable flag replaces what the file and the
+			// environment said rather than adding to it.
+			if err := s.set(&cfg, ""); err != nil {
+				return Config{}, err
+			}
 		}
-		if err := s.set(&cfg, v); err != nil {
-			return Config{}, fmt.Errorf("%w: -%s=%q: %v", ErrInvalid, s.name, v, err)
+		for _, v := range vs {
+			if err := s.set(&cfg, v); err != nil {
+				return Config{}, fmt.Errorf("%w: -%s=%q: %v", ErrInvalid, s.name, v, err)
+			}
 		}
 	}
 	if err := cfg.Validate(); err != nil {

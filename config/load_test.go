@@ -114,7 +114,7 @@ func TestLoadErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("Load succeeded, want an error")
 			}
-			if tt.name != "missing file" && tt.name != "bad duration flag" && !errors.Is(err, ErrInvalid) {
+			if tt.name != "missing file" && !errors.Is(err, ErrInvalid) {
 				t.Errorf("error %v is not ErrInvalid", err)
 			}
 		})

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -12,6 +14,10 @@ type setting struct {
 	name  string // flag name; the env name is derived from it
 	usage string
 	set   func(c *Config, v string) error
+	get   func(c *Config) string // for -help's defaults; nil to show none
+	// repeated settings may be given several times on the command line;
+	// set is called with "" first to clear the value, then once per flag.
+	repeated bool
 }
 
 // env returns the environment variable for s: MESHPROXY_ and the flag name
@@ -20,30 +26,114 @@ func (s setting) env() string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
 }
 
-func str(field func(*Config) *string) func(*Config, string) error {
-	return func(c *Config, v string) error { *field(c) = v; return nil }
+func strSetting(name, usage string, field func(*Config) *string) setting {
+	return setting{
+		name: name, usage: usage,
+		set: func(c *Config, v string) error { *field(c) = v; return nil },
+		get: func(c *Config) string { return *field(c) },
+	}
 }
 
-func duration(field func(*Config) *time.Duration) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return err
-		}
-		*field(c) = d
-		return nil
+func durationSetting(name, usage string, field func(*Config) *time.Duration) setting {
+	return setting{
+		name: name, usage: usage,
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			*field(c) = d
+			return nil
+		},
+		get: func(c *Config) string { return field(c).String() },
+	}
+}
+
+func boolSetting(name, usage string, field func(*Config) *bool) setting {
+	return setting{
+		name: name, usage: usage,
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return err
+			}
+			*field(c) = b
+			return nil
+		},
+	}
+}
+
+// listSetting is a comma-separated list; as a flag it may also be repeated.
+func listSetting(name, usage string, field func(*Config) *[]string) setting {
+	return setting{
+		name: name, usage: usage, repeated: true,
+		set: func(c *Config, v string) error {
+			if v == "" {
+				*field(c) = nil
+				return nil
+			}
+			for item := range strings.SplitSeq(v, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					*field(c) = append(*field(c), item)
+				}
+			}
+			return nil
+		},
 	}
 }
 
 // settings lists every flag, in the order -help shows them.
 var settings = []setting{
-	{"log-level", "log level: debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level })},
-	{"log-format", "log format: json or console", str(func(c *Config) *string { return &c.Log.Format })},
-	{"admin-addr", "admin server address (/live, /ready, /metrics)", str(func(c *Config) *string { return &c.Admin.Addr })},
-	{"inbound-addr", "inbound proxy address, receiving mesh traffic", str(func(c *Config) *string { return &c.Inbound.Addr })},
-	{"outbound-addr", "outbound proxy address, receiving the app's traffic", str(func(c *Config) *string { return &c.Outbound.Addr })},
-	{"detect-timeout", "how long protocol detection waits for client bytes", duration(func(c *Config) *time.Duration { return &c.Detect.Timeout })},
-	{"opaque-ports", "ports proxied as opaque TCP without detection, e.g. 25,587,4000-4100",
-		func(c *Config, v string) error { return c.OpaquePorts.UnmarshalText([]byte(v)) }},
-	{"shutdown-grace", "how long connections may drain after SIGTERM", duration(func(c *Config) *time.Duration { return &c.ShutdownGrace })},
+	strSetting("log-level", "log level: debug, info, warn or error", func(c *Config) *string { return &c.Log.Level }),
+	strSetting("log-format", "log format: json or console", func(c *Config) *string { return &c.Log.Format }),
+	strSetting("admin-addr", "admin server address (/live, /ready, /metrics)", func(c *Config) *string { return &c.Admin.Addr }),
+	strSetting("inbound-addr", "inbound proxy address, receiving mesh traffic", func(c *Config) *string { return &c.Inbound.Addr }),
+	strSetting("outbound-addr", "outbound proxy address, receiving the app's traffic", func(c *Config) *string { return &c.Outbound.Addr }),
+	durationSetting("detect-timeout", "how long protocol detection waits for client bytes", func(c *Config) *time.Duration { return &c.Detect.Timeout }),
+	{
+		name: "opaque-ports", usage: "ports proxied as opaque TCP without detection, e.g. 25,587,4000-4100",
+		set: func(c *Config, v string) error { return c.OpaquePorts.UnmarshalText([]byte(v)) },
+		get: func(c *Config) string { return c.OpaquePorts.String() },
+	},
+	durationSetting("shutdown-grace", "how long connections may drain after SIGTERM", func(c *Config) *time.Duration { return &c.ShutdownGrace }),
+
+	// Inbound.
+	strSetting("workload-host", "address of the local workload the inbound proxy forwards to", func(c *Config) *string { return &c.Inbound.WorkloadHost }),
+	listSetting("inbound-authorize", "peers allowed inbound: SPIFFE IDs, spiffe://td/prefix/*, trust domains or * (default: own trust domain)", func(c *Config) *[]string { return &c.Inbound.Authorize }),
+	{
+		name: "inbound-allow-ports", usage: "when set, the only workload ports the inbound proxy forwards to",
+		set: func(c *Config, v string) error { return c.Inbound.AllowPorts.UnmarshalText([]byte(v)) },
+	},
+
+	// Outbound.
+	{
+		name: "outbound-listener", usage: "explicit outbound listener LISTEN=TARGET, e.g. 127.0.0.1:16379=redis.demo:6379 (repeatable)",
+		repeated: true,
+		set: func(c *Config, v string) error {
+			if v == "" {
+				c.Outbound.Listeners = nil
+				return nil
+			}
+			for item := range strings.SplitSeq(v, ",") {
+				listen, target, ok := strings.Cut(strings.TrimSpace(item), "=")
+				if !ok {
+					return fmt.Errorf("want LISTEN=TARGET, got %q", item)
+				}
+				c.Outbound.Listeners = append(c.Outbound.Listeners, Listener{Listen: listen, Target: target})
+			}
+			return nil
+		},
+	},
+	boolSetting("refuse-unmeshed", "refuse outbound connections to destinations not in the destination table", func(c *Config) *bool { return &c.Outbound.RefuseUnmeshed }),
+	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
+
+	// Identity.
+	strSetting("spiffe-socket", "SPIFFE Workload API socket, e.g. unix:///run/spire/agent.sock (also SPIFFE_ENDPOINT_SOCKET)", func(c *Config) *string { return &c.Identity.SPIFFESocket }),
+	strSetting("identity-cert", "PEM SVID certificate chain file (reloaded on change)", func(c *Config) *string { return &c.Identity.CertFile }),
+	strSetting("identity-key", "PEM SVID private key file", func(c *Config) *string { return &c.Identity.KeyFile }),
+	strSetting("identity-bundle", "PEM trust bundle file", func(c *Config) *string { return &c.Identity.BundleFile }),
+	strSetting("trust-domain", "trust domain of the embedded dev CA", func(c *Config) *string { return &c.Identity.TrustDomain }),
+	strSetting("identity-id", "SPIFFE ID the embedded dev CA issues to this proxy (default spiffe://TRUST-DOMAIN/meshproxy)", func(c *Config) *string { return &c.Identity.ID }),
+	strSetting("ca-dir", "directory of the dev CA written by 'meshproxy ca init'", func(c *Config) *string { return &c.Identity.CADir }),
+	durationSetting("svid-ttl", "lifetime of dev-CA SVIDs (rotated at half life)", func(c *Config) *time.Duration { return &c.Identity.SVIDTTL }),
 }

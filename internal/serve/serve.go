@@ -1,0 +1,125 @@
+// Package serve runs accept loops and tracks the connections they hand out,
+// so that a proxy can stop accepting, let connections drain, and then close
+// what is left: the lifecycle both the inbound and outbound proxies share.
+package serve
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Handler serves one accepted connection and closes it before returning.
+// ctx is canceled when the server gives up draining; handlers must then
+// close their connections promptly.
+type Handler func(ctx context.Context, conn net.Conn)
+
+// Server accepts connections on any number of listeners and runs Handler
+// for each in its own goroutine. The zero value is not usable; use New.
+type Server struct {
+	handler Handler
+	log     *zap.Logger
+
+	ctx    context.Context // canceled when draining is over
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	closing   bool
+	conns     sync.WaitGroup
+	loops     sync.WaitGroup
+}
+
+// New returns a server that runs h for every accepted connection.
+func New(h Handler, log *zap.Logger) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{handler: h, log: log, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("serve: server closed")
+
+// Serve accepts connections on ln until Shutdown, which closes ln. It
+// returns ErrServerClosed after Shutdown and the accept error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.loops.Add(1)
+	s.mu.Unlock()
+	defer s.loops.Done()
+
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: back off and retry,
+			// with the bounds net/http's Serve loop uses (5 ms doubling
+			// to 1 s), rather than spinning or giving up.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+			select {
+			case <-time.After(delay):
+			case <-s.ctx.Done():
+				return ErrServerClosed
+			}
+			continue
+		}
+		delay = 0
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.handler(s.ctx, conn)
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown stops accepting at once, then waits for connections to finish
+// until ctx is done, when it cancels the handlers' context and waits for
+// them to return. It is safe to call more than once and concurrently.
+// It returns ctx's error when connections had to be cut short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+		delete(s.listeners, ln)
+	}
+	s.mu.Unlock()
+	s.loops.Wait()
+
+	drained := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-drained
+		return ctx.Err()
+	}
+}

@@ -184,8 +184,8 @@ type Detect struct {
 // Default returns the configuration used when nothing else is given.
 func Default() Config {
 	return Config{
-		Log:           Log{Level: "info", Format: "json"},
-		Admin:         Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
+		Log:   Log{Level: "info", Format: "json"},
+		Admin: Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
 		Inbound: Inbound{
 			Addr:             fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
 			WorkloadHost:     "127.0.0.1",

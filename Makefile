@@ -32,7 +32,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: build
-	$(BIN) run -log-format console
+	$(GO) build -trimpath -o bin/demoapp ./cmd/demoapp
+	@scripts/demo.sh
 
 clean:
 	rm -rf bin .cache

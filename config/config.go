@@ -35,6 +35,10 @@ var ErrInvalid = errors.New("invalid configuration")
 // Config is the whole configuration of a proxy. Its YAML form uses the field
 // tags below; Default returns the values used when nothing is configured.
 type Config struct {
+	// Path is the file the configuration was read from, if any; the proxy
+	// watches it for destination changes.
+	Path string `yaml:"-"`
+
 	Log      Log      `yaml:"log"`
 	Admin    Admin    `yaml:"admin"`
 	Inbound  Inbound  `yaml:"inbound"`

@@ -53,6 +53,7 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 		if err := cfg.loadFile(path); err != nil {
 			return Config{}, err
 		}
+		cfg.Path = path
 	}
 	for _, s := range settings {
 		v := getenv(s.env())
@@ -82,6 +83,20 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 			}
 		}
 	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// LoadFile returns the defaults overlaid with the YAML file at path, checked:
+// what the proxy re-reads when the file changes.
+func LoadFile(path string) (Config, error) {
+	cfg := Default()
+	if err := cfg.loadFile(path); err != nil {
+		return Config{}, err
+	}
+	cfg.Path = path
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}

@@ -46,6 +46,7 @@ type environment struct {
 func commands() []command {
 	return []command{
 		{"run", "run the proxy", runProxy},
+		{"ca", "manage the embedded dev CA: init, issue", runCA},
 		{"version", "print the version", runVersion},
 	}
 }

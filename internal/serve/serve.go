@@ -18,11 +18,11 @@ import (
 // close their connections promptly.
 type Handler func(ctx context.Context, conn net.Conn)
 
-// Server accepts connections on any number of listeners and runs Handler
-// for each in its own goroutine. The zero value is not usable; use New.
+// Server accepts connections on any number of listeners, each with its own
+// Handler run in a goroutine per connection, and drains them together. The
+// zero value is not usable; use New.
 type Server struct {
-	handler Handler
-	log     *zap.Logger
+	log *zap.Logger
 
 	ctx    context.Context // canceled when draining is over
 	cancel context.CancelFunc
@@ -34,18 +34,19 @@ type Server struct {
 	loops     sync.WaitGroup
 }
 
-// New returns a server that runs h for every accepted connection.
-func New(h Handler, log *zap.Logger) *Server {
+// New returns a server with no listeners yet.
+func New(log *zap.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{handler: h, log: log, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}
+	return &Server{log: log, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("serve: server closed")
 
-// Serve accepts connections on ln until Shutdown, which closes ln. It
-// returns ErrServerClosed after Shutdown and the accept error otherwise.
-func (s *Server) Serve(ln net.Listener) error {
+// Serve accepts connections on ln and runs h for each, until Shutdown,
+// which closes ln. It returns ErrServerClosed after Shutdown and the accept
+// error otherwise.
+func (s *Server) Serve(ln net.Listener, h Handler) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -83,7 +84,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns.Add(1)
 		go func() {
 			defer s.conns.Done()
-			s.handler(s.ctx, conn)
+			h(s.ctx, conn)
 		}()
 	}
 }

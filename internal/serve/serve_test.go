@@ -32,10 +32,10 @@ func listen(t *testing.T) net.Listener {
 }
 
 func TestShutdownDrains(t *testing.T) {
-	s := New(echo, zap.NewNop())
+	s := New(zap.NewNop())
 	ln := listen(t)
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	go func() { served <- s.Serve(ln, echo) }()
 
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -78,9 +78,9 @@ func TestShutdownDrains(t *testing.T) {
 }
 
 func TestShutdownDeadlineCutsConnections(t *testing.T) {
-	s := New(echo, zap.NewNop())
+	s := New(zap.NewNop())
 	ln := listen(t)
-	go func() { _ = s.Serve(ln) }()
+	go func() { _ = s.Serve(ln, echo) }()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -107,12 +107,12 @@ func TestShutdownDeadlineCutsConnections(t *testing.T) {
 }
 
 func TestServeAfterShutdown(t *testing.T) {
-	s := New(echo, zap.NewNop())
+	s := New(zap.NewNop())
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ln := listen(t)
-	if err := s.Serve(ln); !errors.Is(err, ErrServerClosed) {
+	if err := s.Serve(ln, echo); !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve = %v", err)
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {

@@ -1,0 +1,114 @@
+// Package inbound is the proxy in front of the local workload. It accepts
+// mesh connections on the inbound port (4143), proves who the peer is with
+// mutual TLS, reads the transport header naming the workload port, checks
+// the port's policy, and forwards to the workload on that port. It forwards
+// only to the local workload: the peer chooses a port, never an address.
+//
+// A connection's path, one file per step: accept.go (listener, handle) →
+// tls.go (handshake, identity) → direct.go (transport header) → policy.go
+// and prevent_loop.go (may this peer reach this port?) → forward.go (dial
+// the workload, copy both ways).
+package inbound
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/serve"
+	"github.com/seed722d2a70/meshproxy/metrics"
+)
+
+// Config configures an inbound proxy. TLS and Policy are required.
+type Config struct {
+	// TLS is the server configuration: TLS 1.3, client certificates
+	// required and verified against the trust bundle. The proxy adds the
+	// transport header's ALPN protocol.
+	TLS    *tls.Config
+	Policy *Policy
+	// WorkloadHost is the workload's address (normally 127.0.0.1).
+	WorkloadHost string
+	// HandshakeTimeout and HeaderTimeout bound what an unauthenticated or
+	// slow peer can hold: the handshake, then the header read.
+	HandshakeTimeout time.Duration
+	HeaderTimeout    time.Duration
+	// DialTimeout bounds connecting to the workload.
+	DialTimeout time.Duration
+	Copy        duplex.Options
+	Metrics     *Metrics
+	Transport   *metrics.Transport
+	Log         *zap.Logger
+}
+
+// Proxy is an inbound proxy. Create one with New, serve with Serve, stop
+// with Shutdown.
+type Proxy struct {
+	cfg    Config
+	tls    *tls.Config
+	dialer net.Dialer
+	srv    *serve.Server
+	log    *zap.Logger
+}
+
+// New returns an inbound proxy.
+func New(cfg Config) *Proxy {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	for _, d := range []*time.Duration{&cfg.HandshakeTimeout, &cfg.HeaderTimeout, &cfg.DialTimeout} {
+		if *d <= 0 {
+			*d = 10 * time.Second
+		}
+	}
+	if cfg.WorkloadHost == "" {
+		cfg.WorkloadHost = "127.0.0.1"
+	}
+	log := cfg.Log.With(zap.String("direction", "inbound"))
+	return &Proxy{cfg: cfg, tls: serverTLS(cfg.TLS), srv: serve.New(log), log: log}
+}
+
+// Serve accepts mesh connections on ln until Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error { return p.srv.Serve(ln, p.handle) }
+
+// Shutdown stops accepting and waits for connections to finish until ctx is
+// done, then closes them.
+func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx) }
+
+// handle carries one mesh connection to the workload.
+func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
+	log := p.log.With(zap.Stringer("client", conn.RemoteAddr()))
+	conn = p.cfg.Transport.Track(conn, metrics.Labels{
+		Direction: "inbound", Peer: "src", TLS: "true", TargetAddr: conn.LocalAddr().String(),
+	})
+	tc, peer, err := p.handshake(ctx, conn)
+	if err != nil {
+		p.refuse(log, conn, err)
+		return
+	}
+	log = log.With(zap.String("client_id", peer.ID.String()))
+	hdr, err := p.readHeader(tc)
+	if err != nil {
+		p.refuse(log, tc, err)
+		return
+	}
+	log = log.With(zap.Uint16("port", hdr.Port))
+	if _, err := p.cfg.Policy.Check(hdr.Port, peer.ID, peer.Chains); err != nil {
+		p.refuse(log, tc, err)
+		return
+	}
+	p.forward(ctx, log, tc, peer, hdr.Port)
+}
+
+// refuse closes a connection the proxy will not carry, counting and logging
+// why. Closing a TLS conn first sends an alert or close_notify, so the peer
+// learns it was refused rather than seeing a bare reset.
+func (p *Proxy) refuse(log *zap.Logger, conn net.Conn, err error) {
+	reason := refusalReason(err)
+	p.cfg.Metrics.refused(reason)
+	log.Info("connection refused", zap.String("reason", reason), zap.Error(err))
+	_ = conn.Close()
+}

@@ -1,0 +1,72 @@
+package inbound
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/seed722d2a70/meshproxy/identity"
+)
+
+// errBadHeader wraps every transport header failure.
+var errBadHeader = errors.New("bad transport header")
+
+const reasonWorkloadUnreachable = "workload_unreachable"
+
+// refusalReason maps a refusal to its bounded metric label.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, ErrPlaintext):
+		return "plaintext"
+	case errors.Is(err, ErrNoTransportHeader):
+		return "no_transport_header"
+	case errors.Is(err, errBadHeader):
+		return "bad_header"
+	case errors.Is(err, ErrLoop):
+		return "loop"
+	case errors.Is(err, ErrPortNotAllowed):
+		return "port_not_allowed"
+	case errors.Is(err, ErrUnauthorized):
+		return "unauthorized"
+	}
+	return identity.RefusalReason(err)
+}
+
+// Metrics are the inbound proxy's refusal counters. A nil *Metrics counts
+// nothing.
+type Metrics struct {
+	tlsRefused   *prometheus.CounterVec
+	headerErrors *prometheus.CounterVec
+}
+
+// NewMetrics registers the inbound metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		tlsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_tls_refused_total",
+			Help: "Inbound connections refused, by reason: plaintext, untrusted or unauthorized peers, bad headers, loops.",
+		}, []string{"reason"}),
+		headerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "transport_header_errors_total",
+			Help: "Transport headers that could not be read, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.tlsRefused, m.headerErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) refused(reason string) {
+	if m != nil {
+		m.tlsRefused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) headerError(reason string) {
+	if m != nil {
+		m.headerErrors.WithLabelValues(reason).Inc()
+	}
+}

@@ -1,0 +1,115 @@
+// Package outbound is the proxy between the local app and the mesh. For each
+// connection the app makes it decides where the connection is going (route),
+// what it carries (detect), and how to get it there (dial): meshed
+// destinations are reached over mutual TLS at the peer's inbound port, with
+// the original port in a transport header; the rest go out as plain TCP.
+//
+// A connection's path, one file per step: accept.go (listeners, handle) →
+// route.go (destination table) → the detect package (skipped for opaque
+// ports) → dial.go (mTLS + header) → the duplex package (copy both ways).
+package outbound
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/serve"
+	"github.com/seed722d2a70/meshproxy/metrics"
+)
+
+// Config configures an outbound proxy. Router and Detector are required.
+type Config struct {
+	Router   *Router
+	Detector *detect.Detector
+	// DialTimeout bounds connecting and the mTLS handshake to a peer.
+	DialTimeout time.Duration
+	// Copy configures the two-way copy of established connections.
+	Copy duplex.Options
+	// Transport counts the tcp_* metrics and Metrics the failures; nil
+	// counts nothing.
+	Transport *metrics.Transport
+	Metrics   *Metrics
+	Log       *zap.Logger
+}
+
+// Proxy is an outbound proxy. Create one with New; serve listeners with
+// ServeExplicit; stop with Shutdown.
+type Proxy struct {
+	cfg    Config
+	dialer net.Dialer
+	srv    *serve.Server
+	log    *zap.Logger
+}
+
+// New returns an outbound proxy.
+func New(cfg Config) *Proxy {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	log := cfg.Log.With(zap.String("direction", "outbound"))
+	return &Proxy{cfg: cfg, srv: serve.New(log), log: log}
+}
+
+// ServeExplicit accepts connections on ln, each meant for target: the
+// explicit mode, where the app is pointed at a local port instead of its
+// real destination. It blocks until Shutdown.
+func (p *Proxy) ServeExplicit(ln net.Listener, target Target) error {
+	return p.srv.Serve(ln, func(ctx context.Context, c net.Conn) { p.handle(ctx, c, target) })
+}
+
+// Shutdown stops accepting and waits for connections to finish until ctx is
+// done, then closes them.
+func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx) }
+
+// handle carries one connection from the app to target.
+func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
+	log := p.log.With(zap.Stringer("target", target), zap.Stringer("client", conn.RemoteAddr()))
+	route, err := p.cfg.Router.Route(target)
+	if err != nil {
+		p.cfg.Metrics.connectError(err)
+		log.Info("connection refused", zap.Error(err))
+		_ = conn.Close()
+		return
+	}
+	conn = p.cfg.Transport.Track(conn, metrics.Labels{
+		Direction: "outbound", Peer: "src", TLS: "disabled", TargetAddr: target.String(),
+	})
+
+	if !route.Opaque {
+		var res detect.Result
+		res, conn, err = p.cfg.Detector.Detect(ctx, conn)
+		if err != nil {
+			log.Info("protocol detection failed", zap.Error(err))
+			_ = conn.Close()
+			return
+		}
+		log.Debug("protocol detected", zap.Stringer("protocol", res.Protocol), zap.String("outcome", string(res.Outcome)))
+	}
+
+	upstream, serverID, err := p.dial(ctx, route)
+	if err != nil {
+		p.cfg.Metrics.connectError(err)
+		log.Info("connecting to destination failed", zap.String("dial_addr", route.DialAddr), zap.Error(err))
+		_ = conn.Close()
+		return
+	}
+	tlsLabel := "disabled"
+	if route.Meshed {
+		tlsLabel = "true"
+	}
+	upstream = p.cfg.Transport.Track(upstream, metrics.Labels{
+		Direction: "outbound", Peer: "dst", TLS: tlsLabel, ServerID: serverID, TargetAddr: route.DialAddr,
+	})
+	if _, err := duplex.Join(ctx, conn, upstream, p.cfg.Copy); err != nil && !errors.Is(err, context.Canceled) {
+		log.Debug("connection ended with an error", zap.Error(err))
+	}
+}

@@ -1,0 +1,295 @@
+// Package proxy assembles a running meshproxy from its configuration: the
+// identity source, the inbound and outbound proxies, the admin server, and
+// reloading of the destination table. cmd/meshproxy only parses flags and
+// calls Run; tests run whole proxies in-process the same way.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/admin"
+	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/identity"
+	"github.com/seed722d2a70/meshproxy/inbound"
+	"github.com/seed722d2a70/meshproxy/metrics"
+	"github.com/seed722d2a70/meshproxy/outbound"
+	"github.com/seed722d2a70/meshproxy/ports"
+)
+
+// Options are what a proxy needs besides its configuration.
+type Options struct {
+	Log *zap.Logger
+	// Level is the logger's level, exposed on the admin server.
+	Level zap.AtomicLevel
+	// Registry receives every metric and is served on /metrics.
+	Registry *prometheus.Registry
+	// Identity, when set, is used instead of building a source from the
+	// configuration (tests inject one; Run does not close it).
+	Identity identity.Source
+}
+
+// Addrs are the addresses the proxy listens on, known once it is ready.
+type Addrs struct {
+	Admin     net.Addr
+	Inbound   net.Addr
+	Outbound  net.Addr
+	Listeners []net.Addr // explicit outbound listeners, in config order
+}
+
+// Proxy is one meshproxy: an inbound and an outbound proxy sharing an
+// identity, plus the admin server.
+type Proxy struct {
+	cfg  config.Config
+	opts Options
+	log  *zap.Logger
+
+	listening atomic.Bool
+	src       atomic.Pointer[identity.Source]
+	readyCh   chan struct{} // closed when first ready
+	addrs     Addrs
+}
+
+// New checks cfg and returns a proxy ready to Run.
+func New(cfg config.Config, opts Options) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Level == (zap.AtomicLevel{}) {
+		opts.Level = zap.NewAtomicLevel()
+	}
+	return &Proxy{cfg: cfg, opts: opts, log: opts.Log, readyCh: make(chan struct{})}, nil
+}
+
+// Ready reports whether the proxy's listeners are up and it holds a valid
+// identity: what /ready answers. It is computed on each call, so an SVID
+// that expires while the SPIRE agent is away makes the proxy not ready
+// without any event having to say so.
+func (p *Proxy) Ready() bool {
+	src := p.src.Load()
+	return p.listening.Load() && src != nil && (*src).Ready()
+}
+
+// WaitReady blocks until the proxy first becomes ready or ctx is done, and
+// returns its listening addresses.
+func (p *Proxy) WaitReady(ctx context.Context) (Addrs, error) {
+	select {
+	case <-p.readyCh:
+		return p.addrs, nil
+	case <-ctx.Done():
+		return Addrs{}, ctx.Err()
+	}
+}
+
+// Run runs the proxy until ctx is done or POST /shutdown, then stops
+// accepting, lets connections drain for the configured grace period, and
+// returns nil. An error means the proxy could not start or failed.
+func (p *Proxy) Run(ctx context.Context) error {
+	ctx, shutdown := context.WithCancel(ctx)
+	defer shutdown()
+	reg := p.opts.Registry
+
+	adminLn, err := net.Listen("tcp", p.cfg.Admin.Addr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	adminSrv := &http.Server{
+		Handler: admin.NewHandler(admin.Options{
+			Gatherer: reg, Ready: p.Ready, Level: p.opts.Level, Shutdown: shutdown,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 8)
+	go func() {
+		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	defer adminSrv.Close()
+	p.addrs.Admin = adminLn.Addr()
+	p.log.Info("admin server listening", zap.Stringer("addr", adminLn.Addr()))
+
+	src := p.opts.Identity
+	if src == nil {
+		if src, err = newIdentitySource(ctx, p.cfg.Identity, p.log, reg); err != nil {
+			return err
+		}
+		defer src.Close()
+	}
+	// No listener accepts mesh traffic before the proxy has an identity.
+	if err := src.WaitReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("waiting for an identity: %w", err)
+	}
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		return err
+	}
+	p.log.Info("identity ready", zap.String("spiffe_id", svid.ID.String()))
+	td := svid.ID.TrustDomain()
+
+	transport, err := metrics.NewTransport(reg)
+	if err != nil {
+		return err
+	}
+	detectMetrics, err := detect.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	inMetrics, err := inbound.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	outMetrics, err := outbound.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	authorizer := func(values []string) (tlsAuthorizer, error) {
+		if len(values) == 0 {
+			values = []string{td.String()}
+		}
+		return identity.ParseAuthorizer(values)
+	}
+
+	// Listen first, so that the proxy's own ports are known for loop
+	// prevention even when configured as :0.
+	inLn, err := net.Listen("tcp", p.cfg.Inbound.Addr)
+	if err != nil {
+		return fmt.Errorf("inbound listener: %w", err)
+	}
+	outLn, err := net.Listen("tcp", p.cfg.Outbound.Addr)
+	if err != nil {
+		_ = inLn.Close()
+		return fmt.Errorf("outbound listener: %w", err)
+	}
+	listeners := []net.Listener{inLn, outLn}
+	defer func() {
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+	}()
+	var targets []outbound.Target
+	for _, l := range p.cfg.Outbound.Listeners {
+		target, err := outbound.ParseTarget(l.Target)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", l.Listen)
+		if err != nil {
+			return fmt.Errorf("outbound listener %s: %w", l.Listen, err)
+		}
+		listeners = append(listeners, ln)
+		targets = append(targets, target)
+	}
+	own := ownPorts(append([]net.Listener{adminLn}, listeners...))
+
+	policy, err := inbound.NewPolicy(p.cfg.Inbound, own, authorizer)
+	if err != nil {
+		return err
+	}
+	in := inbound.New(inbound.Config{
+		TLS:              identity.ServerConfig(src, tlsconfig.AuthorizeAny()),
+		Policy:           policy,
+		WorkloadHost:     p.cfg.Inbound.WorkloadHost,
+		HandshakeTimeout: p.cfg.Inbound.HandshakeTimeout,
+		HeaderTimeout:    p.cfg.Inbound.HeaderTimeout,
+		Metrics:          inMetrics,
+		Transport:        transport,
+		Log:              p.log,
+	})
+
+	clientTLS := newClientTLSFunc(src, authorizer)
+	table, err := outbound.NewTable(p.cfg.Destinations, p.cfg.OpaquePorts, p.cfg.Outbound.RefuseUnmeshed, clientTLS)
+	if err != nil {
+		return err
+	}
+	router := outbound.NewRouter(table)
+	out := outbound.New(outbound.Config{
+		Router: router,
+		Detector: detect.New(detect.Config{
+			Timeout: p.cfg.Detect.Timeout, Direction: "outbound", Metrics: detectMetrics, Logger: p.log,
+		}),
+		DialTimeout: p.cfg.Outbound.DialTimeout,
+		Transport:   transport,
+		Metrics:     outMetrics,
+		Log:         p.log,
+	})
+	if p.cfg.Path != "" {
+		go p.watchDestinations(ctx, router, clientTLS)
+	}
+
+	go func() { errc <- ignoreClosed(in.Serve(inLn)) }()
+	for i, ln := range listeners[2:] {
+		go func() { errc <- ignoreClosed(out.ServeExplicit(ln, targets[i])) }()
+		p.addrs.Listeners = append(p.addrs.Listeners, ln.Addr())
+		p.log.Info("outbound listener", zap.Stringer("addr", ln.Addr()), zap.Stringer("target", targets[i]))
+	}
+	// Transparent mode (SO_ORIGINAL_DST) comes with interception; until
+	// then the outbound port is held so nothing else takes it.
+	p.addrs.Inbound, p.addrs.Outbound = inLn.Addr(), outLn.Addr()
+	p.log.Info("proxy ready", zap.Stringer("inbound_addr", inLn.Addr()), zap.Stringer("outbound_addr", outLn.Addr()))
+	p.src.Store(&src)
+	p.listening.Store(true)
+	close(p.readyCh)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	p.listening.Store(false)
+	p.log.Info("shutting down: draining connections", zap.Duration("grace", p.cfg.ShutdownGrace))
+	drainCtx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range []interface{ Shutdown(context.Context) error }{in, out} {
+		wg.Go(func() {
+			if err := s.Shutdown(drainCtx); err != nil {
+				p.log.Warn("connections cut short at the end of the grace period", zap.Error(err))
+			}
+		})
+	}
+	wg.Wait()
+	p.log.Info("shut down")
+	return runErr
+}
+
+func ownPorts(lns []net.Listener) ports.Set {
+	var own ports.Set
+	for _, ln := range lns {
+		if _, port, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+			if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+				own.Add(uint16(n))
+			}
+		}
+	}
+	return own
+}
+
+func ignoreClosed(err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+

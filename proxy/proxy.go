@@ -292,4 +292,3 @@ func ignoreClosed(err error) error {
 	}
 	return err
 }
-

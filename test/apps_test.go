@@ -33,12 +33,12 @@ type pair struct {
 
 // pairOptions adjust a pair before it starts.
 type pairOptions struct {
-	serverName  string                 // default "server"
-	clientName  string                 // default "client"
-	opaque      bool                   // mark the app port opaque on the destination
-	identity    []string               // destination identity (default: trust domain)
-	serverCfg   func(c *config.Config) // extra server settings
-	clientCfg   func(c *config.Config) // extra client settings
+	serverName string                 // default "server"
+	clientName string                 // default "client"
+	opaque     bool                   // mark the app port opaque on the destination
+	identity   []string               // destination identity (default: trust domain)
+	serverCfg  func(c *config.Config) // extra server settings
+	clientCfg  func(c *config.Config) // extra client settings
 }
 
 func startPair(t *testing.T, appPort uint16, o pairOptions) *pair {

@@ -36,4 +36,3 @@ func runProxy(ctx context.Context, env environment, args []string) error {
 	log.Info("meshproxy starting", zap.String("version", version))
 	return p.Run(ctx)
 }
-

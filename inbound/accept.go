@@ -81,9 +81,6 @@ func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx)
 // handle carries one mesh connection to the workload.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 	log := p.log.With(zap.Stringer("client", conn.RemoteAddr()))
-	conn = p.cfg.Transport.Track(conn, metrics.Labels{
-		Direction: "inbound", Peer: "src", TLS: "true", TargetAddr: conn.LocalAddr().String(),
-	})
 	tc, peer, err := p.handshake(ctx, conn)
 	if err != nil {
 		p.refuse(log, conn, err)
@@ -100,7 +97,12 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 		p.refuse(log, tc, err)
 		return
 	}
-	p.forward(ctx, log, tc, peer, hdr.Port)
+	// Counted from here, once the peer is known: like every tcp_* series,
+	// the bytes are the payload, without TLS framing or the header.
+	src := p.cfg.Transport.Track(tc, metrics.Labels{
+		Direction: "inbound", Peer: "src", TLS: "true", ClientID: peer.ID.String(), TargetAddr: conn.LocalAddr().String(),
+	})
+	p.forward(ctx, log, src, peer, hdr.Port)
 }
 
 // refuse closes a connection the proxy will not carry, counting and logging

@@ -67,7 +67,7 @@ meshproxy demo is running (dev CA, trust domain demo.local):
 
 Try it:
   curl http://127.0.0.1:$client_http/                       # HTTP, detected, carried over mTLS
-  echo hello | nc -q1 127.0.0.1 $client_echo                # opaque port: no detection, header names port $app_echo
+  bin/demoapp -dial 127.0.0.1:$client_echo -send hello     # opaque port: no detection, header names port $app_echo
 Metrics:
   curl -s http://127.0.0.1:$client_admin/metrics | grep ^tcp_   # client proxy
   curl -s http://127.0.0.1:$server_admin/metrics | grep ^tcp_   # server proxy (note inbound client_id)

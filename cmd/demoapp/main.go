@@ -21,7 +21,16 @@ import (
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18080", "HTTP listen address")
 	echoAddr := flag.String("echo", "127.0.0.1:17000", "TCP echo listen address")
+	dial := flag.String("dial", "", "client mode: connect to this address, send -send, print the reply")
+	send := flag.String("send", "hello", "client mode: what to send")
 	flag.Parse()
+	if *dial != "" {
+		if err := client(*dial, *send); err != nil {
+			fmt.Fprintln(os.Stderr, "demoapp:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *httpAddr, *echoAddr); err != nil {
@@ -68,6 +77,26 @@ func serveEcho(ln net.Listener) {
 		go func() {
 			defer c.Close()
 			_, _ = io.Copy(c, c)
+			_ = c.(*net.TCPConn).CloseWrite()
 		}()
 	}
+}
+
+// client sends msg, half-closes, and prints what comes back until EOF: a
+// stand-in for nc where it is not installed.
+func client(addr, msg string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, msg+"\n"); err != nil {
+		return err
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(os.Stdout, c)
+	return err
 }

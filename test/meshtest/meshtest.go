@@ -114,13 +114,19 @@ func Port(addr net.Addr) uint16 {
 }
 
 // Metric sums the values of every series of the named counter or gauge
-// whose labels include all of want. A missing metric sums to 0.
+// whose labels include all of want (a histogram counts its samples). A
+// missing metric sums to 0.
 func (p *Proxy) Metric(t testing.TB, name string, want map[string]string) float64 {
 	t.Helper()
 	families, err := p.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Sum(families, name, want)
+}
+
+// Sum is Metric over gathered or scraped metric families.
+func Sum(families []*dto.MetricFamily, name string, want map[string]string) float64 {
 	var sum float64
 	for _, f := range families {
 		if f.GetName() != name {

@@ -1,0 +1,187 @@
+package meshtest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Build compiles cmd/meshproxy into dir and returns the binary's path.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "meshproxy")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Process is a meshproxy running as its own process.
+type Process struct {
+	Cmd       *exec.Cmd
+	LogPath   string
+	Admin     string
+	Inbound   string
+	Listeners []string
+	done      chan error
+}
+
+// StartProcess runs `bin run args...` with JSON logs to a file, waits until
+// it logs that it is ready, and learns its addresses from the log, so every
+// listener can be given as 127.0.0.1:0. The process gets SIGTERM when the
+// test ends and must then exit 0.
+func StartProcess(t testing.TB, bin string, env []string, args ...string) *Process {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "meshproxy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, append([]string{"run", "-log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr, cmd.Stdout = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Process{Cmd: cmd, LogPath: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.Stop(t) != nil || t.Failed() {
+			t.Logf("--- meshproxy log %s:\n%s", logPath, p.Log())
+		}
+	})
+	if err := p.waitReady(30 * time.Second); err != nil {
+		t.Fatalf("meshproxy did not start: %v\n%s", err, p.Log())
+	}
+	return p
+}
+
+// Stop sends SIGTERM and waits for a clean exit; it reports an unclean one
+// as a test error. It is safe to call more than once.
+func (p *Process) Stop(t testing.TB) error {
+	if p.done == nil {
+		return nil
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		err = <-p.done
+	}
+	p.done = nil
+	if err != nil {
+		t.Errorf("meshproxy did not exit cleanly on SIGTERM: %v", err)
+	}
+	return err
+}
+
+// Log returns the process's log so far.
+func (p *Process) Log() string {
+	b, _ := os.ReadFile(p.LogPath)
+	return string(b)
+}
+
+func (p *Process) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done = nil
+			return fmt.Errorf("exited: %v", err)
+		default:
+		}
+		if p.parseAddrs() {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %v", timeout)
+}
+
+// parseAddrs reads the log lines that name listening addresses and reports
+// whether the proxy has said it is ready.
+func (p *Process) parseAddrs() bool {
+	f, err := os.Open(p.LogPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	p.Listeners = nil
+	ready := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var line struct {
+			Msg         string `json:"msg"`
+			Addr        string `json:"addr"`
+			InboundAddr string `json:"inbound_addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		switch line.Msg {
+		case "admin server listening":
+			p.Admin = line.Addr
+		case "outbound listener":
+			p.Listeners = append(p.Listeners, line.Addr)
+		case "proxy ready":
+			p.Inbound = line.InboundAddr
+			ready = true
+		}
+	}
+	return ready
+}
+
+// Ready reports what the proxy's /ready says.
+func (p *Process) Ready() bool {
+	resp, err := http.Get("http://" + p.Admin + "/ready")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Scrape fetches and parses the proxy's /metrics.
+func (p *Process) Scrape(t testing.TB) []*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + p.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*dto.MetricFamily, 0, len(families))
+	for _, f := range families {
+		out = append(out, f)
+	}
+	return out
+}
+
+// Metric is Sum over a fresh scrape.
+func (p *Process) Metric(t testing.TB, name string, want map[string]string) float64 {
+	t.Helper()
+	return Sum(p.Scrape(t), name, want)
+}
+
+// LogContains reports whether the log has a line containing s.
+func (p *Process) LogContains(s string) bool { return strings.Contains(p.Log(), s) }

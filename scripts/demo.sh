@@ -7,8 +7,8 @@
 # Ports are DEMO_PORT_BASE (default 14000) + small offsets, so a test can move them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=bin/meshproxy
-app=bin/demoapp
+bin="${MESHPROXY_BIN:-bin/meshproxy}"
+app="${DEMOAPP_BIN:-bin/demoapp}"
 base="${DEMO_PORT_BASE:-14000}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/meshproxy-demo.XXXXXX")"
 pids=()
@@ -67,7 +67,7 @@ meshproxy demo is running (dev CA, trust domain demo.local):
 
 Try it:
   curl http://127.0.0.1:$client_http/                       # HTTP, detected, carried over mTLS
-  bin/demoapp -dial 127.0.0.1:$client_echo -send hello     # opaque port: no detection, header names port $app_echo
+  $app -dial 127.0.0.1:$client_echo -send hello     # opaque port: no detection, header names port $app_echo
 Metrics:
   curl -s http://127.0.0.1:$client_admin/metrics | grep ^tcp_   # client proxy
   curl -s http://127.0.0.1:$server_admin/metrics | grep ^tcp_   # server proxy (note inbound client_id)

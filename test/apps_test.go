@@ -186,3 +186,5 @@ func freePort(t testing.TB) uint16 {
 	defer ln.Close()
 	return meshtest.Port(ln.Addr())
 }
+
+func dialTimeout(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }

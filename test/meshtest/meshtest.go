@@ -52,6 +52,16 @@ type Proxy struct {
 	Addrs    proxy.Addrs
 	Registry *prometheus.Registry
 	Logs     *observer.ObservedLogs
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Shutdown starts the proxy's graceful shutdown, as SIGTERM does, and
+// returns a channel that receives Run's result.
+func (p *Proxy) Shutdown() <-chan error {
+	p.cancel()
+	return p.done
 }
 
 // Config returns a configuration with every listener on a free loopback port
@@ -84,7 +94,12 @@ func (m *Mesh) Start(t testing.TB, name string, cfg config.Config) *Proxy {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	result := make(chan error, 1)
+	go func() {
+		err := p.Run(ctx)
+		done <- err
+		result <- err
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -103,7 +118,7 @@ func (m *Mesh) Start(t testing.TB, name string, cfg config.Config) *Proxy {
 		}
 		t.Fatalf("proxy %s not ready: %v", name, err)
 	}
-	return &Proxy{Addrs: addrs, Registry: reg, Logs: logs}
+	return &Proxy{Addrs: addrs, Registry: reg, Logs: logs, cancel: cancel, done: result}
 }
 
 // Port returns the port of addr.

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 fuzztime="${1:-10s}"
 status=0
 while IFS= read -r file; do
-  pkg="./$(dirname "$file")"
+  pkg="$(dirname "$file")"
   for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' "$file" | awk '{print $2}'); do
     echo "== $pkg $target ($fuzztime)"
     go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" || status=1

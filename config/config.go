@@ -183,6 +183,19 @@ type Detect struct {
 	// Timeout is how long detection waits for the client's first bytes
 	// before proceeding as opaque TCP.
 	Timeout time.Duration `yaml:"timeout"`
+
+	// SpeculateAfter is how long a silent client waits before the proxy
+	// connects to its destination speculatively, to find out whether the
+	// server speaks first (then the greeting is delivered at once instead
+	// of after Timeout). 0 turns speculation off.
+	SpeculateAfter time.Duration `yaml:"speculateAfter"`
+	// NoSpeculatePorts are ports where speculation never happens, for
+	// destinations where an extra connection is not acceptable.
+	NoSpeculatePorts ports.Set `yaml:"noSpeculatePorts"`
+	// ServerFirstTTL is how long a destination seen speaking first is
+	// remembered (skipping detection); ServerFirstMax bounds how many are.
+	ServerFirstTTL time.Duration `yaml:"serverFirstTTL"`
+	ServerFirstMax int           `yaml:"serverFirstMax"`
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -204,7 +217,12 @@ func Default() Config {
 			TrustDomain: "mesh.local",
 			SVIDTTL:     time.Hour,
 		},
-		Detect:        Detect{Timeout: 10 * time.Second},
+		Detect: Detect{
+			Timeout:        10 * time.Second,
+			SpeculateAfter: 100 * time.Millisecond,
+			ServerFirstTTL: 10 * time.Minute,
+			ServerFirstMax: 4096,
+		},
 		OpaquePorts:   ports.MustParse(DefaultOpaquePorts),
 		ShutdownGrace: 30 * time.Second,
 	}
@@ -270,6 +288,9 @@ func (c *Config) Validate() error {
 		if d.d <= 0 {
 			return fmt.Errorf("%w: %s must be positive, got %v", ErrInvalid, d.name, d.d)
 		}
+	}
+	if c.Detect.SpeculateAfter < 0 || c.Detect.ServerFirstTTL < 0 || c.Detect.ServerFirstMax < 0 {
+		return fmt.Errorf("%w: detect speculateAfter, serverFirstTTL and serverFirstMax must not be negative", ErrInvalid)
 	}
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("%w: shutdown grace must not be negative, got %v", ErrInvalid, c.ShutdownGrace)

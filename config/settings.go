@@ -90,6 +90,13 @@ var settings = []setting{
 	strSetting("inbound-addr", "inbound proxy address, receiving mesh traffic", func(c *Config) *string { return &c.Inbound.Addr }),
 	strSetting("outbound-addr", "outbound proxy address, receiving the app's traffic", func(c *Config) *string { return &c.Outbound.Addr }),
 	durationSetting("detect-timeout", "how long protocol detection waits for client bytes", func(c *Config) *time.Duration { return &c.Detect.Timeout }),
+	durationSetting("detect-speculate-after", "silence after which a client's destination is connected speculatively to catch server-first protocols (0: off)",
+		func(c *Config) *time.Duration { return &c.Detect.SpeculateAfter }),
+	{
+		name: "no-speculate-ports", usage: "ports where speculative connections are never made",
+		set: func(c *Config, v string) error { return c.Detect.NoSpeculatePorts.UnmarshalText([]byte(v)) },
+	},
+	durationSetting("server-first-ttl", "how long a destination seen speaking first skips detection", func(c *Config) *time.Duration { return &c.Detect.ServerFirstTTL }),
 	{
 		name: "opaque-ports", usage: "ports proxied as opaque TCP without detection, e.g. 25,587,4000-4100",
 		set: func(c *Config, v string) error { return c.OpaquePorts.UnmarshalText([]byte(v)) },

@@ -128,12 +128,20 @@ func (d *Detector) Timeout() time.Duration { return d.timeout }
 // Detect owns conn's read deadline while it runs and clears it (sets it to
 // zero) before returning; a caller that wants a read deadline sets it after.
 func (d *Detector) Detect(ctx context.Context, conn net.Conn) (Result, net.Conn, error) {
+	return d.DetectUntil(ctx, conn, time.Now().Add(d.timeout))
+}
+
+// DetectUntil is Detect with the detection timeout ending at deadline rather
+// than the Detector's Timeout from now: for a caller that has already spent
+// part of the timeout (waiting a grace period before speculating, say) and
+// must keep the whole wait within it. Reaching deadline is a timeout like
+// any other: counted, logged, and opaque.
+func (d *Detector) DetectUntil(ctx context.Context, conn net.Conn, deadline time.Time) (Result, net.Conn, error) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		return Result{Elapsed: time.Since(start)}, conn, fmt.Errorf("protocol detection: %w", err)
 	}
 
-	deadline := start.Add(d.timeout)
 	ctxDeadline := false
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline, ctxDeadline = dl, true

@@ -52,6 +52,13 @@ const (
 	// OutcomeEmpty means the client closed its side, or the connection
 	// failed, before sending a single byte.
 	OutcomeEmpty Outcome = "empty"
+	// OutcomeServerFirst means the client stayed silent and the server
+	// spoke first on a connection opened speculatively. The outbound proxy
+	// decides it, not Detect.
+	OutcomeServerFirst Outcome = "server_first"
+	// OutcomeLearned means the destination was already known to speak
+	// first, so detection was skipped. The outbound proxy decides it.
+	OutcomeLearned Outcome = "learned"
 )
 
 // Result describes one detection.

@@ -21,12 +21,25 @@ import (
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
+	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 // Config configures an outbound proxy. Router and Detector are required.
 type Config struct {
 	Router   *Router
 	Detector *detect.Detector
+	// DetectMetrics counts the detection outcomes decided outside the
+	// Detector (learned, server_first); nil counts nothing.
+	DetectMetrics *detect.Metrics
+	// ServerFirst remembers destinations whose server speaks first; nil
+	// remembers nothing.
+	ServerFirst *ServerFirst
+	// SpeculateAfter is how long a silent client waits before its
+	// destination is connected speculatively to see whether the server
+	// speaks first; 0 disables speculation. NoSpeculate lists ports where
+	// it never happens.
+	SpeculateAfter time.Duration
+	NoSpeculate    ports.Set
 	// DialTimeout bounds connecting and the mTLS handshake to a peer.
 	DialTimeout time.Duration
 	// Copy configures the two-way copy of established connections.
@@ -84,18 +97,25 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 		Direction: "outbound", Peer: "src", TLS: "disabled", TargetAddr: target.String(),
 	})
 
+	var (
+		upstream net.Conn
+		serverID string
+	)
 	if !route.Opaque {
-		var res detect.Result
-		res, conn, err = p.cfg.Detector.Detect(ctx, conn)
+		d, err := p.detect(ctx, log, conn, route)
+		conn = d.conn
 		if err != nil {
 			log.Info("protocol detection failed", zap.Error(err))
 			_ = conn.Close()
 			return
 		}
-		log.Debug("protocol detected", zap.Stringer("protocol", res.Protocol), zap.String("outcome", string(res.Outcome)))
+		log.Debug("protocol detected", zap.Stringer("protocol", d.res.Protocol), zap.String("outcome", string(d.res.Outcome)))
+		upstream, serverID = d.upstream, d.serverID
 	}
 
-	upstream, serverID, err := p.dial(ctx, route)
+	if upstream == nil {
+		upstream, serverID, err = p.dial(ctx, route)
+	}
 	if err != nil {
 		p.cfg.Metrics.connectError(err)
 		log.Info("connecting to destination failed", zap.String("dial_addr", route.DialAddr), zap.Error(err))

@@ -224,15 +224,26 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	router := outbound.NewRouter(table)
+	learned := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "protocol_detect_server_first_destinations",
+		Help: "Destinations remembered as server-speaks-first, whose connections skip detection.",
+	})
+	if err := reg.Register(learned); err != nil {
+		return err
+	}
 	out := outbound.New(outbound.Config{
 		Router: router,
 		Detector: detect.New(detect.Config{
 			Timeout: p.cfg.Detect.Timeout, Direction: "outbound", Metrics: detectMetrics, Logger: p.log,
 		}),
-		DialTimeout: p.cfg.Outbound.DialTimeout,
-		Transport:   transport,
-		Metrics:     outMetrics,
-		Log:         p.log,
+		DetectMetrics:  detectMetrics,
+		ServerFirst:    outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
+		SpeculateAfter: p.cfg.Detect.SpeculateAfter,
+		NoSpeculate:    p.cfg.Detect.NoSpeculatePorts,
+		DialTimeout:    p.cfg.Outbound.DialTimeout,
+		Transport:      transport,
+		Metrics:        outMetrics,
+		Log:            p.log,
 	})
 	if p.cfg.Path != "" {
 		go p.watchDestinations(ctx, router, clientTLS)

@@ -1,0 +1,152 @@
+package outbound
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/detect"
+)
+
+// detected is what the detect step decided for a connection.
+type detected struct {
+	res  detect.Result
+	conn net.Conn // the client's conn, replaying what was peeked
+	// upstream is a connection to the destination opened speculatively,
+	// or nil; serverID is its peer's identity when meshed.
+	upstream net.Conn
+	serverID string
+}
+
+// detect finds out what a connection to a non-opaque port carries.
+//
+// Server-speaks-first protocols (SMTP, MySQL, NATS, ...) send nothing until
+// the server greets them, so plain detection would wait its whole timeout on
+// every connection. Two things avoid that:
+//
+//   - A destination once seen speaking first is remembered (ServerFirst) and
+//     later connections to it skip detection.
+//   - A client still silent after SpeculateAfter gets a connection to its
+//     destination opened speculatively. If the server speaks while the
+//     client is silent, the connection is server-first: its greeting goes to
+//     the client at once. If the client speaks first, detection goes on as
+//     usual; for HTTP the speculative connection is dropped (the one cost:
+//     an extra connection for a client silent longer than the grace period
+//     that then speaks HTTP), otherwise it is used.
+//
+// The detection timeout stays the upper bound of the whole wait.
+func (p *Proxy) detect(ctx context.Context, log *zap.Logger, conn net.Conn, route Route) (detected, error) {
+	det := p.cfg.Detector
+	key := route.Target.String()
+	if p.cfg.ServerFirst.Known(key) {
+		p.cfg.DetectMetrics.Observe(detect.Outbound, detect.OutcomeLearned, 0)
+		return detected{res: detect.Result{Protocol: detect.Opaque, Outcome: detect.OutcomeLearned}, conn: conn}, nil
+	}
+	start := time.Now()
+	deadline := start.Add(det.Timeout())
+	grace := p.cfg.SpeculateAfter
+	if grace <= 0 || grace >= det.Timeout() || p.cfg.NoSpeculate.Contains(route.Target.Port) {
+		res, conn, err := det.DetectUntil(ctx, conn, deadline)
+		if res.Outcome == detect.OutcomeTimeout && res.Peeked == 0 {
+			// Silent for the whole timeout: not a client-first protocol.
+			p.cfg.ServerFirst.Learn(key)
+		}
+		return detected{res: res, conn: conn}, err
+	}
+
+	graceCtx, cancel := context.WithDeadline(ctx, start.Add(grace))
+	res, conn, err := det.DetectUntil(graceCtx, conn, deadline)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return detected{res: res, conn: conn}, err
+	}
+	if res.Peeked > 0 {
+		// Talking, only slowly: a client-first protocol.
+		res, conn, err = det.DetectUntil(ctx, conn, deadline)
+		return detected{res: res, conn: conn}, err
+	}
+
+	upstream, serverID, err := p.dial(ctx, route)
+	if err != nil {
+		// Nothing to speculate with; the usual path reports the failure
+		// once it knows what the client wants.
+		log.Debug("speculative connection failed", zap.Error(err))
+		res, conn, err := det.DetectUntil(ctx, conn, deadline)
+		return detected{res: res, conn: conn}, err
+	}
+	return p.race(ctx, log, conn, upstream, serverID, key, start, deadline)
+}
+
+// race waits for whichever speaks first: the client (detection goes on) or
+// the server on the speculative connection (server-first).
+func (p *Proxy) race(ctx context.Context, log *zap.Logger, conn, upstream net.Conn, serverID, key string, start, deadline time.Time) (detected, error) {
+	server := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 4<<10)
+		n, _ := upstream.Read(buf)
+		server <- buf[:n]
+	}()
+	type detection struct {
+		res  detect.Result
+		conn net.Conn
+		err  error
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	client := make(chan detection, 1)
+	go func() {
+		res, c, err := p.cfg.Detector.DetectUntil(dctx, conn, deadline)
+		client <- detection{res, c, err}
+	}()
+
+	select {
+	case greeting := <-server:
+		// The server spoke (or closed) while the client was silent.
+		cancel()
+		d := <-client
+		p.cfg.ServerFirst.Learn(key)
+		elapsed := time.Since(start)
+		p.cfg.DetectMetrics.Observe(detect.Outbound, detect.OutcomeServerFirst, elapsed)
+		log.Debug("server spoke first", zap.Duration("elapsed", elapsed), zap.Int("greeting_bytes", len(greeting)))
+		if err := deliver(d.conn, greeting); err != nil {
+			_ = upstream.Close()
+			return detected{conn: d.conn}, err
+		}
+		res := d.res
+		res.Protocol, res.Outcome, res.Elapsed = detect.Opaque, detect.OutcomeServerFirst, elapsed
+		return detected{res: res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+
+	case d := <-client:
+		// The client spoke, closed, or the timeout passed. Stop the read
+		// on the speculative connection without losing what it got.
+		_ = upstream.SetReadDeadline(time.Now())
+		greeting := <-server
+		_ = upstream.SetReadDeadline(time.Time{})
+		if d.err != nil || d.res.Protocol != detect.Opaque {
+			// HTTP is routed per request: the speculative connection is
+			// not the one it needs.
+			_ = upstream.Close()
+			return detected{res: d.res, conn: d.conn}, d.err
+		}
+		// A read that was cut short leaves the TLS conn usable: deadline
+		// errors are not sticky in crypto/tls.
+		if err := deliver(d.conn, greeting); err != nil {
+			_ = upstream.Close()
+			return detected{conn: d.conn}, err
+		}
+		return detected{res: d.res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+	}
+}
+
+// deliver writes what was read ahead from the server to the client. A
+// server that closed or failed instead is left for the copy to carry: the
+// next read of the upstream conn reports it again.
+func deliver(client net.Conn, greeting []byte) error {
+	if len(greeting) == 0 {
+		return nil
+	}
+	_, err := client.Write(greeting)
+	return err
+}

@@ -9,6 +9,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 declare -A want=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [nats-server]=nats-server
+  [mariadbd]=mariadb-server
+  [iptables-restore]=iptables
 )
 missing=()
 for cmd in "${!want[@]}"; do

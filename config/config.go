@@ -54,6 +54,13 @@ type Config struct {
 	// opaque TCP without detection.
 	OpaquePorts ports.Set `yaml:"opaquePorts"`
 
+	// HalfCloseTimeout, when positive, bounds how long a connection may stay
+	// half-closed: after one direction ends, the other gets this long before
+	// both are closed, a guard against peers that never close. 0 (the
+	// default) lets half-closed streams run as long as they carry data, as a
+	// TCP proxy should; dead peers are found by TCP keepalives.
+	HalfCloseTimeout time.Duration `yaml:"halfCloseTimeout"`
+
 	// ShutdownGrace is how long the proxy lets established connections
 	// drain after SIGTERM before closing them. It should be shorter than the
 	// pod's terminationGracePeriodSeconds (30 s by default in Kubernetes).
@@ -291,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Detect.SpeculateAfter < 0 || c.Detect.ServerFirstTTL < 0 || c.Detect.ServerFirstMax < 0 {
 		return fmt.Errorf("%w: detect speculateAfter, serverFirstTTL and serverFirstMax must not be negative", ErrInvalid)
+	}
+	if c.HalfCloseTimeout < 0 {
+		return fmt.Errorf("%w: half-close timeout must not be negative, got %v", ErrInvalid, c.HalfCloseTimeout)
 	}
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("%w: shutdown grace must not be negative, got %v", ErrInvalid, c.ShutdownGrace)

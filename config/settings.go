@@ -102,6 +102,8 @@ var settings = []setting{
 		set: func(c *Config, v string) error { return c.OpaquePorts.UnmarshalText([]byte(v)) },
 		get: func(c *Config) string { return c.OpaquePorts.String() },
 	},
+	durationSetting("half-close-timeout", "after one direction of a connection ends, how long the other may go on (0: no limit)",
+		func(c *Config) *time.Duration { return &c.HalfCloseTimeout }),
 	durationSetting("shutdown-grace", "how long connections may drain after SIGTERM", func(c *Config) *time.Duration { return &c.ShutdownGrace }),
 
 	// Inbound.

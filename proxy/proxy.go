@@ -24,6 +24,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/identity"
 	"github.com/seed722d2a70/meshproxy/inbound"
+	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/metrics"
 	"github.com/seed722d2a70/meshproxy/outbound"
 	"github.com/seed722d2a70/meshproxy/ports"
@@ -171,6 +172,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return identity.ParseAuthorizer(values)
 	}
 
+	// One buffer pool for every copy through TLS: steady-state copying
+	// allocates nothing per connection.
+	copyOpts := duplex.Options{Pool: duplex.NewBufferPool(0), HalfCloseTimeout: p.cfg.HalfCloseTimeout}
+
 	// Listen first, so that the proxy's own ports are known for loop
 	// prevention even when configured as :0.
 	inLn, err := net.Listen("tcp", p.cfg.Inbound.Addr)
@@ -213,6 +218,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		WorkloadHost:     p.cfg.Inbound.WorkloadHost,
 		HandshakeTimeout: p.cfg.Inbound.HandshakeTimeout,
 		HeaderTimeout:    p.cfg.Inbound.HeaderTimeout,
+		Copy:             copyOpts,
 		Metrics:          inMetrics,
 		Transport:        transport,
 		Log:              p.log,
@@ -241,6 +247,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		SpeculateAfter: p.cfg.Detect.SpeculateAfter,
 		NoSpeculate:    p.cfg.Detect.NoSpeculatePorts,
 		DialTimeout:    p.cfg.Outbound.DialTimeout,
+		Copy:           copyOpts,
 		Transport:      transport,
 		Metrics:        outMetrics,
 		Log:            p.log,

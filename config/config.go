@@ -132,6 +132,11 @@ type Outbound struct {
 
 	// DialTimeout bounds connecting (and the mTLS handshake) to a peer.
 	DialTimeout time.Duration `yaml:"dialTimeout"`
+
+	// ResponseTimeout, when positive, bounds the wait for an HTTP
+	// response's headers once the request is sent; past it the client gets
+	// 504. 0 waits as long as the client does.
+	ResponseTimeout time.Duration `yaml:"responseTimeout"`
 }
 
 // Listener is one explicit-mode outbound listener.

@@ -135,6 +135,8 @@ var settings = []setting{
 	},
 	boolSetting("refuse-unmeshed", "refuse outbound connections to destinations not in the destination table", func(c *Config) *bool { return &c.Outbound.RefuseUnmeshed }),
 	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
+	durationSetting("http-response-timeout", "bound on the wait for an HTTP response's headers, answered 504 past it (0: no limit)",
+		func(c *Config) *time.Duration { return &c.Outbound.ResponseTimeout }),
 
 	// Identity.
 	strSetting("spiffe-socket", "SPIFFE Workload API socket, e.g. unix:///run/spire/agent.sock (also SPIFFE_ENDPOINT_SOCKET)", func(c *Config) *string { return &c.Identity.SPIFFESocket }),

@@ -14,11 +14,14 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/header"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
 )
@@ -41,17 +44,22 @@ type Config struct {
 	Copy        duplex.Options
 	Metrics     *Metrics
 	Transport   *metrics.Transport
-	Log         *zap.Logger
+	// HTTP counts the request metrics of HTTP sessions; nil counts
+	// nothing.
+	HTTP *httpproxy.Metrics
+	Log  *zap.Logger
 }
 
 // Proxy is an inbound proxy. Create one with New, serve with Serve, stop
 // with Shutdown.
 type Proxy struct {
-	cfg    Config
-	tls    *tls.Config
-	dialer net.Dialer
-	srv    *serve.Server
-	log    *zap.Logger
+	cfg       Config
+	tls       *tls.Config
+	dialer    net.Dialer
+	srv       *serve.Server
+	http      *httpproxy.Server
+	workloads workloads
+	log       *zap.Logger
 }
 
 // New returns an inbound proxy.
@@ -68,15 +76,31 @@ func New(cfg Config) *Proxy {
 		cfg.WorkloadHost = "127.0.0.1"
 	}
 	log := cfg.Log.With(zap.String("direction", "inbound"))
-	return &Proxy{cfg: cfg, tls: serverTLS(cfg.TLS), srv: serve.New(log), log: log}
+	return &Proxy{
+		cfg: cfg,
+		tls: serverTLS(cfg.TLS),
+		srv: serve.New(log),
+		http: httpproxy.New(httpproxy.Config{
+			Direction: metrics.DirectionInbound, Copy: cfg.Copy, Metrics: cfg.HTTP, Log: log,
+		}),
+		log: log,
+	}
 }
 
 // Serve accepts mesh connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error { return p.srv.Serve(ln, p.handle) }
 
 // Shutdown stops accepting and waits for connections to finish until ctx is
-// done, then closes them.
-func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx) }
+// done, then closes them. HTTP peers are asked to close (Connection: close,
+// GOAWAY) as soon as their requests in flight are answered.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.http.Shutdown(ctx) })
+	err := p.srv.Shutdown(ctx)
+	wg.Wait()
+	p.workloads.closeIdle()
+	return err
+}
 
 // handle carries one mesh connection to the workload.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
@@ -93,7 +117,8 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log = log.With(zap.Uint16("port", hdr.Port))
-	if _, err := p.cfg.Policy.Check(hdr.Port, peer.ID, peer.Chains); err != nil {
+	_, err = p.cfg.Policy.Check(hdr.Port, peer.ID, peer.Chains)
+	if err != nil && hdr.SessionProtocol == header.None {
 		p.refuse(log, tc, err)
 		return
 	}
@@ -102,6 +127,17 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 	src := p.cfg.Transport.Track(tc, metrics.Labels{
 		Direction: "inbound", Peer: "src", TLS: "true", ClientID: peer.ID.String(), TargetAddr: conn.LocalAddr().String(),
 	})
+	if hdr.SessionProtocol != header.None {
+		refuse := ""
+		if err != nil {
+			// Refused all the same, but at the HTTP level.
+			refuse = refusalReason(err)
+			p.cfg.Metrics.refused(refuse)
+			log.Info("HTTP connection refused", zap.String("reason", refuse), zap.Error(err))
+		}
+		p.serveHTTP(ctx, src, peer, hdr, refuse)
+		return
+	}
 	p.forward(ctx, log, src, peer, hdr.Port)
 }
 

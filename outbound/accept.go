@@ -13,11 +13,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
@@ -48,16 +50,23 @@ type Config struct {
 	// counts nothing.
 	Transport *metrics.Transport
 	Metrics   *Metrics
-	Log       *zap.Logger
+	// HTTP counts the request metrics of HTTP connections; nil counts
+	// nothing. ResponseTimeout bounds the wait for a response's headers
+	// (0: none).
+	HTTP            *httpproxy.Metrics
+	ResponseTimeout time.Duration
+	Log             *zap.Logger
 }
 
 // Proxy is an outbound proxy. Create one with New; serve listeners with
 // ServeExplicit; stop with Shutdown.
 type Proxy struct {
-	cfg    Config
-	dialer net.Dialer
-	srv    *serve.Server
-	log    *zap.Logger
+	cfg       Config
+	dialer    net.Dialer
+	srv       *serve.Server
+	http      *httpproxy.Server
+	upstreams upstreams
+	log       *zap.Logger
 }
 
 // New returns an outbound proxy.
@@ -69,7 +78,15 @@ func New(cfg Config) *Proxy {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	log := cfg.Log.With(zap.String("direction", "outbound"))
-	return &Proxy{cfg: cfg, srv: serve.New(log), log: log}
+	return &Proxy{
+		cfg: cfg,
+		srv: serve.New(log),
+		http: httpproxy.New(httpproxy.Config{
+			Direction: metrics.DirectionOutbound, Copy: cfg.Copy, Metrics: cfg.HTTP, Log: log,
+		}),
+		upstreams: upstreams{cfg: httpproxy.TransportConfig{ResponseTimeout: cfg.ResponseTimeout}},
+		log:       log,
+	}
 }
 
 // ServeExplicit accepts connections on ln, each meant for target: the
@@ -80,8 +97,16 @@ func (p *Proxy) ServeExplicit(ln net.Listener, target Target) error {
 }
 
 // Shutdown stops accepting and waits for connections to finish until ctx is
-// done, then closes them.
-func (p *Proxy) Shutdown(ctx context.Context) error { return p.srv.Shutdown(ctx) }
+// done, then closes them. HTTP clients are asked to close (Connection:
+// close, GOAWAY) as soon as their requests in flight are answered.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.http.Shutdown(ctx) })
+	err := p.srv.Shutdown(ctx)
+	wg.Wait()
+	p.upstreams.closeIdle()
+	return err
+}
 
 // handle carries one connection from the app to target.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
@@ -111,6 +136,10 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 		}
 		log.Debug("protocol detected", zap.Stringer("protocol", d.res.Protocol), zap.String("outcome", string(d.res.Outcome)))
 		upstream, serverID = d.upstream, d.serverID
+		if upstream == nil && d.res.Protocol != detect.Opaque {
+			p.serveHTTP(ctx, conn, route, d.res.Protocol)
+			return
+		}
 	}
 
 	if upstream == nil {

@@ -20,6 +20,11 @@ var ErrNotMeshproxy = errors.New("peer did not negotiate the transport header pr
 // mTLS handshake, which authorizes the peer's SPIFFE ID, and sends the
 // transport header carrying the target port; it returns the peer's ID.
 func (p *Proxy) dial(ctx context.Context, route Route) (net.Conn, string, error) {
+	return p.dialSession(ctx, route, header.None)
+}
+
+// dialSession is dial with the session protocol the header announces.
+func (p *Proxy) dialSession(ctx context.Context, route Route, proto header.SessionProtocol) (net.Conn, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
 	raw, err := p.dialer.DialContext(ctx, "tcp", route.DialAddr)
@@ -46,7 +51,7 @@ func (p *Proxy) dial(ctx context.Context, route Route) (net.Conn, string, error)
 	}
 	// The header goes in its own write, so into one TLS record, before any
 	// of the app's bytes; the inbound reads exactly the header and no more.
-	if err := header.Write(tc, header.Header{Port: route.Target.Port}); err != nil {
+	if err := header.Write(tc, header.Header{Port: route.Target.Port, SessionProtocol: proto}); err != nil {
 		_ = tc.Close()
 		return nil, "", fmt.Errorf("sending transport header to %s: %w", route.DialAddr, err)
 	}

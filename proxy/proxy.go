@@ -22,6 +22,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/admin"
 	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/identity"
 	"github.com/seed722d2a70/meshproxy/inbound"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
@@ -165,6 +166,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	httpMetrics, err := httpproxy.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	authorizer := func(values []string) (tlsAuthorizer, error) {
 		if len(values) == 0 {
 			values = []string{td.String()}
@@ -221,6 +226,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Copy:             copyOpts,
 		Metrics:          inMetrics,
 		Transport:        transport,
+		HTTP:             httpMetrics,
 		Log:              p.log,
 	})
 
@@ -242,15 +248,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Detector: detect.New(detect.Config{
 			Timeout: p.cfg.Detect.Timeout, Direction: "outbound", Metrics: detectMetrics, Logger: p.log,
 		}),
-		DetectMetrics:  detectMetrics,
-		ServerFirst:    outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
-		SpeculateAfter: p.cfg.Detect.SpeculateAfter,
-		NoSpeculate:    p.cfg.Detect.NoSpeculatePorts,
-		DialTimeout:    p.cfg.Outbound.DialTimeout,
-		Copy:           copyOpts,
-		Transport:      transport,
-		Metrics:        outMetrics,
-		Log:            p.log,
+		DetectMetrics:   detectMetrics,
+		ServerFirst:     outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
+		SpeculateAfter:  p.cfg.Detect.SpeculateAfter,
+		NoSpeculate:     p.cfg.Detect.NoSpeculatePorts,
+		DialTimeout:     p.cfg.Outbound.DialTimeout,
+		Copy:            copyOpts,
+		Transport:       transport,
+		Metrics:         outMetrics,
+		HTTP:            httpMetrics,
+		ResponseTimeout: p.cfg.Outbound.ResponseTimeout,
+		Log:             p.log,
 	})
 	if p.cfg.Path != "" {
 		go p.watchDestinations(ctx, router, clientTLS)

@@ -1,0 +1,22 @@
+// Package httpproxy proxies HTTP/1.x and HTTP/2 (so gRPC) request by
+// request. Both the outbound and the inbound proxy use it once a connection
+// is known to carry HTTP: the outbound after protocol detection, the inbound
+// when the transport header's session protocol says so.
+//
+// A Server serves connections handed to it one at a time (ServeConn) with a
+// single net/http server that speaks HTTP/1.1 and prior-knowledge HTTP/2
+// (h2c) on the same conns. Each request is forwarded by an
+// httputil.ReverseProxy through the round tripper the connection was handed
+// over with, so hop-by-hop headers, trailers, 1xx responses and protocol
+// switches (101, as WebSockets use) are handled the standard library's way.
+// CONNECT becomes a raw two-way copy after the upstream's answer.
+//
+// Failures become real HTTP answers naming the proxy as their source in a
+// meshproxy-error header: 502 (gRPC UNAVAILABLE) when the upstream cannot be
+// reached, 504 (DEADLINE_EXCEEDED) on a timeout, 403 (PERMISSION_DENIED)
+// when authorization refused the request.
+//
+// Requests are counted with Linkerd's names and labels: request_total,
+// response_total (with status_code, grpc_status and classification) and
+// response_latency_ms.
+package httpproxy

@@ -1,0 +1,100 @@
+package httpproxy
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Labels are the labels of one exchange's series. Like every metric label
+// their values must come from small sets: identities and configured
+// addresses, never a client's address.
+type Labels struct {
+	// Direction is "inbound" or "outbound".
+	Direction string
+	// Authority is the request's :authority (Host).
+	Authority string
+	// TLS is "true" for mesh mTLS, "no_identity" for an unmeshed
+	// destination, "disabled" for plaintext by design.
+	TLS string
+	// ServerID is the peer proxy's SPIFFE ID on an outbound mTLS request,
+	// ClientID the peer's on an inbound one; else empty.
+	ServerID string
+	ClientID string
+	// TargetAddr is the address the request is forwarded to.
+	TargetAddr string
+}
+
+func (l Labels) values(extra ...string) []string {
+	return append([]string{l.Direction, l.Authority, l.TLS, l.ServerID, l.ClientID, l.TargetAddr}, extra...)
+}
+
+var labelNames = []string{"direction", "authority", "tls", "server_id", "client_id", "target_addr"}
+
+// LatencyBuckets are Linkerd's response_latency_ms bounds, in milliseconds.
+func LatencyBuckets() []float64 {
+	return []float64{1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500,
+		1_000, 2_000, 3_000, 4_000, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000}
+}
+
+// Metrics are the request-level metrics. Create one per registry with
+// NewMetrics and share it between the inbound and outbound proxies. A nil
+// *Metrics counts nothing.
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	responses *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+}
+
+// NewMetrics registers the request metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "request_total",
+			Help: "Total count of HTTP requests.",
+		}, labelNames),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "response_total",
+			Help: "Total count of HTTP responses, by status code, gRPC status and classification.",
+		}, append(labelNames[:len(labelNames):len(labelNames)], "status_code", "grpc_status", "classification")),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "response_latency_ms",
+			Help:    "Elapsed times between a request's arrival and its response headers, in milliseconds.",
+			Buckets: LatencyBuckets(),
+		}, append(labelNames[:len(labelNames):len(labelNames)], "status_code")),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_proxy_errors_total",
+			Help: "HTTP requests the proxy answered itself because forwarding failed, by reason.",
+		}, []string{"direction", "reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.responses, m.latency, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// record counts one finished exchange.
+func (m *Metrics) record(l Labels, ex *exchange) {
+	if m == nil {
+		return
+	}
+	code := ""
+	if ex.status != 0 {
+		code = strconv.Itoa(ex.status)
+	}
+	m.requests.WithLabelValues(l.values()...).Inc()
+	m.responses.WithLabelValues(l.values(code, ex.grpcStatus, ex.classification())...).Inc()
+	if !ex.headersAt.IsZero() {
+		ms := float64(ex.headersAt.Sub(ex.start).Microseconds()) / 1000
+		m.latency.WithLabelValues(l.values(code)...).Observe(ms)
+	}
+}
+
+func (m *Metrics) proxyError(direction, reason string) {
+	if m != nil {
+		m.errors.WithLabelValues(direction, reason).Inc()
+	}
+}

@@ -1,0 +1,213 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/internal/duplex"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Direction is the direction label of the metrics and logs:
+	// "inbound" or "outbound".
+	Direction string
+	// ReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers; 0 means 30 s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes client connections idle that long; 0 means 5 min.
+	IdleTimeout time.Duration
+	// Copy configures the raw copy of CONNECT tunnels.
+	Copy    duplex.Options
+	Metrics *Metrics
+	Log     *zap.Logger
+}
+
+// Conn is what a Server needs to know about one connection: where its
+// requests go and how they are labelled.
+type Conn struct {
+	// Transport forwards the connection's requests. It is normally shared
+	// by every connection to the same upstream, so upstream connections
+	// are pooled.
+	Transport http.RoundTripper
+	// Upstream is the host:port requests are sent to, as the URL host.
+	// The Host header is the client's.
+	Upstream string
+	// Labels label the connection's requests; Authority is filled in per
+	// request and ServerID from the upstream connection when it has one
+	// (see WithPeerID).
+	Labels Labels
+	// Tunnel opens a raw connection to the upstream for a CONNECT
+	// request; nil answers CONNECT with 405.
+	Tunnel func(ctx context.Context) (net.Conn, error)
+	// Refuse, when not empty, answers every request 403 with this reason
+	// (e.g. the peer may not reach the port): refusing at the HTTP level
+	// tells the client why, where closing the connection would look like
+	// a network failure.
+	Refuse string
+}
+
+// Server serves HTTP/1.1 and prior-knowledge HTTP/2 on the connections
+// handed to ServeConn and forwards every request. Create one with New;
+// stop it with Shutdown.
+type Server struct {
+	cfg  Config
+	log  *zap.Logger
+	srv  *http.Server
+	ln   *handoff
+	rp   *httputil.ReverseProxy
+	done chan struct{}
+}
+
+// New returns a running Server.
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{})}
+	s.rp = s.reverseProxy()
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		Protocols:         &protos,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if sc, ok := c.(*servedConn); ok {
+				ctx = context.WithValue(ctx, connKey{}, sc.info)
+			}
+			return ctx
+		},
+		ErrorLog: zap.NewStdLog(cfg.Log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(s.ln)
+	}()
+	return s
+}
+
+// ServeConn serves HTTP on conn until the client closes it, the server
+// closes it (idle, shut down), or ctx is done. It takes conn over and
+// closes it.
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
+	sc := &servedConn{Conn: conn, info: info, closed: make(chan struct{})}
+	if !s.ln.give(sc) {
+		_ = conn.Close()
+		return
+	}
+	select {
+	case <-sc.closed:
+	case <-ctx.Done():
+		_ = sc.Close()
+	}
+}
+
+// Shutdown stops taking connections, tells HTTP/1 clients to close and
+// HTTP/2 clients GOAWAY, and waits for in-flight requests until ctx is
+// done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+type connKey struct{}
+
+func connInfo(ctx context.Context) *Conn {
+	c, _ := ctx.Value(connKey{}).(*Conn)
+	return c
+}
+
+// servedConn is a connection being served; closing it (by the HTTP
+// server, or after a hijack) ends its ServeConn call.
+type servedConn struct {
+	net.Conn
+	info   *Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *servedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// CloseWrite forwards the half-close of CONNECT tunnels.
+func (c *servedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// CloseRead forwards to the wrapped conn.
+func (c *servedConn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return errors.ErrUnsupported
+}
+
+// Unwrap returns the wrapped conn.
+func (c *servedConn) Unwrap() net.Conn { return c.Conn }
+
+// handoff is a net.Listener whose connections are handed to it by
+// ServeConn rather than accepted from a socket.
+type handoff struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoff() *handoff {
+	return &handoff{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// give hands c to the server's accept loop; false once the listener is
+// closed.
+func (l *handoff) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoff) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoff) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "handoff" }

@@ -1,0 +1,89 @@
+package inbound
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/httpproxy"
+	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/metrics"
+)
+
+// serveHTTP serves a mesh connection whose transport header says it
+// carries HTTP, request by request, forwarding to the workload with the
+// same protocol. refuse, when not empty, is the policy's verdict on the
+// peer for this port: every request is then answered 403 with it, so the
+// client learns why instead of seeing a dropped connection.
+func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, hdr header.Header, refuse string) {
+	addr := net.JoinHostPort(p.cfg.WorkloadHost, strconv.Itoa(int(hdr.Port)))
+	p.http.ServeConn(ctx, conn, &httpproxy.Conn{
+		Transport: p.workloads.get(p, addr, pr, hdr.SessionProtocol),
+		Upstream:  addr,
+		Labels: httpproxy.Labels{
+			Direction: metrics.DirectionInbound, TLS: metrics.TLSTrue, ClientID: pr.ID.String(), TargetAddr: addr,
+		},
+		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
+		Refuse: refuse,
+	})
+}
+
+// dialWorkload connects to the workload at addr, counted in the tcp_*
+// metrics.
+func (p *Proxy) dialWorkload(ctx context.Context, addr string, pr peer) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	app, err := p.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		p.cfg.Metrics.refused(reasonWorkloadUnreachable)
+		p.log.Info("connecting to workload failed", zap.String("workload_addr", addr), zap.Error(err))
+		return nil, err
+	}
+	return p.cfg.Transport.Track(app, metrics.Labels{
+		Direction: metrics.DirectionInbound, Peer: metrics.PeerDst, TLS: metrics.TLSDisabled, ClientID: pr.ID.String(), TargetAddr: addr,
+	}), nil
+}
+
+type workloadKey struct {
+	addr     string
+	clientID string
+	session  header.SessionProtocol
+}
+
+// workloads are the pools of HTTP connections to the workload, one per
+// port, protocol and peer identity (the tcp_* labels of a pooled
+// connection name the peer it was opened for).
+type workloads struct {
+	mu sync.Mutex
+	m  map[workloadKey]*http.Transport
+}
+
+func (w *workloads) get(p *Proxy, addr string, pr peer, session header.SessionProtocol) *http.Transport {
+	key := workloadKey{addr, pr.ID.String(), session}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t, ok := w.m[key]; ok {
+		return t
+	}
+	if w.m == nil {
+		w.m = map[workloadKey]*http.Transport{}
+	}
+	t := httpproxy.NewTransport(httpproxy.TransportConfig{
+		Dial:     func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
+		Protocol: session,
+	})
+	w.m[key] = t
+	return t
+}
+
+func (w *workloads) closeIdle() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, t := range w.m {
+		t.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,117 @@
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/httpproxy"
+	"github.com/seed722d2a70/meshproxy/identity"
+	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/metrics"
+)
+
+// serveHTTP serves a connection detected as HTTP/1 or prior-knowledge
+// HTTP/2 request by request. Requests go to the destination with the
+// protocol the client spoke: to a meshed peer over pooled mTLS connections
+// whose transport header announces that protocol, so the peer's inbound
+// serves them as HTTP too; to an unmeshed destination directly, still
+// counted.
+func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto detect.Protocol) {
+	session := header.HTTP1
+	if proto == detect.HTTP2 {
+		session = header.HTTP2
+	}
+	tlsLabel := metrics.TLSNoIdentity
+	if route.Meshed {
+		tlsLabel = metrics.TLSTrue
+	}
+	p.http.ServeConn(ctx, conn, &httpproxy.Conn{
+		Transport: p.upstreams.get(p, route, session),
+		Upstream:  route.Target.String(),
+		Labels:    httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr},
+		// A CONNECT tunnel is opaque bytes after the answer: it goes
+		// with no session protocol, like any opaque connection.
+		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, header.None) },
+	})
+}
+
+// dialUpstream opens one upstream connection for HTTP, counted in the
+// tcp_* metrics and labelled with the peer's identity. Refusals by
+// authorization, either side's, are marked so the client gets 403.
+func (p *Proxy) dialUpstream(ctx context.Context, route Route, session header.SessionProtocol) (net.Conn, error) {
+	conn, serverID, err := p.dialSession(ctx, route, session)
+	if err != nil {
+		p.cfg.Metrics.connectError(err)
+		p.log.Info("connecting to destination failed", zap.Stringer("target", route.Target),
+			zap.String("dial_addr", route.DialAddr), zap.Error(err))
+		var alert tls.AlertError
+		if errors.Is(err, identity.ErrUnauthorized) || errors.As(err, &alert) {
+			err = fmt.Errorf("%w: %w", httpproxy.ErrRefused, err)
+		}
+		return nil, err
+	}
+	tlsLabel := metrics.TLSDisabled
+	if route.Meshed {
+		tlsLabel = metrics.TLSTrue
+	}
+	conn = p.cfg.Transport.Track(conn, metrics.Labels{
+		Direction: metrics.DirectionOutbound, Peer: metrics.PeerDst, TLS: tlsLabel, ServerID: serverID, TargetAddr: route.DialAddr,
+	})
+	return httpproxy.WithPeerID(conn, serverID), nil
+}
+
+// upstreamKey identifies a pool of upstream HTTP connections: everything a
+// connection was made for. The TLS configuration carries the identities
+// the peer may present, so a table reload that changes them starts a new
+// pool.
+type upstreamKey struct {
+	dialAddr string
+	port     uint16
+	meshed   bool
+	session  header.SessionProtocol
+	tls      *tls.Config
+}
+
+// upstreams are the pools of HTTP connections to destinations, shared by
+// every client connection to the same destination.
+type upstreams struct {
+	cfg httpproxy.TransportConfig // the Dial and Protocol are per pool
+
+	mu sync.Mutex
+	m  map[upstreamKey]*http.Transport
+}
+
+func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *http.Transport {
+	key := upstreamKey{route.DialAddr, route.Target.Port, route.Meshed, session, route.TLS}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.m[key]; ok {
+		return t
+	}
+	if u.m == nil {
+		u.m = map[upstreamKey]*http.Transport{}
+	}
+	cfg := u.cfg
+	cfg.Protocol = session
+	cfg.Dial = func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, session) }
+	t := httpproxy.NewTransport(cfg)
+	u.m[key] = t
+	return t
+}
+
+// closeIdle closes every pooled connection not carrying a request.
+func (u *upstreams) closeIdle() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, t := range u.m {
+		t.CloseIdleConnections()
+	}
+}

@@ -165,9 +165,6 @@ func (c *servedConn) CloseRead() error {
 	return errors.ErrUnsupported
 }
 
-// Unwrap returns the wrapped conn.
-func (c *servedConn) Unwrap() net.Conn { return c.Conn }
-
 // handoff is a net.Listener whose connections are handed to it by
 // ServeConn rather than accepted from a socket.
 type handoff struct {

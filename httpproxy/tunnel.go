@@ -51,11 +51,12 @@ func (s *Server) tunnel(w http.ResponseWriter, r *http.Request, ex *exchange, in
 	// The server's read deadlines no longer apply to a raw stream.
 	_ = client.SetDeadline(time.Time{})
 	// Relay the answer's head, then whatever either side sent early.
-	if err := writeHead(brw.Writer, resp); err == nil {
+	err = writeHead(brw.Writer, resp)
+	if err == nil {
 		err = relayBuffered(brw.Writer, br)
-		if err == nil {
-			err = brw.Writer.Flush()
-		}
+	}
+	if err == nil {
+		err = brw.Writer.Flush()
 	}
 	if err == nil {
 		err = relayBuffered(up, brw.Reader)
@@ -113,3 +114,4 @@ func relayBuffered(w interface{ Write([]byte) (int, error) }, br *bufio.Reader) 
 	_, err := w.Write(b)
 	return err
 }
+

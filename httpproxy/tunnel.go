@@ -114,4 +114,3 @@ func relayBuffered(w interface{ Write([]byte) (int, error) }, br *bufio.Reader) 
 	_, err := w.Write(b)
 	return err
 }
-

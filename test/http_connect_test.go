@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net/http"
-	"time"
 	"testing"
+	"time"
 )
 
 // A CONNECT request goes to the app through both proxies; after the app's

@@ -103,6 +103,10 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 			info := connInfo(pr.In.Context())
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = info.Upstream
+			// Request trailers: the server fills In.Trailer when the body
+			// ends, and the transport sends Out.Trailer after the body.
+			// Out.Trailer is a copy taken before that, so share the map.
+			pr.Out.Trailer = pr.In.Trailer
 			// The client's Host header is kept (Rewrite leaves Out.Host
 			// as In.Host), and no X-Forwarded-* headers are added: the
 			// mesh is transparent to the app.

@@ -41,7 +41,7 @@ type pairOptions struct {
 	clientCfg  func(c *config.Config) // extra client settings
 }
 
-func startPair(t *testing.T, appPort uint16, o pairOptions) *pair {
+func startPair(t testing.TB, appPort uint16, o pairOptions) *pair {
 	t.Helper()
 	if o.serverName == "" {
 		o.serverName = "server"

@@ -127,6 +127,10 @@ func TestSlowHTTPClientStillDetectedAsHTTP(t *testing.T) {
 	if n := p.client.Metric(t, "protocol_detect_total", map[string]string{"result": "http1"}); n != 1 {
 		t.Errorf("http1 detections = %v, want 1", n)
 	}
+	// Counted as an HTTP request, so handled at the HTTP level.
+	if n := p.client.Metric(t, "request_total", map[string]string{"direction": "outbound"}); n != 1 {
+		t.Errorf("outbound HTTP requests counted = %v, want 1", n)
+	}
 	if n := accepted.Load(); n > 2 {
 		t.Errorf("the server accepted %d connections, want at most 2 (one speculative, dropped)", n)
 	}

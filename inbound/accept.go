@@ -7,7 +7,8 @@
 // A connection's path, one file per step: accept.go (listener, handle) →
 // tls.go (handshake, identity) → direct.go (transport header) → policy.go
 // and prevent_loop.go (may this peer reach this port?) → forward.go (dial
-// the workload, copy both ways).
+// the workload, copy both ways). A connection whose header announces HTTP
+// goes to http.go instead, served request by request.
 package inbound
 
 import (

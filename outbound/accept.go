@@ -7,6 +7,8 @@
 // A connection's path, one file per step: accept.go (listeners, handle) →
 // route.go (destination table) → the detect package (skipped for opaque
 // ports) → dial.go (mTLS + header) → the duplex package (copy both ways).
+// A connection detected as HTTP goes to http.go instead: served request by
+// request by the httpproxy package over pooled upstream connections.
 package outbound
 
 import (

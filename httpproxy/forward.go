@@ -114,9 +114,12 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
 			return connInfo(r.Context()).Transport.RoundTrip(r)
 		}),
-		// Stream everything as it comes: gRPC streams, server-sent events
-		// and long downloads must not wait in the proxy.
-		FlushInterval: -1,
+		// No timed flushing: ReverseProxy already flushes every write of a
+		// response of unknown length (gRPC streams, chunked downloads,
+		// server-sent events), and a timed flush of a body-less response
+		// would split a gRPC trailers-only answer into headers and an
+		// empty end of stream, which gRPC clients reject.
+		FlushInterval: 0,
 		BufferPool:    newBufferPool(),
 		ModifyResponse: func(resp *http.Response) error {
 			if ex := exchangeOf(resp.Request); ex != nil {

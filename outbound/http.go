@@ -99,6 +99,15 @@ func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *
 	if u.m == nil {
 		u.m = map[upstreamKey]*http.Transport{}
 	}
+	// A table reload that changed the destination's TLS configuration
+	// leaves the old pool behind: forget it, closing its idle connections.
+	// Client connections still using it keep it until they end.
+	for k, t := range u.m {
+		if k.dialAddr == key.dialAddr && k.port == key.port && k.meshed == key.meshed && k.session == key.session {
+			t.CloseIdleConnections()
+			delete(u.m, k)
+		}
+	}
 	cfg := u.cfg
 	cfg.Protocol = session
 	cfg.Dial = func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, session) }

@@ -40,6 +40,10 @@ type Config struct {
 	// it never happens.
 	SpeculateAfter time.Duration
 	NoSpeculate    ports.Set
+	// OwnPorts are the proxy's own listening ports. A transparent
+	// connection whose original destination is one of them on a loopback
+	// address is refused as a loop.
+	OwnPorts ports.Set
 	// DialTimeout bounds connecting and the mTLS handshake to a peer.
 	DialTimeout time.Duration
 	// Copy configures the two-way copy of established connections.
@@ -52,7 +56,7 @@ type Config struct {
 }
 
 // Proxy is an outbound proxy. Create one with New; serve listeners with
-// ServeExplicit; stop with Shutdown.
+// ServeExplicit or ServeTransparent; stop with Shutdown.
 type Proxy struct {
 	cfg    Config
 	dialer net.Dialer

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -187,8 +188,10 @@ func (p *pod) serveHTTP(t *testing.T, port uint16) {
 	t.Cleanup(func() { _ = srv.Close() })
 }
 
-// serveEcho runs a TCP server on port in the pod that writes back the
-// client address it sees, then echoes.
+// serveEcho runs a TCP server on port in the pod that reads a line and
+// answers it with the client address it sees (127.0.0.1 when the pod's
+// proxy delivered the connection, the client's own IP when it came
+// directly) followed by the line.
 func (p *pod) serveEcho(t *testing.T, port uint16) {
 	t.Helper()
 	ln, err := p.ns.Listen("tcp", ":"+strconv.Itoa(int(port)))
@@ -208,11 +211,28 @@ func (p *pod) serveEcho(t *testing.T, port uint16) {
 				return
 			}
 			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			_, _ = fmt.Fprintf(c, "%s\n", host)
-			_, _ = io.Copy(c, c)
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			_, _ = fmt.Fprintf(c, "%s %s", host, line)
 			c.Close()
 		}
 	}()
+}
+
+// echo sends a line to ip:port from inside the pod and returns what the
+// echo server answered: the client address it saw, then the line.
+func (p *pod) echo(t *testing.T, ip netip.Addr, port uint16) (string, error) {
+	t.Helper()
+	c, err := p.dial(t, ip, port)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return strings.TrimSpace(string(b)), err
 }
 
 // startRedis runs redis-server on 6379 in the pod, listening on all its

@@ -75,9 +75,8 @@ func (b *testBed) unmeshedPod(t *testing.T, name string) *pod {
 // meshedPod adds a pod whose traffic goes through a meshproxy with the
 // identity spiffe://mesh.test/<name>: `meshproxy init` with initArgs
 // installs the rules, then `meshproxy run --transparent` with runArgs
-// starts the proxy as proxyUID. Destinations maps pod IPs that are meshed
-// to the SPIFFE ID their proxy presents.
-func (b *testBed) meshedPod(t *testing.T, name string, destinations map[netip.Addr]string, initArgs []string, runArgs ...string) *pod {
+// starts the proxy as proxyUID. Destinations are its destination table.
+func (b *testBed) meshedPod(t *testing.T, name string, destinations []podDest, initArgs []string, runArgs ...string) *pod {
 	t.Helper()
 	p := b.unmeshedPod(t, name)
 	p.ns.MustRun(t, meshproxyBin, append([]string{"init", "--proxy-uid=" + strconv.Itoa(proxyUID)}, initArgs...)...)
@@ -96,11 +95,23 @@ func (b *testBed) meshedPod(t *testing.T, name string, destinations map[netip.Ad
 	return p
 }
 
+// podDest is a meshed destination in a pod proxy's table.
+type podDest struct {
+	Match       string // IP, or IP:port
+	ID          string // SPIFFE ID its proxy presents
+	InboundPort uint16 // 0: the default, 4143
+}
+
+// meshedIP is the destination table entry of a meshed pod.
+func meshedIP(ip netip.Addr, name string) []podDest {
+	return []podDest{{Match: ip.String(), ID: meshtest.ID(name).String()}}
+}
+
 type podFiles struct{ cert, key, bundle, config string }
 
 // podFiles writes the pod's SVID, the trust bundle and its configuration,
 // owned by the proxy's UID.
-func (b *testBed) podFiles(t *testing.T, name string, destinations map[netip.Addr]string) podFiles {
+func (b *testBed) podFiles(t *testing.T, name string, destinations []podDest) podFiles {
 	t.Helper()
 	svid, err := b.mesh.CA.Issue(meshtest.ID(name), time.Hour)
 	if err != nil {
@@ -116,8 +127,8 @@ func (b *testBed) podFiles(t *testing.T, name string, destinations map[netip.Add
 	}
 	var cfg strings.Builder
 	cfg.WriteString("destinations:\n")
-	for ip, id := range destinations {
-		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q]}\n", ip, id)
+	for _, d := range destinations {
+		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q], inboundPort: %d}\n", d.Match, d.ID, d.InboundPort)
 	}
 	dir := filepath.Join(b.dir, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {

@@ -23,7 +23,7 @@ func TestTransparentHTTPAndRedisBetweenPods(t *testing.T) {
 	bed := newTestBed(t)
 	serverIP := podLAN.Addr().Next().Next() // the LAN hands out .1, .2, … in order
 	clientID, serverID := meshtest.ID("client").String(), meshtest.ID("server").String()
-	client := bed.meshedPod(t, "client", map[netip.Addr]string{serverIP: serverID}, nil)
+	client := bed.meshedPod(t, "client", meshedIP(serverIP, "server"), nil)
 	server := bed.meshedPod(t, "server", nil, nil)
 	if server.ip != serverIP {
 		t.Fatalf("server pod got %v, want %v", server.ip, serverIP)

@@ -22,7 +22,7 @@ func TestTransparentNetworkPolicyMustAdmitTheInboundPort(t *testing.T) {
 	bed := newTestBed(t)
 	serverIP := podLAN.Addr().Next().Next()
 	// A dropped SYN is only noticed when the dial times out: keep it short.
-	client := bed.meshedPod(t, "client", map[netip.Addr]string{serverIP: meshtest.ID("server").String()}, nil, "--dial-timeout=500ms")
+	client := bed.meshedPod(t, "client", meshedIP(serverIP, "server"), nil, "--dial-timeout=500ms")
 	server := bed.meshedPod(t, "server", nil, nil)
 	unmeshed := bed.unmeshedPod(t, "plain")
 	server.startRedis(t, bed.dir)

@@ -17,7 +17,7 @@ func TestTransparentSkipPortsBypassTheProxies(t *testing.T) {
 	t.Parallel()
 	bed := newTestBed(t)
 	serverIP := podLAN.Addr().Next().Next()
-	client := bed.meshedPod(t, "client", map[netip.Addr]string{serverIP: meshtest.ID("server").String()},
+	client := bed.meshedPod(t, "client", meshedIP(serverIP, "server"),
 		[]string{"--skip-outbound-ports=9000,9002"})
 	server := bed.meshedPod(t, "server", nil, []string{"--skip-inbound-ports=9000"})
 	for _, port := range []uint16{9000, 9001, 9002} {

@@ -17,7 +17,7 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	t.Parallel()
 	bed := newTestBed(t)
 	serverIP := podLAN.Addr().Next().Next()
-	meshed := bed.meshedPod(t, "client", map[netip.Addr]string{serverIP: meshtest.ID("server").String()}, nil)
+	meshed := bed.meshedPod(t, "client", meshedIP(serverIP, "server"), nil)
 	server := bed.meshedPod(t, "server", nil, nil, "--inbound-require-identity-ports=6379")
 	unmeshed := bed.unmeshedPod(t, "plain")
 	server.serveHTTP(t, 8080)

@@ -4,7 +4,8 @@
 // destinations are reached over mutual TLS at the peer's inbound port, with
 // the original port in a transport header; the rest go out as plain TCP.
 //
-// A connection's path, one file per step: accept.go (listeners, handle) →
+// A connection's path, one file per step: accept.go (listeners, handle;
+// transparent.go finds a redirected connection's original destination) →
 // route.go (destination table) → the detect package (skipped for opaque
 // ports) → dial.go (mTLS + header) → the duplex package (copy both ways).
 package outbound

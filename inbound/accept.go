@@ -24,6 +24,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
+	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 // Config configures an inbound proxy. TLS and Policy are required.
@@ -48,7 +49,14 @@ type Config struct {
 	Transparent bool
 	// Detector tells, on a redirected connection, a peer proxy's mTLS from
 	// an unmeshed client's bytes; nil uses a default one.
-	Detector  *detect.Detector
+	Detector *detect.Detector
+	// OpaquePorts are the mesh's opaque ports. Peers send opaque traffic to
+	// the inbound port, never to the app port, so a connection redirected
+	// from one of them (or from a port whose policy hint is opaque or TLS)
+	// is an unmeshed client's and is not sniffed: a server-first protocol
+	// gets no detection stall.
+	OpaquePorts ports.Set
+
 	Copy      duplex.Options
 	Metrics   *Metrics
 	Transport *metrics.Transport

@@ -54,7 +54,8 @@ func unwrapTCP(conn net.Conn) net.Conn {
 // from a peer proxy it is mTLS offering the transport header protocol, and
 // takes the mesh path; anything else is an unmeshed client's own bytes
 // (plaintext, or TLS of its own), forwarded untouched when the port's policy
-// lets clients without a mesh identity in.
+// lets clients without a mesh identity in. On opaque ports nothing is
+// sniffed (see Config.OpaquePorts).
 func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.Conn, dst netip.AddrPort) {
 	port := dst.Port()
 	log = log.With(zap.Uint16("port", port), zap.Bool("redirected", true))
@@ -64,14 +65,17 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.
 		p.refuse(log, conn, err)
 		return
 	}
-	res, conn, err := p.cfg.Detector.Detect(ctx, conn)
-	if err != nil { // shutting down
-		_ = conn.Close()
-		return
-	}
-	if res.TLS && slices.Contains(res.ALPN, header.ALPN) {
-		p.handleMesh(ctx, log, conn, port, dst.String())
-		return
+	if !p.cfg.OpaquePorts.Contains(port) && !p.cfg.Policy.Rule(port).Protocol.SkipsDetection() {
+		res, c, derr := p.cfg.Detector.Detect(ctx, conn)
+		conn = c
+		if derr != nil { // shutting down
+			_ = conn.Close()
+			return
+		}
+		if res.TLS && slices.Contains(res.ALPN, header.ALPN) {
+			p.handleMesh(ctx, log, conn, port, dst.String())
+			return
+		}
 	}
 	if _, err := p.cfg.Policy.CheckUnauthenticated(port); err != nil {
 		p.refuse(log, conn, err)

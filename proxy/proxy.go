@@ -225,6 +225,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		HeaderTimeout:    p.cfg.Inbound.HeaderTimeout,
 		Transparent:      p.cfg.Transparent,
 		Detector:         inDetector,
+		OpaquePorts:      p.cfg.OpaquePorts,
 		Copy:             copyOpts,
 		Metrics:          inMetrics,
 		Transport:        transport,

@@ -31,9 +31,12 @@ import (
 // needs no entry in /etc/passwd, as in a container.
 const proxyUID = 2102
 
-// podLAN is the subnet of every test bed; it exists only inside the
-// namespaces, so test beds running in parallel do not clash.
-var podLAN = netip.MustParsePrefix("10.77.0.0/24")
+// podLAN and podLAN6 are the subnets of every test bed; they exist only
+// inside the namespaces, so test beds running in parallel do not clash.
+var (
+	podLAN  = netip.MustParsePrefix("10.77.0.0/24")
+	podLAN6 = netip.MustParsePrefix("fd77::/64")
+)
 
 // testBed is one LAN of pods sharing a mesh CA.
 type testBed struct {
@@ -46,13 +49,14 @@ type testBed struct {
 type pod struct {
 	name  string
 	ns    *netns.NS
-	ip    netip.Addr
+	ip    netip.Addr        // in podLAN
+	ip6   netip.Addr        // in podLAN6
 	proxy *meshtest.Process // nil for an unmeshed pod
 }
 
 func newTestBed(t *testing.T) *testBed {
 	t.Helper()
-	netns.Require(t, "iptables-restore", "iptables-save", "redis-server")
+	netns.Require(t, "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save", "redis-server")
 	dir, err := os.MkdirTemp("", "meshproxy-pods-")
 	if err != nil {
 		t.Fatal(err)
@@ -62,14 +66,14 @@ func newTestBed(t *testing.T) *testBed {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &testBed{lan: netns.NewLAN(t, podLAN), mesh: meshtest.NewMesh(t), dir: dir}
+	return &testBed{lan: netns.NewLAN(t, podLAN, podLAN6), mesh: meshtest.NewMesh(t), dir: dir}
 }
 
 // unmeshedPod adds a pod without a proxy or interception rules.
 func (b *testBed) unmeshedPod(t *testing.T, name string) *pod {
 	t.Helper()
-	ns, ip := b.lan.Pod(t, "mp"+name)
-	return &pod{name: name, ns: ns, ip: ip}
+	ns, ips := b.lan.Pod(t, "mp"+name)
+	return &pod{name: name, ns: ns, ip: ips[0], ip6: ips[1]}
 }
 
 // meshedPod adds a pod whose traffic goes through a meshproxy with the

@@ -18,7 +18,8 @@ const transparentDetectTimeout = time.Second
 
 // Server-speaks-first protocols through transparent interception, with the
 // real servers in the server pod. MariaDB on 3306, opaque by default, is
-// carried to 4143 with no detection at all. NATS on 4222 is not in the
+// carried to 4143 with no detection at all; the mariadb command-line client
+// in the client pod logs in and runs a query through both proxies. NATS on 4222 is not in the
 // default opaque list: with speculation off, the client's proxy waits out
 // the detection timeout (logging it) before the greeting reaches the app,
 // then carries the connection as opaque; a client pod whose proxy marks
@@ -78,6 +79,13 @@ func TestTransparentServerFirstProtocols(t *testing.T) {
 	if b, _, _ := greeting(stalling, 3306); !isMariaDB(b) {
 		t.Errorf("port 3306: %q is not a MariaDB greeting", b)
 	}
+	// The real client, run in the pod as any app, logs in and queries
+	// through both proxies (the server sees it coming from loopback, so as
+	// root@localhost).
+	if out, err := stalling.ns.Run(lookBin(t, "mariadb"), "--no-defaults", "--protocol=tcp", "-h", server.ip.String(),
+		"-P", "3306", "-u", "root", "--connect-timeout=10", "-N", "-e", "SELECT 6*7"); err != nil || strings.TrimSpace(out) != "42" {
+		t.Errorf("mariadb client from the client pod: %q, %v", out, err)
+	}
 	if n := detections(stalling); n != 0 {
 		t.Errorf("MariaDB on the default opaque port was detected (%v detections)", n)
 	}
@@ -128,7 +136,7 @@ func TestTransparentServerFirstProtocols(t *testing.T) {
 		id := meshtest.ID(p.name).String()
 		if n := server.metric(t, "tcp_open_total", map[string]string{
 			"direction": "inbound", "peer": "src", "tls": "true", "client_id": id, "target_addr": server.ip.String() + ":4143",
-		}); n != float64(map[string]int{"client": 2, "client2": 1}[p.name]) {
+		}); n != float64(map[string]int{"client": 3, "client2": 1}[p.name]) {
 			t.Errorf("server proxy: %v mTLS connections from %s on 4143", n, id)
 		}
 	}

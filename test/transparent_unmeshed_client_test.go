@@ -12,7 +12,8 @@ import (
 // lets it through by default, labelled tls="no_identity"; on a port whose
 // policy requires identity it refuses it, while a meshed client with an
 // identity still gets through. A connection to the proxy's own outbound
-// port is refused as a loop, from outside the pod as from inside.
+// port is refused as a loop, from outside the pod as from inside. The other
+// way round, the meshed pod's proxy reaches the unmeshed pod in plain TCP.
 func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	t.Parallel()
 	bed := newTestBed(t)
@@ -22,6 +23,17 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	unmeshed := bed.unmeshedPod(t, "plain")
 	server.serveHTTP(t, 8080)
 	server.startRedis(t, bed.dir)
+	unmeshed.serveEcho(t, 9000)
+
+	got, err := meshed.echo(t, unmeshed.ip, 9000)
+	if want := meshed.ip.String() + " hello"; err != nil || got != want {
+		t.Fatalf("meshed pod to an unmeshed one: %q, %v; want %q", got, err, want)
+	}
+	if n := meshed.metric(t, "tcp_open_total", map[string]string{
+		"direction": "outbound", "peer": "dst", "tls": "disabled", "target_addr": netip.AddrPortFrom(unmeshed.ip, 9000).String(),
+	}); n != 1 {
+		t.Errorf("plain connections from the meshed pod's proxy to the unmeshed pod = %v, want 1", n)
+	}
 
 	body, err := unmeshed.get(t, server.ip, 8080)
 	if want := "server from 127.0.0.1"; err != nil || body != want {

@@ -1,13 +1,18 @@
 package test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/seed722d2a70/meshproxy/test/meshtest"
 )
 
-// A pod without a proxy reaches a meshed pod's app ports in plaintext. The
+// A pod without a proxy reaches a meshed pod's app ports in plaintext (or in
+// TLS of its own, which is not taken for a peer proxy's). The
 // server's inbound proxy, to which the firewall redirected the connection,
 // lets it through by default, labelled tls="no_identity"; on a port whose
 // policy requires identity it refuses it, while a meshed client with an
@@ -45,6 +50,35 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	})
 	if n := server.metric(t, "tcp_open_total", map[string]string{"direction": "inbound", "peer": "dst", "client_id": "", "target_addr": "127.0.0.1:8080"}); n != 1 {
 		t.Errorf("plaintext connections forwarded to the app = %v, want 1", n)
+	}
+
+	// The client's own TLS (without the mesh's ALPN protocol) is not taken
+	// for a peer proxy's: it reaches the app untouched.
+	https := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "tls "+r.Proto)
+	}))
+	if https.Listener, err = server.ns.Listen("tcp", ":8443"); err != nil {
+		t.Fatal(err)
+	}
+	https.EnableHTTP2 = true
+	https.StartTLS()
+	t.Cleanup(https.Close)
+	tr := https.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext, tr.DisableKeepAlives = unmeshed.ns.DialContext, true
+	tr.TLSClientConfig.ServerName = "example.com" // in httptest's certificate
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + netip.AddrPortFrom(server.ip, 8443).String() + "/")
+	if err != nil {
+		t.Fatalf("unmeshed HTTPS: %v", err)
+	}
+	tlsBody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(tlsBody) != "tls HTTP/2.0" {
+		t.Errorf("unmeshed HTTPS: %q, want the app's own TLS with HTTP/2", tlsBody)
+	}
+	if n := server.metric(t, "tcp_open_total", map[string]string{
+		"direction": "inbound", "peer": "src", "tls": "no_identity", "target_addr": netip.AddrPortFrom(server.ip, 8443).String(),
+	}); n != 1 {
+		t.Errorf("app TLS connections let through without identity = %v, want 1", n)
 	}
 
 	refusedOn := func(p *pod, port uint16) {

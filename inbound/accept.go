@@ -42,6 +42,11 @@ type Config struct {
 	HeaderTimeout    time.Duration
 	// DialTimeout bounds connecting to the workload.
 	DialTimeout time.Duration
+	Copy        duplex.Options
+	Metrics     *Metrics
+	Transport   *metrics.Transport
+	Log         *zap.Logger
+
 	// Transparent says the firewall (meshproxy init) redirects connections
 	// for app ports to the inbound listener: a connection whose original
 	// destination is not the listener's port is then handled as addressed
@@ -56,11 +61,6 @@ type Config struct {
 	// is an unmeshed client's and is not sniffed: a server-first protocol
 	// gets no detection stall.
 	OpaquePorts ports.Set
-
-	Copy      duplex.Options
-	Metrics   *Metrics
-	Transport *metrics.Transport
-	Log       *zap.Logger
 }
 
 // Proxy is an inbound proxy. Create one with New, serve with Serve, stop

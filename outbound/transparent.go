@@ -51,6 +51,10 @@ func (p *Proxy) handleTransparent(ctx context.Context, conn net.Conn) {
 // refusing destinations that are the proxy itself.
 func (p *Proxy) originalTarget(conn net.Conn) (Target, error) {
 	dst, err := origdst.Get(conn)
+	if errors.Is(err, origdst.ErrNoConntrack) {
+		// No NAT rule touched it: it was made to the listener itself.
+		return Target{}, fmt.Errorf("%v: %w: %w", conn.LocalAddr(), ErrLoop, err)
+	}
 	if err != nil {
 		return Target{}, fmt.Errorf("%w: %w", ErrNoOriginalDst, err)
 	}

@@ -47,6 +47,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the proxy", runProxy},
 		{"ca", "manage the embedded dev CA: init, issue", runCA},
+		{"init", "install the iptables rules that send the pod's TCP through the proxy", runInit},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -13,6 +13,7 @@ import (
 // Environment variables of `meshproxy run` the proxy container is given;
 // config derives them from the flag names (MESHPROXY_ + FLAG_NAME).
 const (
+	envTransparent  = "MESHPROXY_TRANSPARENT"
 	envInboundAddr  = "MESHPROXY_INBOUND_ADDR"
 	envOutboundAddr = "MESHPROXY_OUTBOUND_ADDR"
 	envAdminAddr    = "MESHPROXY_ADMIN_ADDR"
@@ -36,6 +37,7 @@ func (in *Injector) initContainer(skipInbound, skipOutbound ports.Set) corev1.Co
 		"--proxy-uid=" + strconv.FormatInt(in.cfg.ProxyUID, 10),
 		"--inbound-port=" + strconv.Itoa(int(in.cfg.InboundPort)),
 		"--outbound-port=" + strconv.Itoa(int(in.cfg.OutboundPort)),
+		"--admin-port=" + strconv.Itoa(int(in.cfg.AdminPort)),
 	}
 	if skipInbound.Len() > 0 {
 		args = append(args, "--skip-inbound-ports="+skipInbound.String())
@@ -71,10 +73,15 @@ func (in *Injector) initContainer(skipInbound, skipOutbound ports.Set) corev1.Co
 // proxyContainer runs `meshproxy run` with its settings in MESHPROXY_*
 // variables, so `kubectl describe` shows them by name.
 func (in *Injector) proxyContainer(set settings) corev1.Container {
+	// Wildcard addresses of both families: for IPv6 the kernel redirects
+	// outbound connections to [::1] and inbound ones to the pod's IPv6
+	// address. Outside connections to the outbound port are redirected to
+	// the inbound one, which refuses them as loops.
 	env := []corev1.EnvVar{
-		{Name: envInboundAddr, Value: fmt.Sprintf("0.0.0.0:%d", in.cfg.InboundPort)},
-		{Name: envOutboundAddr, Value: fmt.Sprintf("127.0.0.1:%d", in.cfg.OutboundPort)},
-		{Name: envAdminAddr, Value: fmt.Sprintf("0.0.0.0:%d", in.cfg.AdminPort)},
+		{Name: envTransparent, Value: "true"},
+		{Name: envInboundAddr, Value: fmt.Sprintf("[::]:%d", in.cfg.InboundPort)},
+		{Name: envOutboundAddr, Value: fmt.Sprintf("[::]:%d", in.cfg.OutboundPort)},
+		{Name: envAdminAddr, Value: fmt.Sprintf("[::]:%d", in.cfg.AdminPort)},
 		{Name: envLogLevel, Value: set.logLevel},
 		{Name: envSPIFFESocket, Value: in.socketPath()},
 	}

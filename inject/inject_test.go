@@ -246,7 +246,7 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the proxy would not start: %v", err)
 	}
-	if cfg.Inbound.Addr != "0.0.0.0:14143" || cfg.Outbound.Addr != "127.0.0.1:14140" || cfg.Admin.Addr != "0.0.0.0:14191" {
+	if cfg.Inbound.Addr != "[::]:14143" || cfg.Outbound.Addr != "[::]:14140" || cfg.Admin.Addr != "[::]:14191" {
 		t.Errorf("addresses %q %q %q", cfg.Inbound.Addr, cfg.Outbound.Addr, cfg.Admin.Addr)
 	}
 	if got := cfg.OpaquePorts.String(); got != "9000-9010" {
@@ -261,8 +261,13 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	if m := proxy.VolumeMounts; len(m) != 1 || m[0].MountPath != "/spiffe-workload-api" {
 		t.Errorf("socket mount %+v", m)
 	}
+	// Transparent mode (MESHPROXY_TRANSPARENT) is a setting of the
+	// interception work; the proxy must be told to use it.
+	if env["MESHPROXY_TRANSPARENT"] != "true" {
+		t.Errorf("proxy not in transparent mode: %v", env)
+	}
 	wantInit := []string{"init", "--proxy-uid=2102", "--inbound-port=14143", "--outbound-port=14140",
-		"--skip-inbound-ports=8080,14191", "--skip-outbound-ports=5432"}
+		"--admin-port=14191", "--skip-outbound-ports=5432"}
 	if !slices.Equal(initC.Args, wantInit) {
 		t.Errorf("init args %q, want %q", initC.Args, wantInit)
 	}

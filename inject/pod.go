@@ -111,16 +111,11 @@ func Injected(spec *corev1.PodSpec) bool {
 }
 
 func (in *Injector) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, set settings) {
-	skipInbound := set.skipInbound
-	// The admin port answers kubelet probes and Prometheus in plaintext;
-	// so do the app's own probe ports, which the inbound proxy would
-	// refuse for lack of a client certificate.
-	skipInbound.Add(in.cfg.AdminPort)
-	for _, p := range probePorts(spec) {
-		skipInbound.Add(p)
-	}
-
-	initC := in.initContainer(skipInbound, set.skipOutbound)
+	// The init container never redirects the admin port, so the kubelet's
+	// probes and Prometheus reach it directly. The app's own probes are
+	// redirected like any client: the inbound proxy lets unmeshed
+	// (plaintext) connections through unless told to require identity.
+	initC := in.initContainer(set.skipInbound, set.skipOutbound)
 	proxy := in.proxyContainer(set)
 	if in.cfg.NativeSidecar {
 		// Redirection first, then the proxy, then the app's own init
@@ -181,44 +176,6 @@ func deleteFunc[E any](s []E, del func(E) bool) ([]E, int) {
 		s = nil
 	}
 	return s, before - len(s)
-}
-
-// probePorts returns the pod-network ports of the app containers' probes.
-func probePorts(spec *corev1.PodSpec) []uint16 {
-	var out []uint16
-	containers := slices.Concat(spec.Containers, spec.InitContainers)
-	for _, c := range containers {
-		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
-			if pr == nil {
-				continue
-			}
-			switch {
-			case pr.HTTPGet != nil && pr.HTTPGet.Host == "":
-				out = appendPort(out, c, pr.HTTPGet.Port.IntValue(), pr.HTTPGet.Port.StrVal)
-			case pr.TCPSocket != nil && pr.TCPSocket.Host == "":
-				out = appendPort(out, c, pr.TCPSocket.Port.IntValue(), pr.TCPSocket.Port.StrVal)
-			case pr.GRPC != nil:
-				out = appendPort(out, c, int(pr.GRPC.Port), "")
-			}
-		}
-	}
-	return out
-}
-
-// appendPort appends a probe's port, resolving a named one through the
-// container's ports.
-func appendPort(out []uint16, c corev1.Container, num int, name string) []uint16 {
-	if num == 0 && name != "" {
-		for _, p := range c.Ports {
-			if p.Name == name {
-				num = int(p.ContainerPort)
-			}
-		}
-	}
-	if num > 0 && num <= 65535 {
-		out = append(out, uint16(num))
-	}
-	return out
 }
 
 // socketPath is the Workload API address the proxy is given.

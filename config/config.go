@@ -61,6 +61,13 @@ type Config struct {
 	// TCP proxy should; dead peers are found by TCP keepalives.
 	HalfCloseTimeout time.Duration `yaml:"halfCloseTimeout"`
 
+	// Transparent says that `meshproxy init` redirects the pod's TCP
+	// traffic to the proxy: the outbound listener then carries each
+	// connection to its original destination (SO_ORIGINAL_DST), and the
+	// inbound listener also takes connections redirected from app ports,
+	// from peer proxies (mTLS) and from unmeshed clients (plaintext).
+	Transparent bool `yaml:"transparent"`
+
 	// ShutdownGrace is how long the proxy lets established connections
 	// drain after SIGTERM before closing them. It should be shorter than the
 	// pod's terminationGracePeriodSeconds (30 s by default in Kubernetes).
@@ -98,6 +105,14 @@ type Inbound struct {
 
 	// Ports are per-port policies, consulted before the defaults above.
 	Ports []PortPolicy `yaml:"ports"`
+
+	// RequireIdentity refuses plaintext connections from unmeshed clients
+	// on every workload port; RequireIdentityPorts on these ports only
+	// (Linkerd's proxy-require-identity-inbound-ports). By default such
+	// clients are let through, labelled tls="no_identity". They can only
+	// arrive in transparent mode, redirected from an app port.
+	RequireIdentity      bool      `yaml:"requireIdentity"`
+	RequireIdentityPorts ports.Set `yaml:"requireIdentityPorts"`
 
 	// HandshakeTimeout bounds the TLS handshake and HeaderTimeout the
 	// transport header read: the work a peer can make us do before it has

@@ -32,10 +32,15 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 				usage += " (default " + d + ")"
 			}
 		}
-		fs.Func(s.name, usage, func(v string) error {
+		record := func(v string) error {
 			flagValues[s.name] = append(flagValues[s.name], v)
 			return nil
-		})
+		}
+		if s.isBool {
+			fs.BoolFunc(s.name, usage, record)
+		} else {
+			fs.Func(s.name, usage, record)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err

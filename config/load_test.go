@@ -78,6 +78,19 @@ opaquePorts: "6379, 4000-4001"
 				}
 			},
 		},
+		{
+			name: "bare boolean flags mean true, =false turns them off",
+			args: []string{"--transparent", "--refuse-unmeshed", "--inbound-require-identity=false", "--inbound-require-identity-ports", "6379"},
+			env:  map[string]string{"MESHPROXY_INBOUND_REQUIRE_IDENTITY": "true"},
+			check: func(t *testing.T, c Config) {
+				if !c.Transparent || !c.Outbound.RefuseUnmeshed || c.Inbound.RequireIdentity {
+					t.Errorf("transparent %v refuse-unmeshed %v require-identity %v", c.Transparent, c.Outbound.RefuseUnmeshed, c.Inbound.RequireIdentity)
+				}
+				if got := c.Inbound.RequireIdentityPorts.String(); got != "6379" {
+					t.Errorf("require-identity ports = %q", got)
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,9 @@ type setting struct {
 	// repeated settings may be given several times on the command line;
 	// set is called with "" first to clear the value, then once per flag.
 	repeated bool
+	// isBool settings may be given as a bare flag (-transparent), meaning
+	// true, like the standard flag package's booleans.
+	isBool bool
 }
 
 // env returns the environment variable for s: MESHPROXY_ and the flag name
@@ -51,7 +54,7 @@ func durationSetting(name, usage string, field func(*Config) *time.Duration) set
 
 func boolSetting(name, usage string, field func(*Config) *bool) setting {
 	return setting{
-		name: name, usage: usage,
+		name: name, usage: usage, isBool: true,
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -104,6 +107,8 @@ var settings = []setting{
 	},
 	durationSetting("half-close-timeout", "after one direction of a connection ends, how long the other may go on (0: no limit)",
 		func(c *Config) *time.Duration { return &c.HalfCloseTimeout }),
+	boolSetting("transparent", "the pod's traffic is redirected to the proxy by 'meshproxy init': read original destinations, accept redirected inbound connections",
+		func(c *Config) *bool { return &c.Transparent }),
 	durationSetting("shutdown-grace", "how long connections may drain after SIGTERM", func(c *Config) *time.Duration { return &c.ShutdownGrace }),
 
 	// Inbound.
@@ -112,6 +117,12 @@ var settings = []setting{
 	{
 		name: "inbound-allow-ports", usage: "when set, the only workload ports the inbound proxy forwards to",
 		set: func(c *Config, v string) error { return c.Inbound.AllowPorts.UnmarshalText([]byte(v)) },
+	},
+	boolSetting("inbound-require-identity", "refuse plaintext (unmeshed) clients redirected to the inbound proxy on every port",
+		func(c *Config) *bool { return &c.Inbound.RequireIdentity }),
+	{
+		name: "inbound-require-identity-ports", usage: "ports on which plaintext (unmeshed) clients are refused",
+		set: func(c *Config, v string) error { return c.Inbound.RequireIdentityPorts.UnmarshalText([]byte(v)) },
 	},
 
 	// Outbound.

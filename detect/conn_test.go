@@ -11,13 +11,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 // detectTCP sends sent from a fresh TCP client and returns the detected
 // server side, which must be a *Conn.
 func detectTCP(t *testing.T, sent []byte) (client *net.TCPConn, rc *Conn, res Result) {
 	t.Helper()
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	if _, err := client.Write(sent); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,7 @@ func TestConnReplayExact(t *testing.T) {
 			if _, ok := r.(io.WriterTo); !ok {
 				t.Fatalf("%T is not an io.WriterTo", r)
 			}
-			a, b := tcpPair(t)
+			a, b := tcptest.Pair(t)
 			got := make(chan []byte, 1)
 			go func() {
 				data, _ := io.ReadAll(a)
@@ -88,7 +90,7 @@ func TestConnReplayExact(t *testing.T) {
 	for name, in := range inputs {
 		for rname, read := range readers {
 			t.Run(name+"/"+rname, func(t *testing.T) {
-				client, server := tcpPair(t)
+				client, server := tcptest.Pair(t)
 				werr := make(chan error, 1)
 				go func() {
 					_, err := client.Write(in)
@@ -315,7 +317,7 @@ func (s *spliceSpy) ReadFrom(r io.Reader) (int64, error) {
 // direction, ends in the underlying connection's WriteTo / ReadFrom after
 // the replayed prefix.
 func TestConnKeepsSplicePath(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	spy := &spliceSpy{TCPConn: server}
 	go func() {
 		client.Write([]byte("\x00prefix-and-rest"))
@@ -325,7 +327,7 @@ func TestConnKeepsSplicePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
+	a, b := tcptest.Pair(t)
 	if _, err := io.Copy(b, conn); err != nil {
 		t.Fatal(err)
 	}

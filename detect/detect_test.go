@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 // patience is the detection timeout in tests that must not time out: long
@@ -60,7 +62,7 @@ func TestDetectDecidesWithoutWaiting(t *testing.T) {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
 				var client, server net.Conn
 				if mode == "tcp" {
-					client, server = tcpPair(t)
+					client, server = tcptest.Pair(t)
 				} else {
 					client, server = net.Pipe()
 					defer client.Close()
@@ -119,7 +121,7 @@ func TestDetectTLSClientHello(t *testing.T) {
 		{"no SNI", &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"grpc"}}, "", []string{"grpc"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
+			client, server := tcptest.Pair(t)
 			hsErr := make(chan error, 1)
 			go func() { hsErr <- tls.Client(client, tc.cfg).Handshake() }()
 
@@ -204,7 +206,7 @@ func TestDetectTimeout(t *testing.T) {
 		{"stalled ClientHello", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
+			client, server := tcptest.Pair(t)
 			if tc.sent != "" {
 				if _, err := client.Write([]byte(tc.sent)); err != nil {
 					t.Fatal(err)
@@ -288,7 +290,7 @@ func TestDetectClientClosesFirst(t *testing.T) {
 		{"half-close after opaque bytes", "\x00\x01\x02", false, Opaque, OutcomeOpaque},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
+			client, server := tcptest.Pair(t)
 			if _, err := client.Write([]byte(tc.sent)); err != nil {
 				t.Fatal(err)
 			}
@@ -330,7 +332,7 @@ func TestDetectClientClosesFirst(t *testing.T) {
 // TestDetectResetBeforeData checks that a connection reset before any byte
 // is not an error of Detect: it is empty, and the reset reaches the reader.
 func TestDetectResetBeforeData(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	if err := client.SetLinger(0); err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +351,7 @@ func TestDetectResetBeforeData(t *testing.T) {
 
 func TestDetectContext(t *testing.T) {
 	t.Run("canceled while waiting", func(t *testing.T) {
-		client, server := tcpPair(t)
+		client, server := tcptest.Pair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		if _, err := client.Write([]byte("GET")); err != nil {
 			t.Fatal(err)
@@ -375,7 +377,7 @@ func TestDetectContext(t *testing.T) {
 		}
 	})
 	t.Run("canceled before", func(t *testing.T) {
-		_, server := tcpPair(t)
+		_, server := tcptest.Pair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_, conn, err := New(Config{}).Detect(ctx, server)
@@ -384,7 +386,7 @@ func TestDetectContext(t *testing.T) {
 		}
 	})
 	t.Run("deadline before timeout", func(t *testing.T) {
-		_, server := tcpPair(t)
+		_, server := tcptest.Pair(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 		defer cancel()
 		core, logs := observer.New(zapcore.DebugLevel)
@@ -397,7 +399,7 @@ func TestDetectContext(t *testing.T) {
 		}
 	})
 	t.Run("done after decision", func(t *testing.T) {
-		client, server := tcpPair(t)
+		client, server := tcptest.Pair(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		if _, err := client.Write([]byte("\x00")); err != nil {
 			t.Fatal(err)
@@ -421,7 +423,7 @@ func TestDetectContext(t *testing.T) {
 // outlive detection: a read long after the timeout still waits for data.
 func TestDetectClearsDeadline(t *testing.T) {
 	const timeout = 20 * time.Millisecond
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	if _, err := client.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +456,7 @@ func TestNewBufferSize(t *testing.T) {
 		}
 	}
 	// A small buffer bounds what is read: a longer line is opaque.
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	line := "GET /" + strings.Repeat("x", 100) + " HTTP/1.1\r\n"
 	if _, err := client.Write([]byte(line)); err != nil {
 		t.Fatal(err)

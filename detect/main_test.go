@@ -13,40 +13,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// tcpPair returns the two ends of a real loopback TCP connection, closed when
-// the test ends.
-func tcpPair(t testing.TB) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type accepted struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan accepted, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- accepted{c, err}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-ch
-	if a.err != nil {
-		c.Close()
-		t.Fatal(a.err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		a.c.Close()
-	})
-	return c.(*net.TCPConn), a.c.(*net.TCPConn)
-}
-
 // captureClientHello runs a real crypto/tls client handshake against a peer
 // that only listens, and returns the first TLS record it sent: the
 // ClientHello.

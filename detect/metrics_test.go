@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 func TestMetricsCounted(t *testing.T) {
@@ -27,7 +29,7 @@ func TestMetricsCounted(t *testing.T) {
 		{"", true},  // empty
 		{"", false}, // timeout
 	} {
-		client, server := tcpPair(t)
+		client, server := tcptest.Pair(t)
 		client.Write([]byte(tc.sent))
 		if tc.close {
 			client.CloseWrite()

@@ -5,6 +5,7 @@
 // only to the local workload: the peer chooses a port, never an address.
 //
 // A connection's path, one file per step: accept.go (listener, handle) →
+// redirect.go (transparent mode: connections redirected from app ports) →
 // tls.go (handshake, identity) → direct.go (transport header) → policy.go
 // and prevent_loop.go (may this peer reach this port?) → forward.go (dial
 // the workload, copy both ways). A connection whose header announces HTTP
@@ -14,17 +15,20 @@ package inbound
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/header"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
+	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 // Config configures an inbound proxy. TLS and Policy are required.
@@ -45,10 +49,25 @@ type Config struct {
 	Copy        duplex.Options
 	Metrics     *Metrics
 	Transport   *metrics.Transport
+	Log         *zap.Logger
 	// HTTP counts the request metrics of HTTP sessions; nil counts
 	// nothing.
 	HTTP *httpproxy.Metrics
-	Log  *zap.Logger
+
+	// Transparent says the firewall (meshproxy init) redirects connections
+	// for app ports to the inbound listener: a connection whose original
+	// destination is not the listener's port is then handled as addressed
+	// to that app port (redirect.go).
+	Transparent bool
+	// Detector tells, on a redirected connection, a peer proxy's mTLS from
+	// an unmeshed client's bytes; nil uses a default one.
+	Detector *detect.Detector
+	// OpaquePorts are the mesh's opaque ports. Peers send opaque traffic to
+	// the inbound port, never to the app port, so a connection redirected
+	// from one of them (or from a port whose policy hint is opaque or TLS)
+	// is an unmeshed client's and is not sniffed: a server-first protocol
+	// gets no detection stall.
+	OpaquePorts ports.Set
 }
 
 // Proxy is an inbound proxy. Create one with New, serve with Serve, stop
@@ -75,6 +94,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.WorkloadHost == "" {
 		cfg.WorkloadHost = "127.0.0.1"
+	}
+	if cfg.Detector == nil {
+		cfg.Detector = detect.New(detect.Config{Direction: detect.Inbound, Logger: cfg.Log})
 	}
 	log := cfg.Log.With(zap.String("direction", "inbound"))
 	return &Proxy{
@@ -103,9 +125,30 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// handle carries one mesh connection to the workload.
+// handle carries one connection to the workload: a mesh connection
+// addressed to the inbound port, or in transparent mode one redirected from
+// an app port.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 	log := p.log.With(zap.Stringer("client", conn.RemoteAddr()))
+	if p.cfg.Transparent {
+		dst, redirected, err := p.redirectedFrom(conn)
+		if err != nil {
+			p.refuse(log, conn, err)
+			return
+		}
+		if redirected {
+			p.handleRedirected(ctx, log, conn, dst)
+			return
+		}
+	}
+	p.handleMesh(ctx, log, conn, 0, conn.LocalAddr().String())
+}
+
+// handleMesh carries a mesh connection: mTLS, then the transport header
+// naming the workload port. want, when not 0, is the port the connection
+// was redirected from, which the header must name too. targetAddr labels
+// the metrics.
+func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, conn net.Conn, want uint16, targetAddr string) {
 	tc, peer, err := p.handshake(ctx, conn)
 	if err != nil {
 		p.refuse(log, conn, err)
@@ -118,6 +161,10 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log = log.With(zap.Uint16("port", hdr.Port))
+	if want != 0 && hdr.Port != want {
+		p.refuse(log, tc, fmt.Errorf("%w: header names port %d on a connection for port %d", errBadHeader, hdr.Port, want))
+		return
+	}
 	_, err = p.cfg.Policy.Check(hdr.Port, peer.ID, peer.Chains)
 	if err != nil && hdr.SessionProtocol == header.None {
 		p.refuse(log, tc, err)
@@ -126,7 +173,7 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 	// Counted from here, once the peer is known: like every tcp_* series,
 	// the bytes are the payload, without TLS framing or the header.
 	src := p.cfg.Transport.Track(tc, metrics.Labels{
-		Direction: "inbound", Peer: "src", TLS: "true", ClientID: peer.ID.String(), TargetAddr: conn.LocalAddr().String(),
+		Direction: "inbound", Peer: "src", TLS: "true", ClientID: peer.ID.String(), TargetAddr: targetAddr,
 	})
 	if hdr.SessionProtocol != header.None {
 		refuse := ""

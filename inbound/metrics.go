@@ -28,6 +28,10 @@ func refusalReason(err error) string {
 		return "port_not_allowed"
 	case errors.Is(err, ErrUnauthorized):
 		return "unauthorized"
+	case errors.Is(err, ErrIdentityRequired):
+		return "identity_required"
+	case errors.Is(err, errNoOriginalDst):
+		return "no_original_dst"
 	}
 	return identity.RefusalReason(err)
 }

@@ -19,6 +19,9 @@ var (
 	ErrUnauthorized = errors.New("peer not authorized for port")
 	// ErrPortNotAllowed: the port is not in the configured allow-list.
 	ErrPortNotAllowed = errors.New("port not allowed")
+	// ErrIdentityRequired: a plaintext client without a mesh identity
+	// reached a port whose policy requires one.
+	ErrIdentityRequired = errors.New("port requires a mesh identity")
 )
 
 // Protocol is a port's protocol hint, like Linkerd's Server proxyProtocol.
@@ -70,6 +73,9 @@ type Policy struct {
 	rules   []portRule
 	allow   ports.Set
 	ownPort ports.Set
+
+	requireIdentity      bool
+	requireIdentityPorts ports.Set
 }
 
 type portRule struct {
@@ -88,7 +94,10 @@ func NewPolicy(cfg config.Inbound, own ports.Set, authorizer AuthorizerFunc) (*P
 	if err != nil {
 		return nil, fmt.Errorf("inbound authorization: %w", err)
 	}
-	p := &Policy{def: PortRule{Authorize: def}, allow: cfg.AllowPorts, ownPort: own}
+	p := &Policy{
+		def: PortRule{Authorize: def}, allow: cfg.AllowPorts, ownPort: own,
+		requireIdentity: cfg.RequireIdentity, requireIdentityPorts: cfg.RequireIdentityPorts,
+	}
 	for i, pp := range cfg.Ports {
 		r := portRule{ports: pp.Ports, rule: PortRule{Authorize: def}}
 		if len(pp.Authorize) > 0 {
@@ -119,15 +128,37 @@ func (p *Policy) Rule(port uint16) PortRule {
 // the workload on port. Errors wrap ErrLoop, ErrPortNotAllowed or
 // ErrUnauthorized.
 func (p *Policy) Check(port uint16, peer spiffeid.ID, chains [][]*x509.Certificate) (PortRule, error) {
-	if err := preventLoop(port, p.ownPort); err != nil {
+	if err := p.checkPort(port); err != nil {
 		return PortRule{}, err
-	}
-	if p.allow.Len() > 0 && !p.allow.Contains(port) {
-		return PortRule{}, fmt.Errorf("port %d: %w", port, ErrPortNotAllowed)
 	}
 	rule := p.Rule(port)
 	if err := rule.Authorize(peer, chains); err != nil {
 		return PortRule{}, fmt.Errorf("%s to port %d: %w: %w", peer, port, ErrUnauthorized, err)
 	}
 	return rule, nil
+}
+
+// CheckUnauthenticated decides whether a plaintext client, which has no
+// mesh identity, may reach the workload on port. Errors wrap ErrLoop,
+// ErrPortNotAllowed or ErrIdentityRequired.
+func (p *Policy) CheckUnauthenticated(port uint16) (PortRule, error) {
+	if err := p.checkPort(port); err != nil {
+		return PortRule{}, err
+	}
+	if p.requireIdentity || p.requireIdentityPorts.Contains(port) {
+		return PortRule{}, fmt.Errorf("port %d: %w", port, ErrIdentityRequired)
+	}
+	return p.Rule(port), nil
+}
+
+// checkPort applies the checks that hold whoever the client is: never the
+// proxy's own ports, and only allowed ports.
+func (p *Policy) checkPort(port uint16) error {
+	if err := preventLoop(port, p.ownPort); err != nil {
+		return err
+	}
+	if p.allow.Len() > 0 && !p.allow.Contains(port) {
+		return fmt.Errorf("port %d: %w", port, ErrPortNotAllowed)
+	}
+	return nil
 }

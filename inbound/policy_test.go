@@ -97,3 +97,39 @@ func TestNewPolicyErrors(t *testing.T) {
 		}
 	}
 }
+
+// Plaintext clients (no mesh identity) pass by default, like Linkerd's
+// all-unauthenticated default policy, unless the port or the whole proxy
+// requires identity; the port checks apply to them as to everybody.
+func TestPolicyCheckUnauthenticated(t *testing.T) {
+	own := ports.MustParse("4140,4143,4191")
+	tests := []struct {
+		name    string
+		cfg     config.Inbound
+		port    uint16
+		wantErr error
+	}{
+		{"allowed by default", config.Inbound{}, 8080, nil},
+		{"port requiring identity", config.Inbound{RequireIdentityPorts: ports.MustParse("6379")}, 6379, ErrIdentityRequired},
+		{"other port when one requires identity", config.Inbound{RequireIdentityPorts: ports.MustParse("6379")}, 8080, nil},
+		{"identity required everywhere", config.Inbound{RequireIdentity: true}, 8080, ErrIdentityRequired},
+		{"proxy's own port", config.Inbound{}, 4140, ErrLoop},
+		{"port outside the allow-list", config.Inbound{AllowPorts: ports.MustParse("80")}, 8080, ErrPortNotAllowed},
+		{"opaque hint kept", config.Inbound{Ports: []config.PortPolicy{{Ports: ports.MustParse("6379"), Protocol: "opaque"}}}, 6379, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := NewPolicy(tt.cfg, own, exactIDs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rule, err := p.CheckUnauthenticated(tt.port)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("CheckUnauthenticated(%d) = %v, want %v", tt.port, err, tt.wantErr)
+			}
+			if err == nil && len(tt.cfg.Ports) > 0 && rule.Protocol != ProtocolOpaque {
+				t.Errorf("protocol = %v, want the port's hint", rule.Protocol)
+			}
+		})
+	}
+}

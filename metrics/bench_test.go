@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 // BenchmarkConn measures a write and a read of 1 KiB through a conn, tracked
@@ -19,7 +21,7 @@ func BenchmarkConn(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			peer, server := tcpPair(b)
+			peer, server := tcptest.Pair(b)
 			var c net.Conn = server
 			if tracked {
 				c = tr.Track(server, testLabels)

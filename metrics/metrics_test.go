@@ -15,42 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// tcpPair returns the two ends of a real loopback TCP connection.
-func tcpPair(tb testing.TB) (dialed, accepted *net.TCPConn) {
-	tb.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		c   *net.TCPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		ch <- result{c, err}
-	}()
-	dialed, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	res := <-ch
-	if res.err != nil {
-		tb.Fatal(res.err)
-	}
-	tb.Cleanup(func() {
-		_ = dialed.Close()
-		_ = res.c.Close()
-	})
-	return dialed, res.c
 }
 
 var testLabels = Labels{
@@ -104,7 +74,7 @@ func snapshot(t *testing.T, tr *Transport, l Labels) counts {
 
 func TestTrackCountsAConnection(t *testing.T) {
 	tr, _ := newTransport(t)
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 
 	if got := snapshot(t, tr, testLabels); got.openTotal != 1 || got.open != 1 || got.durations != 0 || len(got.closes) != 0 {
@@ -141,7 +111,7 @@ func TestTrackCountsAConnection(t *testing.T) {
 
 func TestCloseIsRecordedOnce(t *testing.T) {
 	tr, _ := newTransport(t)
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -157,7 +127,7 @@ func TestCloseIsRecordedOnce(t *testing.T) {
 
 func TestCloseRecordsErrno(t *testing.T) {
 	tr, _ := newTransport(t)
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	if err := client.SetLinger(0); err != nil {
 		t.Fatal(err)
@@ -177,7 +147,7 @@ func TestCloseRecordsErrno(t *testing.T) {
 
 func TestNonOSErrorsLeaveErrnoEmpty(t *testing.T) {
 	tr, _ := newTransport(t)
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
@@ -193,7 +163,7 @@ func TestNonOSErrorsLeaveErrnoEmpty(t *testing.T) {
 
 func TestTrackForwardsHalfClose(t *testing.T) {
 	tr, _ := newTransport(t)
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	defer c.Close()
 
@@ -222,7 +192,7 @@ type bare struct{ net.Conn }
 
 func TestTrackHalfCloseUnsupported(t *testing.T) {
 	tr, _ := newTransport(t)
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := tr.Track(bare{server}, testLabels).(*Conn)
 	defer c.Close()
 	if err := c.CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
@@ -244,8 +214,8 @@ func TestCopyBetweenTrackedConns(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			tr, _ := newTransport(t)
-			client, srcEnd := tcpPair(t)
-			dstEnd, server := tcpPair(t)
+			client, srcEnd := tcptest.Pair(t)
+			dstEnd, server := tcptest.Pair(t)
 			srcLabels, dstLabels := testLabels, testLabels
 			dstLabels.Peer, dstLabels.TargetAddr = PeerDst, server.LocalAddr().String()
 			var srcConn, dstConn net.Conn = srcEnd, dstEnd
@@ -303,7 +273,7 @@ func TestCopyBetweenTrackedConns(t *testing.T) {
 
 func TestTrackPassesAddrsAndUnwrap(t *testing.T) {
 	tr, _ := newTransport(t)
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	defer c.Close()
 	if c.LocalAddr().String() != server.LocalAddr().String() || c.RemoteAddr().String() != server.RemoteAddr().String() {
@@ -321,7 +291,7 @@ func TestTrackPassesAddrsAndUnwrap(t *testing.T) {
 
 func TestNilTransport(t *testing.T) {
 	var tr *Transport
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	if got := tr.Track(server, testLabels); got != net.Conn(server) {
 		t.Errorf("nil Transport's Track returned %T, want the conn itself", got)
 	}
@@ -329,7 +299,7 @@ func TestNilTransport(t *testing.T) {
 
 func TestNewTransportRegisters(t *testing.T) {
 	tr, reg := newTransport(t)
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := tr.Track(server, testLabels)
 	_ = c.Close()
 

@@ -4,7 +4,8 @@
 // destinations are reached over mutual TLS at the peer's inbound port, with
 // the original port in a transport header; the rest go out as plain TCP.
 //
-// A connection's path, one file per step: accept.go (listeners, handle) →
+// A connection's path, one file per step: accept.go (listeners, handle;
+// transparent.go finds a redirected connection's original destination) →
 // route.go (destination table) → the detect package (skipped for opaque
 // ports) → dial.go (mTLS + header) → the duplex package (copy both ways).
 // A connection detected as HTTP goes to http.go instead: served request by
@@ -44,6 +45,10 @@ type Config struct {
 	// it never happens.
 	SpeculateAfter time.Duration
 	NoSpeculate    ports.Set
+	// OwnPorts are the proxy's own listening ports. A transparent
+	// connection whose original destination is one of them on a loopback
+	// address is refused as a loop.
+	OwnPorts ports.Set
 	// DialTimeout bounds connecting and the mTLS handshake to a peer.
 	DialTimeout time.Duration
 	// Copy configures the two-way copy of established connections.
@@ -61,7 +66,7 @@ type Config struct {
 }
 
 // Proxy is an outbound proxy. Create one with New; serve listeners with
-// ServeExplicit; stop with Shutdown.
+// ServeExplicit or ServeTransparent; stop with Shutdown.
 type Proxy struct {
 	cfg       Config
 	dialer    net.Dialer

@@ -44,6 +44,10 @@ func connectErrorReason(err error) string {
 	switch {
 	case errors.Is(err, ErrUnmeshedRefused):
 		return "unmeshed_refused"
+	case errors.Is(err, ErrLoop):
+		return "loop"
+	case errors.Is(err, ErrNoOriginalDst):
+		return "no_original_dst"
 	case errors.Is(err, ErrNotMeshproxy):
 		return "not_meshproxy"
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -217,12 +217,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// On redirected connections (transparent mode), detection tells a peer
+	// proxy's mTLS from an unmeshed client.
+	inDetector := detect.New(detect.Config{
+		Timeout: p.cfg.Detect.Timeout, Direction: detect.Inbound, Metrics: detectMetrics, Logger: p.log,
+	})
 	in := inbound.New(inbound.Config{
 		TLS:              identity.ServerConfig(src, tlsconfig.AuthorizeAny()),
 		Policy:           policy,
 		WorkloadHost:     p.cfg.Inbound.WorkloadHost,
 		HandshakeTimeout: p.cfg.Inbound.HandshakeTimeout,
 		HeaderTimeout:    p.cfg.Inbound.HeaderTimeout,
+		Transparent:      p.cfg.Transparent,
+		Detector:         inDetector,
+		OpaquePorts:      p.cfg.OpaquePorts,
 		Copy:             copyOpts,
 		Metrics:          inMetrics,
 		Transport:        transport,
@@ -252,6 +260,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ServerFirst:     outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
 		SpeculateAfter:  p.cfg.Detect.SpeculateAfter,
 		NoSpeculate:     p.cfg.Detect.NoSpeculatePorts,
+		OwnPorts:        own,
 		DialTimeout:     p.cfg.Outbound.DialTimeout,
 		Copy:            copyOpts,
 		Transport:       transport,
@@ -270,10 +279,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.addrs.Listeners = append(p.addrs.Listeners, ln.Addr())
 		p.log.Info("outbound listener", zap.Stringer("addr", ln.Addr()), zap.Stringer("target", targets[i]))
 	}
-	// Transparent mode (SO_ORIGINAL_DST) comes with interception; until
-	// then the outbound port is held so nothing else takes it.
+	// In transparent mode the outbound port receives the app's redirected
+	// connections; otherwise it is only held, so nothing else takes it.
+	if p.cfg.Transparent {
+		go func() { errc <- ignoreClosed(out.ServeTransparent(outLn)) }()
+	}
 	p.addrs.Inbound, p.addrs.Outbound = inLn.Addr(), outLn.Addr()
-	p.log.Info("proxy ready", zap.Stringer("inbound_addr", inLn.Addr()), zap.Stringer("outbound_addr", outLn.Addr()))
+	p.log.Info("proxy ready", zap.Stringer("inbound_addr", inLn.Addr()), zap.Stringer("outbound_addr", outLn.Addr()),
+		zap.Bool("transparent", p.cfg.Transparent))
 	p.src.Store(&src)
 	p.listening.Store(true)
 	close(p.readyCh)

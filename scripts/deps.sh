@@ -12,6 +12,8 @@ declare -A want=(
   [nats-server]=nats-server
   [mariadbd]=mariadb-server
   [iptables-restore]=iptables
+  [ip]=iproute2
+  [mariadb]=mariadb-client-core
 )
 missing=()
 for cmd in "${!want[@]}"; do

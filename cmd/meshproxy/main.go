@@ -24,7 +24,7 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "meshproxy:", err)
 		}
-		os.Exit(2)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -47,7 +47,11 @@ func commands() []command {
 	return []command{
 		{"run", "run the proxy", runProxy},
 		{"ca", "manage the embedded dev CA: init, issue", runCA},
+		{"init", "install the iptables rules that send the pod's TCP through the proxy", runInit},
 		{"version", "print the version", runVersion},
+		{"inject", "add the proxy to Kubernetes workloads in YAML manifests", runInject},
+		{"injector", "serve the Kubernetes mutating admission webhook that injects the proxy", runInjector},
+		{"netpol", "find NetworkPolicies that would drop meshed traffic to opaque ports", runNetpol},
 	}
 }
 

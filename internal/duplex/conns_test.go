@@ -11,6 +11,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
 // tlsConfigs returns matching server and client configs around a fresh
@@ -48,38 +50,6 @@ func tlsConfigs(tb testing.TB) (server, client *tls.Config) {
 	return server, client
 }
 
-// tcpPair returns the two ends of a real loopback TCP connection.
-func tcpPair(tb testing.TB) (dialed, accepted *net.TCPConn) {
-	tb.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		c   *net.TCPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		ch <- result{c, err}
-	}()
-	dialed, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	res := <-ch
-	if res.err != nil {
-		tb.Fatal(res.err)
-	}
-	tb.Cleanup(func() {
-		_ = dialed.Close()
-		_ = res.c.Close()
-	})
-	return dialed, res.c
-}
-
 // leg is one side of a join: the conn handed to Join (inner) and the far end
 // that the test drives (outer), connected over loopback TCP, optionally with
 // TLS on top. raw is the outer end's TCP conn, for making resets.
@@ -92,7 +62,7 @@ type leg struct {
 // TLS client and the inner end the server, both handshaken.
 func newLeg(tb testing.TB, kind string) leg {
 	tb.Helper()
-	outer, inner := tcpPair(tb)
+	outer, inner := tcptest.Pair(tb)
 	if kind == "tcp" {
 		return leg{inner: inner, outer: outer, raw: outer}
 	}

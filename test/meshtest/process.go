@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,6 +37,7 @@ type Process struct {
 	Inbound   string
 	Listeners []string
 	done      chan error
+	client    *http.Client
 }
 
 // StartProcess runs `bin run args...` with JSON logs to a file, waits until
@@ -44,6 +46,27 @@ type Process struct {
 // test ends and must then exit 0.
 func StartProcess(t testing.TB, bin string, env []string, args ...string) *Process {
 	t.Helper()
+	return StartProcessWith(t, bin, ProcessOptions{Env: env}, args...)
+}
+
+// ProcessOptions say how StartProcessWith runs meshproxy.
+type ProcessOptions struct {
+	// Env is added to the test's environment.
+	Env []string
+	// Credential, when set, runs the process as another user, as a
+	// sidecar runs under its own UID.
+	Credential *syscall.Credential
+	// Start starts the command; nil means cmd.Start. A test bed passes a
+	// function that starts it inside a network namespace.
+	Start func(*exec.Cmd) error
+	// HTTPClient reaches the admin server; nil means http.DefaultClient.
+	// A proxy in a network namespace needs a client that dials there.
+	HTTPClient *http.Client
+}
+
+// StartProcessWith is StartProcess with options.
+func StartProcessWith(t testing.TB, bin string, opts ProcessOptions, args ...string) *Process {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "meshproxy.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -51,13 +74,20 @@ func StartProcess(t testing.TB, bin string, env []string, args ...string) *Proce
 	}
 	defer logFile.Close()
 	cmd := exec.Command(bin, append([]string{"run", "-log-format", "json"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.Stderr, cmd.Stdout = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opts.Credential}
+	start := opts.Start
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	p := &Process{Cmd: cmd, LogPath: logPath, done: make(chan error, 1)}
+	p := &Process{Cmd: cmd, LogPath: logPath, done: make(chan error, 1), client: opts.HTTPClient}
+	if p.client == nil {
+		p.client = http.DefaultClient
+	}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if p.Stop(t) != nil || t.Failed() {
@@ -149,7 +179,7 @@ func (p *Process) parseAddrs() bool {
 
 // Ready reports what the proxy's /ready says.
 func (p *Process) Ready() bool {
-	resp, err := http.Get("http://" + p.Admin + "/ready")
+	resp, err := p.client.Get("http://" + dialable(p.Admin) + "/ready")
 	if err != nil {
 		return false
 	}
@@ -160,7 +190,7 @@ func (p *Process) Ready() bool {
 // Scrape fetches and parses the proxy's /metrics.
 func (p *Process) Scrape(t testing.TB) []*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + p.Admin + "/metrics")
+	resp, err := p.client.Get("http://" + dialable(p.Admin) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,3 +215,13 @@ func (p *Process) Metric(t testing.TB, name string, want map[string]string) floa
 
 // LogContains reports whether the log has a line containing s.
 func (p *Process) LogContains(s string) bool { return strings.Contains(p.Log(), s) }
+
+// dialable turns a listening address on all interfaces (0.0.0.0 or [::],
+// which Go reports as [::]) into the loopback address on the same port.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}

@@ -1,0 +1,88 @@
+package inbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/internal/origdst"
+	"github.com/seed722d2a70/meshproxy/metrics"
+)
+
+// errNoOriginalDst: the kernel could not say where a connection on the
+// inbound listener was going, though it keeps track of it.
+var errNoOriginalDst = errors.New("original destination unknown")
+
+// redirectedFrom reports whether the firewall redirected conn to the
+// inbound listener from another port, and from which address. A connection
+// addressed to the inbound port itself is not redirected (the mesh's
+// opaque traffic arrives so), nor is one the kernel keeps no connection
+// tracking entry for, which no NAT rule has touched.
+func (p *Proxy) redirectedFrom(conn net.Conn) (netip.AddrPort, bool, error) {
+	dst, err := origdst.Get(unwrapTCP(conn))
+	if errors.Is(err, origdst.ErrNoConntrack) {
+		return netip.AddrPort{}, false, nil
+	}
+	if err != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("%w: %w", errNoOriginalDst, err)
+	}
+	local, ok := conn.LocalAddr().(*net.TCPAddr)
+	if !ok || dst.Port() == uint16(local.Port) {
+		return netip.AddrPort{}, false, nil
+	}
+	return dst, true, nil
+}
+
+// unwrapTCP returns the *net.TCPConn under conn's wrappers, or conn.
+func unwrapTCP(conn net.Conn) net.Conn {
+	for {
+		u, ok := conn.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return conn
+		}
+		conn = u.Unwrap()
+	}
+}
+
+// handleRedirected carries a connection meant for the app port dst.Port():
+// from a peer proxy it is mTLS offering the transport header protocol, and
+// takes the mesh path; anything else is an unmeshed client's own bytes
+// (plaintext, or TLS of its own), forwarded untouched when the port's policy
+// lets clients without a mesh identity in. On opaque ports nothing is
+// sniffed (see Config.OpaquePorts).
+func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.Conn, dst netip.AddrPort) {
+	port := dst.Port()
+	log = log.With(zap.Uint16("port", port), zap.Bool("redirected", true))
+	// Before reading anything: a connection to one of the proxy's own
+	// ports is refused whoever sends it.
+	if err := p.cfg.Policy.checkPort(port); err != nil {
+		p.refuse(log, conn, err)
+		return
+	}
+	if !p.cfg.OpaquePorts.Contains(port) && !p.cfg.Policy.Rule(port).Protocol.SkipsDetection() {
+		res, c, derr := p.cfg.Detector.Detect(ctx, conn)
+		conn = c
+		if derr != nil { // shutting down
+			_ = conn.Close()
+			return
+		}
+		if res.TLS && slices.Contains(res.ALPN, header.ALPN) {
+			p.handleMesh(ctx, log, conn, port, dst.String())
+			return
+		}
+	}
+	if _, err := p.cfg.Policy.CheckUnauthenticated(port); err != nil {
+		p.refuse(log, conn, err)
+		return
+	}
+	src := p.cfg.Transport.Track(conn, metrics.Labels{
+		Direction: "inbound", Peer: "src", TLS: metrics.TLSNoIdentity, TargetAddr: dst.String(),
+	})
+	p.forward(ctx, log, src, peer{}, port)
+}

@@ -1,0 +1,158 @@
+package inject
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/seed722d2a70/meshproxy/config"
+)
+
+// Names of what injection adds to a pod. Uninjection removes exactly these,
+// so they are reserved: a workload's own container or volume must not use
+// them.
+const (
+	ProxyContainerName = "meshproxy"
+	InitContainerName  = "meshproxy-init"
+	SocketVolumeName   = "meshproxy-spiffe"
+	// XtablesVolumeName is an emptyDir mounted on the init container's /run
+	// so iptables can take its lock with a read-only root filesystem.
+	XtablesVolumeName = "meshproxy-xtables-lock"
+)
+
+// Defaults of Config.
+const (
+	DefaultImage     = "ghcr.io/seed722d2a70/meshproxy:latest"
+	DefaultProxyUID  = 2102 // as Linkerd's proxy, so existing policies carry over
+	DefaultCSIDriver = "csi.spiffe.io"
+	// DefaultSocketDir is where the Workload API socket's directory is
+	// mounted in the proxy container, as the SPIFFE CSI driver's examples do.
+	DefaultSocketDir  = "/spiffe-workload-api"
+	DefaultSocketFile = "spire-agent.sock"
+	// DefaultHostSocketDir is the node directory of the SPIRE agent socket
+	// used when the socket comes from a hostPath volume.
+	DefaultHostSocketDir = "/run/spire/agent-sockets"
+)
+
+// SocketSource says where the proxy's Workload API socket comes from.
+type SocketSource string
+
+// Socket sources.
+const (
+	// SocketCSI mounts the socket directory from the SPIFFE CSI driver: no
+	// hostPath volume, so the pod needs no privileged admission exception.
+	SocketCSI SocketSource = "csi"
+	// SocketHostPath mounts the SPIRE agent's socket directory from the node.
+	SocketHostPath SocketSource = "hostpath"
+)
+
+// Config is what injection puts into every pod it changes. DefaultConfig
+// returns values suitable for a cluster running SPIRE with the SPIFFE CSI
+// driver.
+type Config struct {
+	// Image is the meshproxy image, used for the proxy and the init
+	// container alike (`meshproxy run` and `meshproxy init`).
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
+
+	// ProxyUID is the user the proxy runs as; the init container exempts
+	// its traffic from redirection.
+	ProxyUID int64
+
+	InboundPort  uint16
+	OutboundPort uint16
+	AdminPort    uint16
+
+	// NativeSidecar runs the proxy as an init container with restartPolicy
+	// Always (Kubernetes 1.29+), so it starts before and stops after the
+	// app's containers; false makes it the first regular container.
+	NativeSidecar bool
+
+	// LogLevel is the proxy's log level when the pod does not say.
+	LogLevel string
+
+	// Socket is the Workload API socket's source; CSIDriver and HostSocketDir
+	// configure the two kinds; SocketDir and SocketFile locate the socket
+	// inside the proxy container.
+	Socket        SocketSource
+	CSIDriver     string
+	HostSocketDir string
+	SocketDir     string
+	SocketFile    string
+
+	// ProxyResources and InitResources are the containers' requests and
+	// limits.
+	ProxyResources corev1.ResourceRequirements
+	InitResources  corev1.ResourceRequirements
+}
+
+// DefaultConfig returns the configuration `meshproxy inject` uses without
+// flags.
+func DefaultConfig() Config {
+	return Config{
+		Image:           DefaultImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		ProxyUID:        DefaultProxyUID,
+		InboundPort:     config.DefaultInboundPort,
+		OutboundPort:    config.DefaultOutboundPort,
+		AdminPort:       config.DefaultAdminPort,
+		NativeSidecar:   true,
+		LogLevel:        "info",
+		Socket:          SocketCSI,
+		CSIDriver:       DefaultCSIDriver,
+		HostSocketDir:   DefaultHostSocketDir,
+		SocketDir:       DefaultSocketDir,
+		SocketFile:      DefaultSocketFile,
+		ProxyResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("32Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("256Mi"),
+			},
+		},
+		InitResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
+	}
+}
+
+// Validate reports a configuration injection cannot use.
+func (c *Config) Validate() error {
+	switch {
+	case c.Image == "":
+		return fmt.Errorf("%w: no image", ErrInvalidConfig)
+	case c.ProxyUID <= 0:
+		return fmt.Errorf("%w: proxy UID %d must be above 0 (root's traffic would escape redirection)", ErrInvalidConfig, c.ProxyUID)
+	case c.InboundPort == 0 || c.OutboundPort == 0 || c.AdminPort == 0:
+		return fmt.Errorf("%w: proxy ports must be set", ErrInvalidConfig)
+	case c.SocketDir == "" || c.SocketFile == "":
+		return fmt.Errorf("%w: socket directory and file must be set", ErrInvalidConfig)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("%w: log level %q", ErrInvalidConfig, c.LogLevel)
+	}
+	switch c.Socket {
+	case SocketCSI:
+		if c.CSIDriver == "" {
+			return fmt.Errorf("%w: no CSI driver", ErrInvalidConfig)
+		}
+	case SocketHostPath:
+		if c.HostSocketDir == "" {
+			return fmt.Errorf("%w: no host socket directory", ErrInvalidConfig)
+		}
+	default:
+		return fmt.Errorf("%w: socket source %q (want csi or hostpath)", ErrInvalidConfig, c.Socket)
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+// Package netpol finds NetworkPolicies that would drop meshed traffic.
+//
+// A meshed client's proxy carries traffic to an opaque port of a meshed pod
+// to the pod's inbound proxy port (4143), with the original port inside the
+// mTLS stream. A NetworkPolicy is enforced on the packets' real destination
+// port, so an ingress rule admitting, say, Redis on 6379 but not 4143 drops
+// every meshed Redis connection. Check reports such rules and can add the
+// inbound port (and, when asked, the admin port) to them.
+package netpol
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/inject"
+	"github.com/seed722d2a70/meshproxy/internal/manifest"
+	"github.com/seed722d2a70/meshproxy/ports"
+)
+
+// ErrBadManifest is returned (wrapped) for input that cannot be checked.
+var ErrBadManifest = errors.New("bad manifest")
+
+// Options configures Check. The zero value is not useful: start from
+// DefaultOptions.
+type Options struct {
+	// InboundPort and AdminPort are the proxy's ports.
+	InboundPort uint16
+	AdminPort   uint16
+	// DefaultOpaquePorts are the opaque ports of pods without an
+	// opaque-ports annotation.
+	DefaultOpaquePorts ports.Set
+	// Fix adds InboundPort to the rules found, and AdminPort too when
+	// AllowAdmin is set.
+	Fix        bool
+	AllowAdmin bool
+	// MeshedByDefault counts every pod not annotated disabled as meshed,
+	// for manifests checked before `meshproxy inject` runs over them.
+	MeshedByDefault bool
+	// Namespace is the namespace of objects that name none.
+	Namespace string
+}
+
+// DefaultOptions returns the options of `meshproxy netpol` without flags.
+func DefaultOptions() Options {
+	return Options{
+		InboundPort:        config.DefaultInboundPort,
+		AdminPort:          config.DefaultAdminPort,
+		DefaultOpaquePorts: ports.MustParse(config.DefaultOpaquePorts),
+		Namespace:          "default",
+	}
+}
+
+// Input is one file of manifests.
+type Input struct {
+	Name string
+	Data []byte
+}
+
+// Problem is one ingress rule admitting opaque ports of meshed pods but not
+// the inbound proxy port.
+type Problem struct {
+	File   string
+	Policy string // "namespace/name"
+	Rule   int    // index in spec.ingress, from 0
+	// Pods names the workloads whose pods the rule admits opaque ports of,
+	// and Ports those ports.
+	Pods  []string
+	Ports ports.Set
+	// InboundPort is the port the rule lacks.
+	InboundPort uint16
+	Fixed       bool
+}
+
+// String describes the problem for a person.
+func (p Problem) String() string {
+	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits opaque port(s) %s of %s but not %d, where meshed connections to them arrive",
+		p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
+	if p.Fixed {
+		s += " (fixed)"
+	}
+	return s
+}
+
+// Report is the result of Check.
+type Report struct {
+	Problems []Problem
+	// Outputs holds the inputs with the fixes applied, in input order; an
+	// input with nothing fixed is returned unchanged.
+	Outputs [][]byte
+}
+
+// Unfixed reports whether problems remain.
+func (r *Report) Unfixed() bool {
+	for _, p := range r.Problems {
+		if !p.Fixed {
+			return true
+		}
+	}
+	return false
+}
+
+// Check reads NetworkPolicies, workloads, Services and Namespaces from the
+// inputs, which may refer to each other across files, and reports every
+// ingress rule that admits an opaque port of a meshed pod but not the
+// inbound proxy port; with o.Fix it adds the port.
+func Check(inputs []Input, o Options) (*Report, error) {
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	files := make([][]manifest.Doc, len(inputs))
+	headers := make([][]manifest.Header, len(inputs))
+	nsAnn := map[string]map[string]string{}
+	for i, in := range inputs {
+		docs, err := manifest.Read(bytes.NewReader(in.Data))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in.Name, err)
+		}
+		files[i] = docs
+		headers[i] = make([]manifest.Header, len(docs))
+		for j, d := range docs {
+			h, err := manifest.ReadHeader(d.Body)
+			if err != nil {
+				return nil, fmt.Errorf("%s: document %d: %w", in.Name, j+1, err)
+			}
+			headers[i][j] = h
+			if h.GVK() == "v1/Namespace" {
+				nsAnn[h.Metadata.Name] = h.Metadata.Annotations
+			}
+		}
+	}
+	// The pods first, then what Services say of them.
+	var pods []*pod
+	var services []*corev1.Service
+	for i := range files {
+		for j, d := range files[i] {
+			h := headers[i][j]
+			where := func(err error) error {
+				return fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
+			}
+			if h.GVK() == "v1/Service" {
+				svc := &corev1.Service{}
+				if err := manifest.DecodeStrict(d.Body, svc); err != nil {
+					return nil, where(err)
+				}
+				services = append(services, svc)
+				continue
+			}
+			w, ok := inject.NewWorkload(h.GVK())
+			if !ok {
+				continue
+			}
+			if err := manifest.DecodeStrict(d.Body, w.Object); err != nil {
+				return nil, where(err)
+			}
+			p, err := newPod(h, w, o.Namespace, nsAnn, &o)
+			if err != nil {
+				return nil, where(err)
+			}
+			pods = append(pods, p)
+		}
+	}
+	for _, svc := range services {
+		if err := addServiceOpaquePorts(svc, o.Namespace, pods); err != nil {
+			return nil, err
+		}
+	}
+
+	rep := &Report{}
+	for i := range files {
+		for j := range files[i] {
+			h := headers[i][j]
+			if h.GVK() != "networking.k8s.io/v1/NetworkPolicy" {
+				continue
+			}
+			var np networkingv1.NetworkPolicy
+			if err := manifest.DecodeStrict(files[i][j].Body, &np); err != nil {
+				return nil, fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
+			}
+			problems, err := checkPolicy(&np, pods, &o)
+			if err != nil {
+				return nil, fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
+			}
+			for k := range problems {
+				problems[k].File = inputs[i].Name
+			}
+			rep.Problems = append(rep.Problems, problems...)
+			if o.Fix && len(problems) > 0 {
+				body, err := manifest.Encode(&np)
+				if err != nil {
+					return nil, err
+				}
+				files[i][j].Body = body
+			}
+		}
+	}
+	for i := range files {
+		var out bytes.Buffer
+		if err := manifest.Write(&out, files[i]); err != nil {
+			return nil, err
+		}
+		rep.Outputs = append(rep.Outputs, out.Bytes())
+	}
+	return rep, nil
+}
+
+// checkPolicy checks (and with o.Fix, fixes in place) one policy.
+func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, o *Options) ([]Problem, error) {
+	if !hasIngress(np) {
+		return nil, nil
+	}
+	ns := np.Namespace
+	if ns == "" {
+		ns = o.Namespace
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		return nil, fmt.Errorf("%w: podSelector: %w", ErrBadManifest, err)
+	}
+	var selected []*pod
+	for _, p := range pods {
+		if p.namespace == ns && p.meshed && sel.Matches(p.labels) {
+			selected = append(selected, p)
+		}
+	}
+	var problems []Problem
+	for r := range np.Spec.Ingress {
+		rule := &np.Spec.Ingress[r]
+		if len(rule.Ports) == 0 {
+			continue // every port is admitted
+		}
+		prob := Problem{Policy: ns + "/" + np.Name, Rule: r, InboundPort: o.InboundPort}
+		for _, p := range selected {
+			admitted, all := admittedPorts(rule.Ports, p)
+			if all || admitted.Contains(o.InboundPort) {
+				continue
+			}
+			hit := false
+			for _, rg := range admitted.Ranges() {
+				for port := int(rg[0]); port <= int(rg[1]); port++ {
+					if p.opaque.Contains(uint16(port)) {
+						prob.Ports.Add(uint16(port))
+						hit = true
+					}
+				}
+			}
+			if hit {
+				prob.Pods = append(prob.Pods, p.owner)
+			}
+		}
+		if len(prob.Pods) == 0 {
+			continue
+		}
+		if o.Fix {
+			rule.Ports = append(rule.Ports, tcpPort(o.InboundPort))
+			if o.AllowAdmin {
+				if admitted, all := admittedPorts(rule.Ports, selected[0]); !all && !admitted.Contains(o.AdminPort) {
+					rule.Ports = append(rule.Ports, tcpPort(o.AdminPort))
+				}
+			}
+			prob.Fixed = true
+		}
+		problems = append(problems, prob)
+	}
+	return problems, nil
+}
+
+func tcpPort(p uint16) networkingv1.NetworkPolicyPort {
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(int32(p))
+	return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port}
+}
+
+// hasIngress reports whether the policy restricts ingress: policyTypes
+// lists Ingress, or is empty (then Ingress is implied).
+func hasIngress(np *networkingv1.NetworkPolicy) bool {
+	if len(np.Spec.PolicyTypes) == 0 {
+		return true
+	}
+	for _, t := range np.Spec.PolicyTypes {
+		if t == networkingv1.PolicyTypeIngress {
+			return true
+		}
+	}
+	return false
+}
+
+// admittedPorts returns the TCP ports of pod p a rule's port list admits;
+// all is true when an entry admits every port.
+func admittedPorts(list []networkingv1.NetworkPolicyPort, p *pod) (set ports.Set, all bool) {
+	for _, np := range list {
+		proto := corev1.ProtocolTCP
+		if np.Protocol != nil {
+			proto = *np.Protocol
+		}
+		if proto != corev1.ProtocolTCP {
+			continue
+		}
+		switch {
+		case np.Port == nil:
+			return set, true
+		case np.Port.Type == intstr.String:
+			// A named port admits the port of that name on each pod;
+			// endPort is not allowed with it.
+			if port, ok := p.namedPort(np.Port.StrVal, proto); ok {
+				set.Add(port)
+			}
+		default:
+			lo, hi := np.Port.IntVal, np.Port.IntVal
+			if np.EndPort != nil && *np.EndPort > lo {
+				hi = *np.EndPort
+			}
+			for port := max(lo, 1); port <= min(hi, 65535); port++ {
+				set.Add(uint16(port))
+			}
+		}
+	}
+	return set, false
+}

@@ -82,7 +82,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			},
 		})
-		s.rp.ServeHTTP(w, r.WithContext(ctx))
+		s.rp.ServeHTTP(continueOnce{w}, r.WithContext(ctx))
 	}
 }
 
@@ -209,3 +209,21 @@ func (c *peerConn) CloseRead() error {
 	}
 	return errors.ErrUnsupported
 }
+
+// continueOnce keeps the upstream's 100 Continue from reaching the client a
+// second time. The transport starts sending the body as soon as the
+// upstream says 100, which makes our server send its own automatic 100 on
+// the first body read, racing ReverseProxy's relay of the upstream's; the
+// automatic one alone is sent exactly when the upstream asked for the body.
+// Other 1xx responses (103 Early Hints) are relayed.
+type continueOnce struct{ http.ResponseWriter }
+
+func (w continueOnce) WriteHeader(code int) {
+	if code == http.StatusContinue {
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach Flush, Hijack and the rest.
+func (w continueOnce) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -45,10 +45,30 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		fmt.Fprintln(b)
 	}
+	r.writeTargets(b)
 	for _, t := range r.Tables {
 		t.writeMarkdown(b)
 	}
 	return b.Flush()
+}
+
+// writeTargets shows meshproxy against its goals: medians, no verdict on
+// noise.
+func (r *Report) writeTargets(b *bufio.Writer) {
+	if len(r.Targets) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## meshproxy against its targets\n\nGoals from issue #7, compared on medians. Not test assertions.\n\n")
+	writeRow(b, []string{"goal", "meshproxy", "reference", "met"})
+	writeRow(b, []string{"---", "---:", "---:", "---"})
+	for _, t := range r.Targets {
+		met := "no data"
+		if t.Met != nil {
+			met = map[bool]string{true: "yes", false: "**no**"}[*t.Met]
+		}
+		writeRow(b, []string{t.Goal, t.measured(), t.describe(), met})
+	}
+	fmt.Fprintln(b)
 }
 
 func (t *Table) writeMarkdown(b *bufio.Writer) {
@@ -61,10 +81,8 @@ func (t *Table) writeMarkdown(b *bufio.Writer) {
 		head = append(head, fmt.Sprintf("%s (%s is better)", m.Title, m.Better))
 	}
 	for _, m := range t.Metrics {
-		if m.Ratio {
-			for _, base := range baselines() {
-				head = append(head, fmt.Sprintf("%s vs %s", m.Title, base))
-			}
+		for _, base := range t.ratioBaselines(m) {
+			head = append(head, fmt.Sprintf("%s vs %s", m.Title, base))
 		}
 	}
 	for _, m := range t.Metrics {
@@ -87,10 +105,8 @@ func (t *Table) writeMarkdown(b *bufio.Writer) {
 			cells = append(cells, formatSummary(r.Summary[m.Key], r.Summary != nil && hasKey(r.Summary, m.Key)))
 		}
 		for _, m := range t.Metrics {
-			if m.Ratio {
-				for _, base := range baselines() {
-					cells = append(cells, formatRatio(Ratio(t.Median(r.Contender, m.Key), t.Median(base, m.Key))))
-				}
+			for _, base := range t.ratioBaselines(m) {
+				cells = append(cells, formatRatio(Ratio(t.Median(r.Contender, m.Key), t.Median(base, m.Key))))
 			}
 		}
 		for _, m := range t.Metrics {
@@ -125,6 +141,21 @@ func shorten(s string, n int) string {
 		s = s[:n] + "…"
 	}
 	return s
+}
+
+// ratioBaselines are the baselines m gets a ratio column against: those
+// with a value for it (direct has no CPU or memory of its own).
+func (t *Table) ratioBaselines(m Metric) []string {
+	if !m.Ratio {
+		return nil
+	}
+	var out []string
+	for _, base := range baselines() {
+		if !math.IsNaN(t.Median(base, m.Key)) {
+			out = append(out, base)
+		}
+	}
+	return out
 }
 
 func hasKey(m map[string]Summary, k string) bool { _, ok := m[k]; return ok }

@@ -15,8 +15,8 @@ const memorySettle = time.Second
 // measureMemory reads the RSS of a fresh instance's proxies idle, then opens
 // n connections through them to the echo app (each proven end to end by a
 // 1-byte round trip), leaves them idle, and reports the idle RSS of the pair
-// in MiB and the RSS added per idle connection in KiB (both processes
-// together).
+// and of its larger process in MiB, and the RSS added per idle connection
+// in KiB (both processes together).
 func measureMemory(ctx context.Context, inst *Instance, n, workers int) (map[string]float64, error) {
 	pids := inst.PIDs()
 	if len(pids) == 0 {
@@ -26,6 +26,14 @@ func measureMemory(ctx context.Context, inst *Instance, n, workers int) (map[str
 	idle, err := sumPIDs(pids, ProcessRSS)
 	if err != nil {
 		return nil, err
+	}
+	var idleMax float64
+	for _, pid := range pids {
+		rss, err := ProcessRSS(pid)
+		if err != nil {
+			return nil, err
+		}
+		idleMax = max(idleMax, rss)
 	}
 	var (
 		mu    sync.Mutex
@@ -78,6 +86,7 @@ func measureMemory(ctx context.Context, inst *Instance, n, workers int) (map[str
 	}
 	return map[string]float64{
 		"idle_mib":     idle / math.Exp2(20),
+		"idle_max_mib": idleMax / math.Exp2(20),
 		"per_conn_kib": (loaded - idle) / float64(n) / 1024,
 	}, nil
 }

@@ -88,6 +88,7 @@ func (r *runner) measures() []measure {
 			"RSS (VmRSS) of both proxy processes together, on a fresh instance each repetition: idle after start, "+
 				"then (RSS with the connections open − idle RSS) / connections.",
 			Metric{Key: "idle_mib", Title: "idle RSS MiB (pair)", Better: LowerIsBetter, Ratio: true},
+			Metric{Key: "idle_max_mib", Title: "idle RSS MiB (larger process)", Better: LowerIsBetter},
 			Metric{Key: "per_conn_kib", Title: "KiB per connection (pair)", Better: LowerIsBetter, Ratio: true}),
 		contenders: proxies,
 		timeout:    3 * time.Minute,

@@ -31,6 +31,10 @@ type Options struct {
 	IdleConns     int // connections held open by the memory measure
 	IdleWorkers   int
 
+	// MaxTime bounds the whole run: measures still to run when it passes
+	// are left out, and the report says so.
+	MaxTime time.Duration
+
 	// Smoke marks the report as a check of the tooling, not a result.
 	Smoke bool
 	// Progress receives a line per measurement; nil discards them.
@@ -56,6 +60,7 @@ func DefaultOptions() Options {
 		ConnTime:      5 * time.Second,
 		IdleConns:     10000,
 		IdleWorkers:   50,
+		MaxTime:       14 * time.Minute,
 	}
 }
 
@@ -77,6 +82,8 @@ func (o *Options) Validate() error {
 	switch {
 	case o.Meshproxy == "" || o.Self == "" || o.Dir == "":
 		return fmt.Errorf("bench: Meshproxy, Self and Dir are required")
+	case o.MaxTime <= 0:
+		return fmt.Errorf("bench: MaxTime must be positive")
 	case o.Repeat < 1:
 		return fmt.Errorf("bench: repeat %d, want at least 1", o.Repeat)
 	case o.BulkBytes < 1<<20:

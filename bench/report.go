@@ -132,6 +132,9 @@ type Report struct {
 	Settings map[string]string `json:"settings"`
 	Notes    []string          `json:"notes,omitempty"`
 	Tables   []*Table          `json:"tables"`
+	// Targets are meshproxy's goals evaluated on the tables; Finish fills
+	// them.
+	Targets []TargetResult `json:"targets"`
 }
 
 // Finish computes the summaries of every table; call it before writing.
@@ -139,6 +142,7 @@ func (r *Report) Finish() {
 	for _, t := range r.Tables {
 		t.finish()
 	}
+	r.Targets = evaluateTargets(r.Tables, issueTargets())
 }
 
 // WriteJSON writes the report, with every sample, as indented JSON.

@@ -86,12 +86,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	r := &runner{env: env, opts: opts, progress: progress, running: map[string]*Instance{}}
 	defer r.stopAll()
+	mctx, cancel := context.WithTimeout(ctx, opts.MaxTime-time.Since(report.Started))
+	defer cancel()
 	for _, m := range r.measures() {
-		report.Tables = append(report.Tables, m.table)
-		r.runMeasure(ctx, m)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if mctx.Err() != nil {
+			report.Notes = append(report.Notes, fmt.Sprintf("The run reached its time limit (%s): %q and the measures after it were not run.", opts.MaxTime, m.table.Title))
+			break
 		}
+		report.Tables = append(report.Tables, m.table)
+		r.runMeasure(mctx, m)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	report.Machine.LoadEnd = loadAverage()
 	report.Elapsed = time.Since(report.Started)

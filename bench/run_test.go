@@ -60,6 +60,7 @@ func TestOptionsValidate(t *testing.T) {
 	}{
 		{"no binary", func(o *Options) { o.Meshproxy = "" }, "required"},
 		{"no repetitions", func(o *Options) { o.Repeat = 0 }, "repeat"},
+		{"no time", func(o *Options) { o.MaxTime = 0 }, "MaxTime"},
 		{"tiny bulk", func(o *Options) { o.BulkBytes = 10 }, "bulk size"},
 		{"no streams", func(o *Options) { o.BulkStreams = []int{1, 0} }, "streams"},
 		{"no connections", func(o *Options) { o.HTTPConns = 0 }, "positive"},

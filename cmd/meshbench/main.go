@@ -61,6 +61,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	repeat := fs.Int("repeat", opts.Repeat, "repetitions of every measure")
 	bulkMiB := fs.Int64("bulk-mib", opts.BulkBytes>>20, "MiB per bulk run, split over its streams")
 	idle := fs.Int("idle-conns", opts.IdleConns, "idle connections of the memory measure")
+	fs.DurationVar(&opts.MaxTime, "max-time", opts.MaxTime, "bound on the whole run; measures left when it passes are skipped")
 	keep := fs.Bool("keep", false, "keep the scratch directory (configurations, logs)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -30,7 +30,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	for _, k := range sortedKeys(r.Machine.Versions) {
 		fmt.Fprintf(b, "| %s | %s |\n", k, r.Machine.Versions[k])
 	}
-	fmt.Fprintf(b, "| load average at start / end | %s / %s |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
+	fmt.Fprintf(b, "| load average at start / end (the end counts the run's own threads) | %s / %s |\n\n", r.Machine.LoadStart, r.Machine.LoadEnd)
 	if len(r.Settings) > 0 {
 		fmt.Fprintf(b, "## Settings\n\n")
 		for _, k := range sortedKeys(r.Settings) {
@@ -75,6 +75,9 @@ func (t *Table) writeMarkdown(b *bufio.Writer) {
 	fmt.Fprintf(b, "## %s\n\n", t.Title)
 	if t.Note != "" {
 		fmt.Fprintf(b, "%s\n\n", t.Note)
+	}
+	if t.LoadBefore != "" {
+		fmt.Fprintf(b, "Load average when it started: %s.\n\n", t.LoadBefore)
 	}
 	head := []string{"contender"}
 	for _, m := range t.Metrics {

@@ -15,6 +15,9 @@ type Options struct {
 	Dir       string // scratch directory for certificates, configurations and logs
 
 	Contenders []string // which to run, in table order; default AllContenders
+	// Measures, when set, runs only the tables with these names or name
+	// prefixes ("http" selects http-1000 and http-4000).
+	Measures []string
 	Repeat     int      // repetitions of every measure
 
 	BulkBytes     int64 // bytes per bulk run, split evenly over its streams

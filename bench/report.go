@@ -35,12 +35,15 @@ type Metric struct {
 // Table is the result of one measure: a row per contender, a column per
 // metric.
 type Table struct {
-	Name    string   `json:"name"`
-	Title   string   `json:"title"`
-	Note    string   `json:"note,omitempty"`
-	Metrics []Metric `json:"metrics"`
-	Rows    []*Row   `json:"rows"`
-	byName  map[string]*Row
+	Name  string `json:"name"`
+	Title string `json:"title"`
+	Note  string `json:"note,omitempty"`
+	// LoadBefore is the load average when the measure started: other
+	// work on the machine shows there.
+	LoadBefore string   `json:"load_before,omitempty"`
+	Metrics    []Metric `json:"metrics"`
+	Rows       []*Row   `json:"rows"`
+	byName     map[string]*Row
 }
 
 // Row is one contender's results in a Table. Samples holds every

@@ -89,10 +89,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	mctx, cancel := context.WithTimeout(ctx, opts.MaxTime-time.Since(report.Started))
 	defer cancel()
 	for _, m := range r.measures() {
+		if !selected(m.table.Name, opts.Measures) {
+			continue
+		}
 		if mctx.Err() != nil {
 			report.Notes = append(report.Notes, fmt.Sprintf("The run reached its time limit (%s): %q and the measures after it were not run.", opts.MaxTime, m.table.Title))
 			break
 		}
+		m.table.LoadBefore = loadAverage()
 		report.Tables = append(report.Tables, m.table)
 		r.runMeasure(mctx, m)
 	}
@@ -201,6 +205,20 @@ func (r *runner) attempt(ctx context.Context, m measure, name string) (map[strin
 		err = inst.alive()
 	}
 	return values, err
+}
+
+// selected reports whether the table name is among the selected names or
+// name prefixes; nothing selected means everything is.
+func selected(name string, sel []string) bool {
+	if len(sel) == 0 {
+		return true
+	}
+	for _, s := range sel {
+		if s != "" && strings.HasPrefix(name, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // rotate returns s rotated left by n.

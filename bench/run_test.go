@@ -98,3 +98,22 @@ func TestParseRoute(t *testing.T) {
 		}
 	}
 }
+
+func TestSelected(t *testing.T) {
+	tests := []struct {
+		name string
+		sel  []string
+		want bool
+	}{
+		{"http-1000", nil, true},
+		{"http-1000", []string{"http"}, true},
+		{"http-4000", []string{"grpc", "http-4000"}, true},
+		{"bulk-1", []string{"http", "grpc"}, false},
+		{"bulk-1", []string{""}, false},
+	}
+	for _, tt := range tests {
+		if got := selected(tt.name, tt.sel); got != tt.want {
+			t.Errorf("selected(%q, %q) = %v, want %v", tt.name, tt.sel, got, tt.want)
+		}
+	}
+}

@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "bench", "directory to write results.md and results.json to")
 	meshproxy := fs.String("meshproxy", "bin/meshproxy", "meshproxy binary to measure")
 	contenders := fs.String("contenders", strings.Join(bench.AllContenders(), ","), "contenders to run")
+	measures := fs.String("measures", "", "comma-separated table names or prefixes to run, e.g. http,grpc (default: all)")
 	repeat := fs.Int("repeat", opts.Repeat, "repetitions of every measure")
 	bulkMiB := fs.Int64("bulk-mib", opts.BulkBytes>>20, "MiB per bulk run, split over its streams")
 	idle := fs.Int("idle-conns", opts.IdleConns, "idle connections of the memory measure")
@@ -81,6 +82,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.IdleConns = *idle
 	}
 	opts.Contenders = strings.Split(*contenders, ",")
+	if *measures != "" {
+		opts.Measures = strings.Split(*measures, ",")
+	}
 	var err error
 	if opts.Meshproxy, err = filepath.Abs(*meshproxy); err != nil {
 		return err

@@ -76,8 +76,10 @@ func (t *Table) writeMarkdown(b *bufio.Writer) {
 	if t.Note != "" {
 		fmt.Fprintf(b, "%s\n\n", t.Note)
 	}
-	if t.LoadBefore != "" {
-		fmt.Fprintf(b, "Load average when it started: %s.\n\n", t.LoadBefore)
+	if t.OtherCPUs != nil {
+		fmt.Fprintf(b, "Other work on the machine during this measure: %.2f CPUs on average.\n\n", *t.OtherCPUs)
+	} else if t.LoadBefore != "" {
+		fmt.Fprintf(b, "Load average when it started (this run's own previous measure included): %s.\n\n", t.LoadBefore)
 	}
 	head := []string{"contender"}
 	for _, m := range t.Metrics {

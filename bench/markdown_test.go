@@ -135,3 +135,33 @@ func TestShorten(t *testing.T) {
 		t.Errorf("shorten cut to %q", got)
 	}
 }
+
+func TestReadReportRendersTheSame(t *testing.T) {
+	orig := testReport(false)
+	other := 0.42
+	orig.Tables[0].OtherCPUs = &other
+	var js, want bytes.Buffer
+	if err := orig.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if err := orig.WriteMarkdown(&want); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadReport(&js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if err := back.WriteMarkdown(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want.String() {
+		t.Errorf("re-rendered markdown differs:\n%s\n---- want ----\n%s", got.String(), want.String())
+	}
+	if !strings.Contains(got.String(), "0.42 CPUs on average") {
+		t.Error("the noise of a measure is not shown")
+	}
+	if _, err := ReadReport(strings.NewReader("{")); err == nil {
+		t.Error("no error for truncated JSON")
+	}
+}

@@ -18,7 +18,7 @@ type Options struct {
 	// Measures, when set, runs only the tables with these names or name
 	// prefixes ("http" selects http-1000 and http-4000).
 	Measures []string
-	Repeat     int      // repetitions of every measure
+	Repeat   int // repetitions of every measure
 
 	BulkBytes     int64 // bytes per bulk run, split evenly over its streams
 	BulkStreams   []int

@@ -20,28 +20,57 @@ func ProcessCPU(pid int) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
 	}
-	return parseStatCPU(b)
+	return parseStatTimes(b, false)
 }
 
-// parseStatCPU reads utime and stime (fields 14 and 15) from a
-// /proc/PID/stat line. The command name (field 2) is in parentheses and may
-// hold spaces and parentheses, so fields are counted after its last ')'.
-func parseStatCPU(b []byte) (float64, error) {
+// statFields returns the fields of a /proc/PID/stat line after the command
+// name (field 2), which is in parentheses and may hold spaces and
+// parentheses: fields are counted after its last ')'. The result's index 0
+// is field 3.
+func statFields(b []byte) ([]string, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("stat: no command name in %q", b)
+		return nil, fmt.Errorf("stat: no command name in %q", b)
 	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state): utime is field 14 → index 11.
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 13", len(fields))
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// parseStatTimes reads utime and stime (fields 14 and 15), and with
+// children also cutime and cstime (16 and 17: children waited for), in
+// seconds.
+func parseStatTimes(b []byte, children bool) (float64, error) {
+	fields, err := statFields(b)
+	if err != nil {
+		return 0, err
 	}
-	utime, err1 := strconv.ParseUint(fields[11], 10, 64)
-	stime, err2 := strconv.ParseUint(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("stat: bad utime/stime %q %q", fields[11], fields[12])
+	last := 12
+	if children {
+		last = 14
 	}
-	return float64(utime+stime) / clockTicks, nil
+	if len(fields) <= last {
+		return 0, fmt.Errorf("stat: %d fields after the command name, want at least %d", len(fields), last+1)
+	}
+	var ticks uint64
+	for _, v := range fields[11 : last+1] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: bad CPU time %q", v)
+		}
+		ticks += n
+	}
+	return float64(ticks) / clockTicks, nil
+}
+
+// parseStatPPID reads the parent's pid (field 4).
+func parseStatPPID(b []byte) (int, error) {
+	fields, err := statFields(b)
+	if err != nil {
+		return 0, err
+	}
+	if len(fields) < 2 {
+		return 0, fmt.Errorf("stat: no parent pid")
+	}
+	return strconv.Atoi(fields[1])
 }
 
 // ProcessRSS is a process's resident set size in bytes, from

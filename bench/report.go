@@ -40,10 +40,13 @@ type Table struct {
 	Note  string `json:"note,omitempty"`
 	// LoadBefore is the load average when the measure started: other
 	// work on the machine shows there.
-	LoadBefore string   `json:"load_before,omitempty"`
-	Metrics    []Metric `json:"metrics"`
-	Rows       []*Row   `json:"rows"`
-	byName     map[string]*Row
+	LoadBefore string `json:"load_before,omitempty"`
+	// OtherCPUs is how many CPUs, on average, work other than this run
+	// kept busy during the measure: the noise it was measured under.
+	OtherCPUs *float64 `json:"other_cpus,omitempty"`
+	Metrics   []Metric `json:"metrics"`
+	Rows      []*Row   `json:"rows"`
+	byName    map[string]*Row
 }
 
 // Row is one contender's results in a Table. Samples holds every
@@ -146,6 +149,27 @@ func (r *Report) Finish() {
 		t.finish()
 	}
 	r.Targets = evaluateTargets(r.Tables, issueTargets())
+}
+
+// ReadReport reads a report that WriteJSON wrote, so that it can be
+// rendered again.
+func ReadReport(r io.Reader) (*Report, error) {
+	var rep Report
+	if err := json.NewDecoder(r).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("bench: reading JSON: %w", err)
+	}
+	for _, t := range rep.Tables {
+		t.byName = map[string]*Row{}
+		for _, row := range t.Rows {
+			t.byName[row.Contender] = row
+			row.Samples = map[string][]float64{}
+			for k, s := range row.Summary {
+				row.Samples[k] = s.Samples
+			}
+		}
+	}
+	rep.Finish()
+	return &rep, nil
 }
 
 // WriteJSON writes the report, with every sample, as indented JSON.

@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// noiseThreshold is how many CPUs of other work make a run noisy.
+const noiseThreshold = 0.2
+
 // fileLimit is the open-file limit a run asks for.
 const fileLimit = 200000
 
@@ -88,6 +91,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer r.stopAll()
 	mctx, cancel := context.WithTimeout(ctx, opts.MaxTime-time.Since(report.Started))
 	defer cancel()
+	var noisiest float64
 	for _, m := range r.measures() {
 		if !selected(m.table.Name, opts.Measures) {
 			continue
@@ -98,7 +102,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		m.table.LoadBefore = loadAverage()
 		report.Tables = append(report.Tables, m.table)
+		before, err := takeCPUSnapshot()
 		r.runMeasure(mctx, m)
+		if after, err2 := takeCPUSnapshot(); err == nil && err2 == nil {
+			other := otherCores(before, after)
+			m.table.OtherCPUs = &other
+			noisiest = max(noisiest, other)
+		}
+	}
+	if noisiest > noiseThreshold {
+		report.Notes = append(report.Notes, fmt.Sprintf("**Noisy run**: other work kept up to %.2f of the %d CPUs busy during a measure "+
+			"(each table says how much). Ranges are wider and medians less certain than on a quiet machine.", noisiest, report.Machine.Cores))
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

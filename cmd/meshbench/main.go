@@ -6,6 +6,7 @@
 //
 // It re-runs itself for the processes it starts: `meshbench apps` serves the
 // backend apps and `meshbench gotls` is one side of the go-tls contender.
+// `meshbench render` writes results.md again from results.json.
 package main
 
 import (
@@ -46,8 +47,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runApps(ctx, args, stderr)
 	case "gotls":
 		return runGoTLS(ctx, args, stderr)
+	case "render":
+		return runRender(args, stderr)
 	}
-	return fmt.Errorf("unknown command %q (want run, apps or gotls)", cmd)
+	return fmt.Errorf("unknown command %q (want run, render, apps or gotls)", cmd)
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -129,6 +132,34 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
+}
+
+// runRender writes results.md again from results.json, for when the
+// rendering changes and a run is too long to repeat.
+func runRender(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("meshbench render", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "bench", "directory holding results.json; results.md is written next to it")
+	note := fs.String("note", "", "a note to add to both files, e.g. about the conditions of the run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	f, err := os.Open(filepath.Join(*dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	report, err := bench.ReadReport(f)
+	if err != nil {
+		return err
+	}
+	if *note != "" {
+		report.Notes = append(report.Notes, *note)
+		if err := writeFile(filepath.Join(*dir, "results.json"), report.WriteJSON); err != nil {
+			return err
+		}
+	}
+	return writeFile(filepath.Join(*dir, "results.md"), report.WriteMarkdown)
 }
 
 func runApps(ctx context.Context, args []string, stderr io.Writer) error {

@@ -77,7 +77,8 @@ func (t *Table) writeMarkdown(b *bufio.Writer) {
 		fmt.Fprintf(b, "%s\n\n", t.Note)
 	}
 	if t.OtherCPUs != nil {
-		fmt.Fprintf(b, "Other work on the machine during this measure: %.2f CPUs on average.\n\n", *t.OtherCPUs)
+		fmt.Fprintf(b, "Other work on the machine during this measure: about %.2f CPUs on average "+
+			"(the machine's user+system CPU time less this run's).\n\n", *t.OtherCPUs)
 	} else if t.LoadBefore != "" {
 		fmt.Fprintf(b, "Load average when it started (this run's own previous measure included): %s.\n\n", t.LoadBefore)
 	}

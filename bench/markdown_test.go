@@ -158,7 +158,7 @@ func TestReadReportRendersTheSame(t *testing.T) {
 	if got.String() != want.String() {
 		t.Errorf("re-rendered markdown differs:\n%s\n---- want ----\n%s", got.String(), want.String())
 	}
-	if !strings.Contains(got.String(), "0.42 CPUs on average") {
+	if !strings.Contains(got.String(), "about 0.42 CPUs on average") {
 		t.Error("the noise of a measure is not shown")
 	}
 	if _, err := ReadReport(strings.NewReader("{")); err == nil {

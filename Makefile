@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin/meshproxy
 FUZZTIME  ?= 10s
 
-.PHONY: all build test deps lint fuzz bench demo clean
+.PHONY: all build test deps lint fuzz bench microbench demo clean
 
 all: build
 
@@ -28,7 +28,17 @@ test: deps lint
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench:
+# bench measures meshproxy against no proxy, a minimal Go TLS tunnel,
+# stunnel and haproxy (installed when missing by scripts/bench-deps.sh) and
+# writes bench/results.md and bench/results.json; about 10 minutes on 2
+# cores. BENCHFLAGS=-quick makes it a labelled smoke run of the tooling.
+bench: build
+	@scripts/bench-deps.sh
+	$(GO) build -trimpath -o bin/meshbench ./cmd/meshbench
+	bin/meshbench -meshproxy $(BIN) -out bench $(BENCHFLAGS)
+
+# microbench runs the Go micro-benchmarks of the hot paths.
+microbench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 demo: build

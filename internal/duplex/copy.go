@@ -36,28 +36,72 @@ func splices(c net.Conn) bool {
 
 // copyOne copies src to dst until src's EOF or an error, returning the bytes
 // written. TCP to TCP goes through io.Copy, which reaches splice via
-// TCPConn.ReadFrom; any other pair gets a buffer from pool through io.CopyBuffer,
-// with ReadFrom and WriteTo hidden so that io.CopyBuffer really uses it (it
-// would otherwise defer to those methods, and TCPConn.ReadFrom reading from a
-// TLS conn allocates its own 32 KiB buffer).
+// TCPConn.ReadFrom; any other pair goes through copyBuffered. ReadFrom and
+// WriteTo are never used there: TCPConn.ReadFrom reading from a TLS conn
+// allocates its own 32 KiB buffer.
 func copyOne(dst, src net.Conn, pool *BufferPool) (int64, error) {
 	if splices(dst) && splices(src) {
 		return io.Copy(dst, src)
 	}
-	buf := pool.Get()
-	defer pool.Put(buf)
-	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *buf)
+	return copyBuffered(dst, src, pool)
 }
 
-// readerOnly hides every method of a conn but Read (notably WriteTo).
-type readerOnly struct{ r io.Reader }
+// idleBufferSize is the buffer a direction reads into while it is idle. A
+// sidecar holds thousands of mostly idle connections, each with two
+// directions per leg blocked in Read; a pool buffer held there would pin
+// DefaultBufferSize bytes per direction for nothing.
+const idleBufferSize = 2 << 10
 
-func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+// burstRead is the read size that keeps a direction on its pool buffer: a
+// full TLS record (16 KiB of plaintext) or more says the sender has more
+// queued; anything shorter says the burst is over.
+const burstRead = 16 << 10
 
-// writerOnly hides every method of a conn but Write (notably ReadFrom).
-type writerOnly struct{ w io.Writer }
-
-func (w writerOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
+// copyBuffered copies src to dst through a small buffer of its own while the
+// traffic is light, and a buffer borrowed from pool only while a burst lasts:
+// a read that fills the small buffer borrows the pool buffer for the next
+// reads, and a read shorter than a TLS record gives it back. Idle
+// connections then hold idleBufferSize bytes per direction, and bulk
+// transfers still read in DefaultBufferSize chunks.
+func copyBuffered(dst io.Writer, src io.Reader, pool *BufferPool) (written int64, err error) {
+	small := make([]byte, idleBufferSize)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			pool.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+			if m != n {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return written, nil
+			}
+			return written, rerr
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = pool.Get()
+		case big != nil && n < burstRead:
+			pool.Put(big)
+			big = nil
+		}
+	}
+}
 
 // closeWrite shuts down the writing side of c, telling its peer that no more
 // bytes will come (a TCP FIN; for TLS, a close_notify alert) while c can still

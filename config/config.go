@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/seed722d2a70/meshproxy/ports"
@@ -49,6 +50,16 @@ type Config struct {
 	// Destinations is the outbound destination table. It is re-read from
 	// the config file when the file changes, without dropping connections.
 	Destinations []Destination `yaml:"destinations"`
+
+	// MeshedNetworks are CIDRs whose destinations are taken to be meshed
+	// when no destination entry matches them: their proxy must present an
+	// identity of the own trust domain on port 4143, and the global opaque
+	// ports apply. Explicit entries always win, so an unmeshed host inside
+	// these networks is listed as meshed: false. Like Linkerd's
+	// clusterNetworks; injection sets the pod networks. Empty by default.
+	// They keep their start value when the file reloads, since a flag or
+	// the environment may have set them.
+	MeshedNetworks []string `yaml:"meshedNetworks"`
 
 	// OpaquePorts is the default set of ports whose traffic is proxied as
 	// opaque TCP without detection.
@@ -289,6 +300,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: destination %d has no match", ErrInvalid, i)
 		}
 	}
+	for _, n := range c.MeshedNetworks {
+		if err := CheckNetwork(n); err != nil {
+			return fmt.Errorf("%w: meshed network %q: %v", ErrInvalid, n, err)
+		}
+	}
 	for i, p := range c.Inbound.Ports {
 		if p.Ports.Len() == 0 {
 			return fmt.Errorf("%w: inbound port policy %d lists no ports", ErrInvalid, i)
@@ -324,6 +340,20 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		return fmt.Errorf("%w: shutdown grace must not be negative, got %v", ErrInvalid, c.ShutdownGrace)
+	}
+	return nil
+}
+
+// CheckNetwork reports whether s is a CIDR that can name a meshed network:
+// an IPv4 or IPv6 prefix such as 10.0.0.0/8 or fd00::/8, without a zone.
+// Host bits may be set; they are ignored.
+func CheckNetwork(s string) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("want a CIDR such as 10.0.0.0/8 or fd00::/8: %w", err)
+	}
+	if p.Addr().Is4In6() {
+		return errors.New("an IPv4-mapped IPv6 prefix never matches; write the IPv4 CIDR")
 	}
 	return nil
 }

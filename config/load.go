@@ -69,6 +69,13 @@ func Load(name string, args []string, getenv func(string) string, stderr io.Writ
 		if v == "" {
 			continue
 		}
+		if s.repeated {
+			// A list in the environment replaces the file's, as a
+			// flag does.
+			if err := s.set(&cfg, ""); err != nil {
+				return Config{}, err
+			}
+		}
 		if err := s.set(&cfg, v); err != nil {
 			return Config{}, fmt.Errorf("%w: %s=%q: %v", ErrInvalid, s.env(), v, err)
 		}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -138,5 +140,70 @@ func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Meshed networks are empty by default and come from the file, the
+// environment (comma-separated) or the flags, in the usual precedence.
+func TestLoadMeshedNetworks(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "meshproxy.yaml")
+	writeFile(t, file, "meshedNetworks: [10.0.0.0/8, \"fd00::/8\"]\n")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"default", nil, nil, nil},
+		{"file", []string{"-config", file}, nil, []string{"10.0.0.0/8", "fd00::/8"}},
+		{"env over file", []string{"-config", file}, map[string]string{"MESHPROXY_MESHED_NETWORKS": "192.168.0.0/16, 100.64.0.0/10"}, []string{"192.168.0.0/16", "100.64.0.0/10"}},
+		{"flags over env", []string{"--meshed-networks", "172.16.0.0/12", "--meshed-networks=fd00::/8"},
+			map[string]string{"MESHPROXY_MESHED_NETWORKS": "192.168.0.0/16"}, []string{"172.16.0.0/12", "fd00::/8"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("run", tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.MeshedNetworks, tt.want) {
+				t.Errorf("meshed networks %q, want %q", c.MeshedNetworks, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateMeshedNetworks(t *testing.T) {
+	tests := []struct {
+		network string
+		ok      bool
+	}{
+		{"10.0.0.0/8", true},
+		{"10.1.2.3/8", true}, // host bits are ignored
+		{"fd00::/8", true},
+		{"0.0.0.0/0", true},
+		{"10.0.0.0", false},
+		{"10.0.0.0/33", false},
+		{"fd00::/129", false},
+		{"cluster.local/8", false},
+		{"", false},
+		{"fe80::/10%eth0", false},
+		{"::ffff:10.0.0.0/104", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.network, func(t *testing.T) {
+			c := Default()
+			c.MeshedNetworks = []string{"192.168.0.0/16", tt.network}
+			err := c.Validate()
+			if tt.ok != (err == nil) {
+				t.Fatalf("Validate() = %v, want ok %v", err, tt.ok)
+			}
+			if err != nil && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "meshed network") || !strings.Contains(err.Error(), "CIDR") && !strings.Contains(err.Error(), "IPv4")) {
+				t.Errorf("error %q should be ErrInvalid, name the meshed network and say what is wanted", err)
+			}
+		})
+	}
+	if _, err := Load("run", []string{"--meshed-networks", "10.0.0.0/8,pods"}, func(string) string { return "" }, io.Discard); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Load with a bad meshed network: %v, want ErrInvalid", err)
 	}
 }

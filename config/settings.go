@@ -144,6 +144,8 @@ var settings = []setting{
 			return nil
 		},
 	},
+	listSetting("meshed-networks", "CIDRs whose destinations are meshed (own trust domain, port 4143) unless the destination table says otherwise, e.g. 10.0.0.0/8,fd00::/8",
+		func(c *Config) *[]string { return &c.MeshedNetworks }),
 	boolSetting("refuse-unmeshed", "refuse outbound connections to destinations not in the destination table", func(c *Config) *bool { return &c.Outbound.RefuseUnmeshed }),
 	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
 	durationSetting("http-response-timeout", "bound on the wait for an HTTP response's headers, answered 504 past it (0: no limit)",

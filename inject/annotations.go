@@ -2,7 +2,9 @@ package inject
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/ports"
 )
 
@@ -23,6 +25,10 @@ const (
 	AnnotationSkipOutboundPorts = "config.meshproxy.io/skip-outbound-ports"
 	// AnnotationProxyLogLevel is the proxy's log level.
 	AnnotationProxyLogLevel = "config.meshproxy.io/proxy-log-level"
+	// AnnotationMeshedNetworks lists the CIDRs whose destinations the
+	// proxy takes to be meshed, e.g. "10.0.0.0/8,fd00::/8"; it replaces
+	// the injector's list (Config.MeshedNetworks), and "" sets none.
+	AnnotationMeshedNetworks = "config.meshproxy.io/meshed-networks"
 
 	// AnnotationInjected is set by injection on the pods it changes, with
 	// the image injected, and removed by uninjection.
@@ -88,6 +94,7 @@ type settings struct {
 	skipInbound  ports.Set
 	skipOutbound ports.Set
 	logLevel     string
+	meshedNets   []string
 }
 
 func (s Scope) settings(cfg *Config) (settings, error) {
@@ -110,6 +117,29 @@ func (s Scope) settings(cfg *Config) (settings, error) {
 		default:
 			return out, fmt.Errorf("%w: %s=%q (want debug, info, warn or error)", ErrBadAnnotation, AnnotationProxyLogLevel, v)
 		}
+	}
+	out.meshedNets = cfg.MeshedNetworks
+	if v, ok := s.Lookup(AnnotationMeshedNetworks); ok {
+		if out.meshedNets, err = ParseNetworks(v); err != nil {
+			return out, fmt.Errorf("%w: %s=%q: %w", ErrBadAnnotation, AnnotationMeshedNetworks, v, err)
+		}
+	}
+	return out, nil
+}
+
+// ParseNetworks parses a comma-separated list of CIDRs, as the
+// meshed-networks annotation and flag take; spaces around items are
+// ignored and an empty list is none.
+func ParseNetworks(v string) ([]string, error) {
+	var out []string
+	for n := range strings.SplitSeq(v, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		if err := config.CheckNetwork(n); err != nil {
+			return nil, fmt.Errorf("meshed network %q: %w", n, err)
+		}
+		out = append(out, n)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,6 +34,10 @@ const (
 	// DefaultHostSocketDir is the node directory of the SPIRE agent socket
 	// used when the socket comes from a hostPath volume.
 	DefaultHostSocketDir = "/run/spire/agent-sockets"
+	// DefaultMeshedNetworks are the networks whose destinations injected
+	// proxies take to be meshed: the private ranges, as Linkerd's
+	// clusterNetworks default, covering the pod networks of most clusters.
+	DefaultMeshedNetworks = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
 )
 
 // SocketSource says where the proxy's Workload API socket comes from.
@@ -72,6 +77,12 @@ type Config struct {
 	// LogLevel is the proxy's log level when the pod does not say.
 	LogLevel string
 
+	// MeshedNetworks are the CIDRs (the cluster's pod networks) whose
+	// destinations the proxy takes to be meshed when the pod does not say
+	// (config.meshproxy.io/meshed-networks); without them an injected
+	// proxy would send plain TCP to every other pod. Empty sets none.
+	MeshedNetworks []string
+
 	// Socket is the Workload API socket's source; CSIDriver and HostSocketDir
 	// configure the two kinds; SocketDir and SocketFile locate the socket
 	// inside the proxy container.
@@ -99,6 +110,7 @@ func DefaultConfig() Config {
 		AdminPort:       config.DefaultAdminPort,
 		NativeSidecar:   true,
 		LogLevel:        "info",
+		MeshedNetworks:  strings.Split(DefaultMeshedNetworks, ","),
 		Socket:          SocketCSI,
 		CSIDriver:       DefaultCSIDriver,
 		HostSocketDir:   DefaultHostSocketDir,
@@ -141,6 +153,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("%w: log level %q", ErrInvalidConfig, c.LogLevel)
+	}
+	for _, n := range c.MeshedNetworks {
+		if err := config.CheckNetwork(n); err != nil {
+			return fmt.Errorf("%w: meshed network %q: %w", ErrInvalidConfig, n, err)
+		}
 	}
 	switch c.Socket {
 	case SocketCSI:

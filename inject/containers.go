@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -20,6 +21,7 @@ const (
 	envLogLevel     = "MESHPROXY_LOG_LEVEL"
 	envOpaquePorts  = "MESHPROXY_OPAQUE_PORTS"
 	envSPIFFESocket = "MESHPROXY_SPIFFE_SOCKET"
+	envMeshedNets   = "MESHPROXY_MESHED_NETWORKS"
 )
 
 // Names of the proxy container's ports (at most 15 characters).
@@ -87,6 +89,9 @@ func (in *Injector) proxyContainer(set settings) corev1.Container {
 	}
 	if set.opaqueSet {
 		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: set.opaque.String()})
+	}
+	if len(set.meshedNets) > 0 {
+		env = append(env, corev1.EnvVar{Name: envMeshedNets, Value: strings.Join(set.meshedNets, ",")})
 	}
 	c := corev1.Container{
 		Name:            ProxyContainerName,

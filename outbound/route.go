@@ -74,6 +74,11 @@ type Table struct {
 	prefixes       []prefixEntry // longest first
 	defaultOpaque  ports.Set
 	refuseUnmeshed bool
+
+	// meshedNets are consulted only when no entry above matches, so an
+	// explicit entry always overrides them, whatever its prefix length.
+	meshedNets     []netip.Prefix
+	meshedNetEntry *entry
 }
 
 type hostPort struct {
@@ -94,10 +99,13 @@ type entry struct {
 	tls         *tls.Config
 }
 
-// NewTable builds a table from configured destinations. Every entry's TLS
+// NewTable builds a table from configured destinations and meshed networks
+// (CIDRs, see config.Config.MeshedNetworks): an IP address no destination
+// matches but a meshed network contains is routed as meshed, to its port
+// 4143, expecting an identity of the own trust domain. Every entry's TLS
 // configuration is built here, once, so routing a connection allocates
 // nothing and shares session caches.
-func NewTable(dests []config.Destination, defaultOpaque ports.Set, refuseUnmeshed bool, newTLS TLSFunc) (*Table, error) {
+func NewTable(dests []config.Destination, meshedNetworks []string, defaultOpaque ports.Set, refuseUnmeshed bool, newTLS TLSFunc) (*Table, error) {
 	t := &Table{
 		byHostPort:     map[hostPort]*entry{},
 		byHost:         map[string]*entry{},
@@ -122,6 +130,19 @@ func NewTable(dests []config.Destination, defaultOpaque ports.Set, refuseUnmeshe
 		if err := t.add(d.Match, e); err != nil {
 			return nil, err
 		}
+	}
+	if len(meshedNetworks) > 0 {
+		for _, n := range meshedNetworks {
+			if err := config.CheckNetwork(n); err != nil {
+				return nil, fmt.Errorf("meshed network %q: %w", n, err)
+			}
+			t.meshedNets = append(t.meshedNets, netip.MustParsePrefix(n).Masked())
+		}
+		cfg, err := newTLS(nil)
+		if err != nil {
+			return nil, fmt.Errorf("meshed networks: %w", err)
+		}
+		t.meshedNetEntry = &entry{meshed: true, opaque: defaultOpaque, inboundPort: DefaultInboundPort, tls: cfg}
 	}
 	// Longest prefix first, so the first match is the most specific.
 	for i := 1; i < len(t.prefixes); i++ {
@@ -169,15 +190,8 @@ func (t *Table) Route(target Target) (Route, error) {
 	if e == nil {
 		e = t.byHost[host]
 	}
-	if e == nil && len(t.prefixes) > 0 {
-		if a, err := netip.ParseAddr(host); err == nil {
-			for _, p := range t.prefixes {
-				if p.prefix.Contains(a) {
-					e = p.e
-					break
-				}
-			}
-		}
+	if e == nil && (len(t.prefixes) > 0 || len(t.meshedNets) > 0) {
+		e = t.lookupAddr(host)
 	}
 	if e == nil {
 		if t.refuseUnmeshed {
@@ -196,6 +210,27 @@ func (t *Table) Route(target Target) (Route, error) {
 	}
 	r.DialAddr = net.JoinHostPort(dialHost, strconv.Itoa(int(port)))
 	return r, nil
+}
+
+// lookupAddr finds the entry of an IP address host: the longest matching
+// destination prefix, else a meshed network's entry, else nil (also when
+// host is a name).
+func (t *Table) lookupAddr(host string) *entry {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	for _, p := range t.prefixes {
+		if p.prefix.Contains(a) {
+			return p.e
+		}
+	}
+	for _, p := range t.meshedNets {
+		if p.Contains(a) {
+			return t.meshedNetEntry
+		}
+	}
+	return nil
 }
 
 // Router holds the current table. Connections read it without locking; a

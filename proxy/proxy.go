@@ -239,7 +239,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	})
 
 	clientTLS := newClientTLSFunc(src, authorizer)
-	table, err := outbound.NewTable(p.cfg.Destinations, p.cfg.OpaquePorts, p.cfg.Outbound.RefuseUnmeshed, clientTLS)
+	table, err := outbound.NewTable(p.cfg.Destinations, p.cfg.MeshedNetworks, p.cfg.OpaquePorts, p.cfg.Outbound.RefuseUnmeshed, clientTLS)
 	if err != nil {
 		return err
 	}

@@ -59,9 +59,11 @@ func (p *Proxy) reloadDestinations(router *outbound.Router, clientTLS outbound.T
 		p.log.Error("config reload failed; keeping the current destinations", zap.Error(err))
 		return
 	}
-	// Only the destinations reload; the opaque-port default and the
-	// unmeshed policy may come from flags, so they keep their start values.
-	table, err := outbound.NewTable(cfg.Destinations, p.cfg.OpaquePorts, p.cfg.Outbound.RefuseUnmeshed, clientTLS)
+	// Only the destinations reload; the opaque-port default, the meshed
+	// networks and the unmeshed policy may come from flags or the
+	// environment, so they keep their start values and are applied again
+	// under the new entries.
+	table, err := outbound.NewTable(cfg.Destinations, p.cfg.MeshedNetworks, p.cfg.OpaquePorts, p.cfg.Outbound.RefuseUnmeshed, clientTLS)
 	if err != nil {
 		p.log.Error("config reload failed; keeping the current destinations", zap.Error(err))
 		return

@@ -37,7 +37,10 @@ import (
 // on 4143, both proxies name the other's SPIFFE ID (issued by a real SPIRE
 // agent, read from the socket the spec names), and every probe of the
 // injected spec answers from outside the pod, the app's own through its
-// proxy.
+// proxy. The proxies know their peers are meshed from the spec alone:
+// MESHPROXY_MESHED_NETWORKS, injected with the default networks, which
+// contain the test bed's pod LAN (10.77.0.0/24, as a cluster's pods would
+// be in 10.0.0.0/8); no destination table is given.
 //
 // What the test bed changes, and why; nothing else of the spec is touched:
 //   - The image: each pod runs its own copy of the meshproxy binary with the
@@ -52,10 +55,6 @@ import (
 //     rewritten to it, as the mount would make them resolve. The init
 //     container's /run emptyDir is the host's /run, where iptables keeps
 //     its lock anyway.
-//   - MESHPROXY_CONFIG: the injected proxy is given no destination table,
-//     so without one every outbound connection would leave as plain TCP
-//     (tls="no_identity"); the test adds the file a cluster would have to
-//     provide, saying that the pod network is meshed (own trust domain).
 //   - The proxy runs with the spec's UID as its GID too (the spec sets no
 //     runAsGroup), and the init container as full root rather than root
 //     with only NET_ADMIN and NET_RAW.
@@ -76,12 +75,8 @@ func TestInjectedExamplePodsMeshRedisAndHTTPAndAnswerProbes(t *testing.T) {
 		}
 	})
 	spire := spiretest.Start(t, spiretest.Options{TrustDomain: "mesh.local"})
-	table := filepath.Join(bed.dir, "destinations.yaml")
-	if err := os.WriteFile(table, fmt.Appendf(nil, "destinations:\n  - match: %q\n", podLAN.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	node := bed.unmeshedPod(t, "node") // where the kubelet's probes come from
-	kubelet := &kubeletStandIn{bed: bed, spire: spire, node: node, table: table}
+	kubelet := &kubeletStandIn{bed: bed, spire: spire, node: node}
 
 	apps := map[string]func(p *pod, port uint16){
 		"web":            func(p *pod, port uint16) { p.serveHTTP(t, port) },
@@ -225,8 +220,7 @@ func injectExample(t *testing.T, edit func(name string, spec *corev1.PodSpec)) m
 type kubeletStandIn struct {
 	bed   *testBed
 	spire *spiretest.Env
-	node  *pod   // probes come from here
-	table string // the destination table every proxy is given
+	node  *pod // probes come from here
 }
 
 // id is the SPIFFE ID the pod's service account is registered under.
@@ -261,7 +255,8 @@ func (k *kubeletStandIn) run(t *testing.T, name string, spec *corev1.PodSpec, ap
 				t.Fatalf("%s: sidecar %s has no non-root runAsUser", name, c.Name)
 			}
 			uid := uint32(*sc.RunAsUser)
-			env := append(containerEnv(t, c, volumes), "MESHPROXY_CONFIG="+k.table)
+			env := containerEnv(t, c, volumes)
+			checkMeshedNetworks(t, c)
 			p.proxy = meshtest.StartProcessWith(t, bin, meshtest.ProcessOptions{
 				Env:        env,
 				Credential: &syscall.Credential{Uid: uid, Gid: uid},
@@ -411,4 +406,31 @@ func (k *kubeletStandIn) probe(t *testing.T, p *pod, c corev1.Container, pr *cor
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
+}
+
+// checkMeshedNetworks checks that the injected proxy container takes the
+// test bed's pod LANs to be meshed from its own environment, and is given
+// no configuration file that could say so instead.
+func checkMeshedNetworks(t *testing.T, c corev1.Container) {
+	t.Helper()
+	var nets string
+	for _, e := range c.Env {
+		switch e.Name {
+		case "MESHPROXY_CONFIG":
+			t.Fatalf("container %s: the injected spec names a config file %q", c.Name, e.Value)
+		case "MESHPROXY_MESHED_NETWORKS":
+			nets = e.Value
+		}
+	}
+	for _, lan := range []netip.Prefix{podLAN, podLAN6} {
+		covered := false
+		for n := range strings.SplitSeq(nets, ",") {
+			if p, err := netip.ParsePrefix(n); err == nil && p.Bits() <= lan.Bits() && p.Contains(lan.Addr()) {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Fatalf("container %s: MESHPROXY_MESHED_NETWORKS=%q does not contain the test bed's %v", c.Name, nets, lan)
+		}
+	}
 }

@@ -36,6 +36,8 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 	adminPort := fs.Uint("admin-port", uint(d.AdminPort), "proxy admin port (probes, metrics)")
 	sidecar := fs.String("sidecar", "native", "how the proxy runs: native (init container with restartPolicy Always, Kubernetes 1.29+) or container")
 	logLevel := fs.String("proxy-log-level", d.LogLevel, "proxy log level when the pod does not set "+inject.AnnotationProxyLogLevel)
+	meshedNets := fs.String("meshed-networks", strings.Join(d.MeshedNetworks, ","),
+		"CIDRs of the cluster's pod networks, whose destinations the proxy takes to be meshed, when the pod does not set "+inject.AnnotationMeshedNetworks+" (empty: none)")
 	socket := fs.String("socket", string(d.Socket), "Workload API socket source: csi (SPIFFE CSI driver) or hostpath")
 	csiDriver := fs.String("csi-driver", d.CSIDriver, "CSI driver serving the Workload API socket")
 	hostDir := fs.String("host-socket-dir", d.HostSocketDir, "node directory holding the SPIRE agent socket, for -socket hostpath")
@@ -71,6 +73,11 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 			return c, fmt.Errorf("-image-pull-policy %q: want Always, IfNotPresent or Never", *pull)
 		}
 		c.LogLevel, c.Socket, c.CSIDriver = *logLevel, inject.SocketSource(*socket), *csiDriver
+		nets, err := inject.ParseNetworks(*meshedNets)
+		if err != nil {
+			return c, fmt.Errorf("-meshed-networks: %w", err)
+		}
+		c.MeshedNetworks = nets
 		c.HostSocketDir, c.SocketDir, c.SocketFile = *hostDir, *sockDir, *sockFile
 		res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}}
 		for _, q := range []struct {

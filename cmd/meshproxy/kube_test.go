@@ -65,7 +65,23 @@ func TestInjectCommand(t *testing.T) {
 		t.Errorf("uninjected output still has the proxy:\n%s", out)
 	}
 
+	out, _, err = runCmd(t, context.Background(), "inject", "-meshed-networks", "10.77.0.0/16, fd77::/64", "../../inject/testdata/pod.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "- name: MESHPROXY_MESHED_NETWORKS\n      value: 10.77.0.0/16,fd77::/64\n") {
+		t.Errorf("-meshed-networks not given to the proxy:\n%s", out)
+	}
+	out, _, err = runCmd(t, context.Background(), "inject", "-meshed-networks=", "../../inject/testdata/pod.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "MESHPROXY_MESHED_NETWORKS") {
+		t.Errorf("-meshed-networks= still sets networks:\n%s", out)
+	}
+
 	for _, bad := range [][]string{
+		{"inject", "-meshed-networks", "10.0.0.0/8,pods"},
 		{"inject", "-sidecar", "sometimes"},
 		{"inject", "-socket", "nfs"},
 		{"inject", "-proxy-uid", "0"},

@@ -1,24 +1,13 @@
+//go:build !sidecar
+
 package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 )
-
-// errProblemsFound makes the process exit 1 rather than 2: the command ran,
-// and found something to report (as diff and grep do), for CI pipelines.
-var errProblemsFound = errors.New("problems found")
-
-// exitCode is the process exit status for a command's error.
-func exitCode(err error) int {
-	if errors.Is(err, errProblemsFound) {
-		return 1
-	}
-	return 2
-}
 
 // input is one manifest file read by inject or netpol.
 type input struct {

@@ -44,15 +44,12 @@ type environment struct {
 }
 
 func commands() []command {
-	return []command{
+	return append([]command{
 		{"run", "run the proxy", runProxy},
 		{"ca", "manage the embedded dev CA: init, issue", runCA},
 		{"init", "install the iptables rules that send the pod's TCP through the proxy", runInit},
 		{"version", "print the version", runVersion},
-		{"inject", "add the proxy to Kubernetes workloads in YAML manifests", runInject},
-		{"injector", "serve the Kubernetes mutating admission webhook that injects the proxy", runInjector},
-		{"netpol", "find NetworkPolicies that would drop meshed traffic to opaque ports", runNetpol},
-	}
+	}, kubeCommands()...)
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -71,6 +68,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	usage(stderr)
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// errProblemsFound makes the process exit 1 rather than 2: the command ran,
+// and found something to report (as diff and grep do), for CI pipelines.
+var errProblemsFound = errors.New("problems found")
+
+// exitCode is the process exit status for a command's error.
+func exitCode(err error) int {
+	if errors.Is(err, errProblemsFound) {
+		return 1
+	}
+	return 2
 }
 
 func usage(w io.Writer) {

@@ -19,10 +19,11 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Build compiles cmd/meshproxy into dir and returns the binary's path.
+// Build compiles the sidecar build of cmd/meshproxy, the one pods run,
+// into dir and returns the binary's path.
 func Build(dir string) (string, error) {
 	bin := filepath.Join(dir, "meshproxy")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy")
+	cmd := exec.Command("go", "build", "-tags", "sidecar", "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

@@ -207,3 +207,18 @@ func TestValidateMeshedNetworks(t *testing.T) {
 		t.Errorf("Load with a bad meshed network: %v, want ErrInvalid", err)
 	}
 }
+
+// An authorization list from the environment replaces the file's rather
+// than widening it.
+func TestLoadEnvListReplacesFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "meshproxy.yaml")
+	writeFile(t, file, "inbound:\n  authorize: [\"spiffe://mesh.local/web\"]\n")
+	env := map[string]string{"MESHPROXY_CONFIG": file, "MESHPROXY_INBOUND_AUTHORIZE": "spiffe://mesh.local/api"}
+	c, err := Load("run", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"spiffe://mesh.local/api"}; !slices.Equal(c.Inbound.Authorize, want) {
+		t.Errorf("inbound authorize %q, want %q", c.Inbound.Authorize, want)
+	}
+}

@@ -2,10 +2,7 @@ package bench
 
 import (
 	"context"
-	"sync"
 	"time"
-
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // measureConnRate opens new connections to the echo app from workers
@@ -15,47 +12,23 @@ import (
 // costs an mTLS handshake between them (resumed where the contender
 // resumes sessions).
 func measureConnRate(ctx context.Context, inst *Instance, workers int, d time.Duration) (map[string]float64, error) {
-	hs := make([]*hdrhistogram.Histogram, workers)
-	errs := make([]error, workers)
-	counts := make([]int, workers)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i := range workers {
-		hs[i] = newLatencyHistogram()
-		wg.Go(func() {
-			out := make([]byte, pingPongSize)
-			in := make([]byte, pingPongSize)
-			for time.Now().Before(end) {
-				t := time.Now()
-				c, done, err := dial(ctx, inst.Front.Echo)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				err = roundTrip(c, out, in)
-				done()
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				_ = hs[i].RecordValue(micros(time.Since(t)))
-				counts[i]++
+	rate, h, err := closedLoop(workers, d, func(int) func() error {
+		out := make([]byte, pingPongSize)
+		in := make([]byte, pingPongSize)
+		return func() error {
+			c, done, err := dial(ctx, inst.Front.Echo)
+			if err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	total := 0
-	for i := range workers {
-		if errs[i] != nil {
-			return nil, errs[i]
+			defer done()
+			return roundTrip(c, out, in)
 		}
-		total += counts[i]
+	})
+	if err != nil {
+		return nil, err
 	}
-	h := mergeHistograms(hs)
 	return map[string]float64{
-		"conns":  float64(total) / elapsed.Seconds(),
+		"conns":  rate,
 		"p99_us": float64(h.ValueAtQuantile(99)),
 	}, nil
 }

@@ -3,10 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -41,40 +39,16 @@ func measureGRPC(ctx context.Context, inst *Instance, concurrency int, d time.Du
 			return nil, err
 		}
 	}
-	hs := make([]*hdrhistogram.Histogram, concurrency)
-	errs := make([]error, concurrency)
-	counts := make([]int, concurrency)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i := range concurrency {
-		hs[i] = newLatencyHistogram()
-		wg.Go(func() {
-			req := make([]byte, grpcPayloadSize)
-			var resp []byte
-			for time.Now().Before(end) {
-				t := time.Now()
-				if err := call(ctx, &req, &resp); err != nil {
-					errs[i] = err
-					return
-				}
-				_ = hs[i].RecordValue(micros(time.Since(t)))
-				counts[i]++
-			}
-		})
+	rate, h, err := closedLoop(concurrency, d, func(int) func() error {
+		req := make([]byte, grpcPayloadSize)
+		var resp []byte
+		return func() error { return call(ctx, &req, &resp) }
+	})
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	total := 0
-	for i := range concurrency {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
-		total += counts[i]
-	}
-	h := mergeHistograms(hs)
 	return map[string]float64{
-		"rps":    float64(total) / elapsed.Seconds(),
+		"rps":    rate,
 		"p50_us": float64(h.ValueAtQuantile(50)),
 		"p99_us": float64(h.ValueAtQuantile(99)),
 	}, nil

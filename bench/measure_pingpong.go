@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"time"
-
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // pingPongSize is the message size of the ping-pong measure.
@@ -36,39 +33,15 @@ func measurePingPong(ctx context.Context, inst *Instance, conns int, d time.Dura
 			return nil, err
 		}
 	}
-	hs := make([]*hdrhistogram.Histogram, conns)
-	errs := make([]error, conns)
-	counts := make([]int, conns)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i, c := range cs {
-		hs[i] = newLatencyHistogram()
-		wg.Go(func() {
-			in := make([]byte, len(msg))
-			for time.Now().Before(end) {
-				t := time.Now()
-				if err := roundTrip(c, msg, in); err != nil {
-					errs[i] = err
-					return
-				}
-				_ = hs[i].RecordValue(micros(time.Since(t)))
-				counts[i]++
-			}
-		})
+	rate, h, err := closedLoop(conns, d, func(i int) func() error {
+		in := make([]byte, len(msg))
+		return func() error { return roundTrip(cs[i], msg, in) }
+	})
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	total := 0
-	for i := range cs {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
-		total += counts[i]
-	}
-	h := mergeHistograms(hs)
 	return map[string]float64{
-		"ops":    float64(total) / elapsed.Seconds(),
+		"ops":    rate,
 		"p50_us": float64(h.ValueAtQuantile(50)),
 		"p99_us": float64(h.ValueAtQuantile(99)),
 	}, nil

@@ -5,30 +5,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-# Debian packages: command -> package.
-declare -A want=(
-  [redis-server]=redis-server
-  [redis-cli]=redis-tools
-  [nats-server]=nats-server
-  [mariadbd]=mariadb-server
-  [iptables-restore]=iptables
-  [ip]=iproute2
-  [mariadb]=mariadb-client-core
-)
-missing=()
-for cmd in "${!want[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "deps.sh: missing packages ${missing[*]}; run as root or install them: apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "deps.sh: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Debian packages, as command=package.
+# shellcheck source=apt-missing.sh
+source "$root/scripts/apt-missing.sh"
+apt_missing deps.sh redis-server=redis-server redis-cli=redis-tools nats-server=nats-server \
+  mariadbd=mariadb-server iptables-restore=iptables ip=iproute2 mariadb=mariadb-client-core
 
 # SPIRE binaries, unpacked and checksum-verified by shared/spire/install.sh.
 shared="${MESHPROXY_SHARED_DIR:-$root/../shared}"

@@ -317,32 +317,5 @@ func (p *pod) natRules(t *testing.T) string {
 // never redirected). Its output goes to a file shown if it does not come up.
 func (p *pod) startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "daemon.log")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := p.ns.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := "127.0.0.1:" + strconv.Itoa(int(port))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := p.ns.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(out)
-			t.Fatalf("%s not listening on %s in %s: %v\n%s", cmd.Path, addr, p.ns.Name, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	startDaemonWith(t, cmd, port, " in "+p.ns.Name, func() error { return p.ns.Start(cmd) }, p.ns.Dial)
 }

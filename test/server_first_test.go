@@ -182,6 +182,14 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // accepts connections on port.
 func startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
 	t.Helper()
+	startDaemonWith(t, cmd, port, "", cmd.Start, net.Dial)
+}
+
+// startDaemonWith starts cmd with start, stops it when the test ends, and
+// waits until dial reaches 127.0.0.1:port (where says where that is, for
+// the error). Its output goes to a file shown if it does not come up.
+func startDaemonWith(t *testing.T, cmd *exec.Cmd, port uint16, where string, start func() error, dial func(network, addr string) (net.Conn, error)) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "daemon.log")
 	f, err := os.Create(out)
 	if err != nil {
@@ -189,7 +197,7 @@ func startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
 	}
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -199,14 +207,14 @@ func startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
 	addr := meshtest.Join("127.0.0.1", port)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := dial("tcp", addr)
 		if err == nil {
 			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(out)
-			t.Fatalf("%s not listening on %s: %v\n%s", cmd.Path, addr, err, log)
+			t.Fatalf("%s not listening on %s%s: %v\n%s", cmd.Path, addr, where, err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

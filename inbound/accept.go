@@ -176,17 +176,23 @@ func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, conn net.Conn, 
 		Direction: "inbound", Peer: "src", TLS: "true", ClientID: peer.ID.String(), TargetAddr: targetAddr,
 	})
 	if hdr.SessionProtocol != header.None {
-		refuse := ""
-		if err != nil {
-			// Refused all the same, but at the HTTP level.
-			refuse = refusalReason(err)
-			p.cfg.Metrics.refused(refuse)
-			log.Info("HTTP connection refused", zap.String("reason", refuse), zap.Error(err))
-		}
-		p.serveHTTP(ctx, src, peer, hdr, refuse)
+		p.serveHTTP(ctx, src, peer, hdr.Port, hdr.SessionProtocol, p.httpRefusal(log, err))
 		return
 	}
 	p.forward(ctx, log, src, peer, hdr.Port)
+}
+
+// httpRefusal counts and logs a policy refusal of an HTTP connection and
+// returns its reason, for serveHTTP to answer each request 403 with: HTTP
+// clients are refused at the HTTP level. nil gives "", no refusal.
+func (p *Proxy) httpRefusal(log *zap.Logger, err error) string {
+	if err == nil {
+		return ""
+	}
+	reason := refusalReason(err)
+	p.cfg.Metrics.refused(reason)
+	log.Info("HTTP connection refused", zap.String("reason", reason), zap.Error(err))
+	return reason
 }
 
 // refuse closes a connection the proxy will not carry, counting and logging

@@ -14,18 +14,24 @@ import (
 	"github.com/seed722d2a70/meshproxy/metrics"
 )
 
-// serveHTTP serves a mesh connection whose transport header says it
-// carries HTTP, request by request, forwarding to the workload with the
-// same protocol. refuse, when not empty, is the policy's verdict on the
-// peer for this port: every request is then answered 403 with it, so the
-// client learns why instead of seeing a dropped connection.
-func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, hdr header.Header, refuse string) {
-	addr := net.JoinHostPort(p.cfg.WorkloadHost, strconv.Itoa(int(hdr.Port)))
+// serveHTTP serves a connection carrying HTTP for the workload's port,
+// request by request, forwarding to the workload with the same protocol
+// (session). The peer is the mesh client, or the zero peer for an unmeshed
+// client's plaintext HTTP, labelled tls="no_identity". refuse, when not
+// empty, is the policy's verdict on the peer for this port: every request
+// is then answered 403 with it, so the client learns why instead of seeing
+// a dropped connection.
+func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint16, session header.SessionProtocol, refuse string) {
+	addr := net.JoinHostPort(p.cfg.WorkloadHost, strconv.Itoa(int(port)))
+	tlsLabel := metrics.TLSTrue
+	if pr.ID.IsZero() {
+		tlsLabel = metrics.TLSNoIdentity
+	}
 	p.http.ServeConn(ctx, conn, &httpproxy.Conn{
-		Transport: p.workloads.get(p, addr, pr, hdr.SessionProtocol),
+		Transport: p.workloads.get(p, addr, pr, session),
 		Upstream:  addr,
 		Labels: httpproxy.Labels{
-			Direction: metrics.DirectionInbound, TLS: metrics.TLSTrue, ClientID: pr.ID.String(), TargetAddr: addr,
+			Direction: metrics.DirectionInbound, TLS: tlsLabel, ClientID: pr.ID.String(), TargetAddr: addr,
 		},
 		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
 		Refuse: refuse,

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/internal/header"
 	"github.com/seed722d2a70/meshproxy/internal/origdst"
 	"github.com/seed722d2a70/meshproxy/metrics"
@@ -53,9 +54,11 @@ func unwrapTCP(conn net.Conn) net.Conn {
 // handleRedirected carries a connection meant for the app port dst.Port():
 // from a peer proxy it is mTLS offering the transport header protocol, and
 // takes the mesh path; anything else is an unmeshed client's own bytes
-// (plaintext, or TLS of its own), forwarded untouched when the port's policy
-// lets clients without a mesh identity in. On opaque ports nothing is
-// sniffed (see Config.OpaquePorts).
+// (plaintext, or TLS of its own), let in when the port's policy lets
+// clients without a mesh identity in: served request by request when
+// detection finds HTTP, so it has request metrics too (tls="no_identity"),
+// forwarded untouched otherwise. On opaque ports nothing is sniffed (see
+// Config.OpaquePorts).
 func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.Conn, dst netip.AddrPort) {
 	port := dst.Port()
 	log = log.With(zap.Uint16("port", port), zap.Bool("redirected", true))
@@ -65,6 +68,7 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.
 		p.refuse(log, conn, err)
 		return
 	}
+	session := header.None
 	if !p.cfg.OpaquePorts.Contains(port) && !p.cfg.Policy.Rule(port).Protocol.SkipsDetection() {
 		res, c, derr := p.cfg.Detector.Detect(ctx, conn)
 		conn = c
@@ -76,13 +80,24 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.
 			p.handleMesh(ctx, log, conn, port, dst.String())
 			return
 		}
+		switch res.Protocol {
+		case detect.HTTP1:
+			session = header.HTTP1
+		case detect.HTTP2:
+			session = header.HTTP2
+		}
 	}
-	if _, err := p.cfg.Policy.CheckUnauthenticated(port); err != nil {
+	_, err := p.cfg.Policy.CheckUnauthenticated(port)
+	if err != nil && session == header.None {
 		p.refuse(log, conn, err)
 		return
 	}
 	src := p.cfg.Transport.Track(conn, metrics.Labels{
 		Direction: "inbound", Peer: "src", TLS: metrics.TLSNoIdentity, TargetAddr: dst.String(),
 	})
+	if session != header.None {
+		p.serveHTTP(ctx, src, peer{}, port, session, p.httpRefusal(log, err))
+		return
+	}
 	p.forward(ctx, log, src, peer{}, port)
 }

@@ -14,8 +14,9 @@ import (
 // A pod without a proxy reaches a meshed pod's app ports in plaintext (or in
 // TLS of its own, which is not taken for a peer proxy's). The
 // server's inbound proxy, to which the firewall redirected the connection,
-// lets it through by default, labelled tls="no_identity"; on a port whose
-// policy requires identity it refuses it, while a meshed client with an
+// lets it through by default, labelled tls="no_identity", plaintext HTTP
+// with request metrics; on a port whose policy requires identity it refuses
+// it (HTTP with 403 and meshproxy-error), while a meshed client with an
 // identity still gets through. A connection to the proxy's own outbound
 // port is refused as a loop, from outside the pod as from inside. The other
 // way round, the meshed pod's proxy reaches the unmeshed pod in plain TCP.
@@ -24,9 +25,10 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	bed := newTestBed(t)
 	serverIP := podLAN.Addr().Next().Next()
 	meshed := bed.meshedPod(t, "client", meshedIP(serverIP, "server"), nil)
-	server := bed.meshedPod(t, "server", nil, nil, "--inbound-require-identity-ports=6379")
+	server := bed.meshedPod(t, "server", nil, nil, "--inbound-require-identity-ports=6379,8081")
 	unmeshed := bed.unmeshedPod(t, "plain")
 	server.serveHTTP(t, 8080)
+	server.serveHTTP(t, 8081)
 	server.startRedis(t, bed.dir)
 	unmeshed.serveEcho(t, 9000)
 
@@ -51,6 +53,32 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	if n := server.metric(t, "tcp_open_total", map[string]string{"direction": "inbound", "peer": "dst", "client_id": "", "target_addr": "127.0.0.1:8080"}); n != 1 {
 		t.Errorf("plaintext connections forwarded to the app = %v, want 1", n)
 	}
+	// Detected as HTTP: the unmeshed client's requests are counted too.
+	unmeshedReq := map[string]string{"direction": "inbound", "tls": "no_identity", "client_id": "", "target_addr": "127.0.0.1:8080"}
+	if n := server.metric(t, "request_total", unmeshedReq); n != 1 {
+		t.Errorf("unmeshed requests counted = %v, want 1", n)
+	}
+	unmeshedReq["status_code"], unmeshedReq["classification"] = "200", "success"
+	if n := server.metric(t, "response_total", unmeshedReq); n != 1 {
+		t.Errorf("unmeshed 200 responses counted = %v, want 1", n)
+	}
+
+	// Plaintext HTTP on a port that requires identity: 403, named by the
+	// proxy, the app never reached.
+	resp, err := unmeshed.httpClient(t).Get("http://" + netip.AddrPortFrom(server.ip, 8081).String() + "/")
+	if err != nil {
+		t.Fatalf("unmeshed GET on the identity-only port: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("meshproxy-error") == "" {
+		t.Errorf("unmeshed GET on the identity-only port: %s, meshproxy-error %q; want 403 naming the proxy", resp.Status, resp.Header.Get("meshproxy-error"))
+	}
+	if n := server.metric(t, "tcp_open_total", map[string]string{"direction": "inbound", "peer": "dst", "target_addr": "127.0.0.1:8081"}); n != 0 {
+		t.Errorf("connections to the identity-only app port = %v, want none", n)
+	}
+	meshtest.Eventually(t, "the HTTP refusal to be counted", func() bool {
+		return server.metric(t, "inbound_tls_refused_total", map[string]string{"reason": "identity_required"}) == 1
+	})
 
 	// The client's own TLS (without the mesh's ALPN protocol) is not taken
 	// for a peer proxy's: it reaches the app untouched.
@@ -66,7 +94,7 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	tr := https.Client().Transport.(*http.Transport).Clone()
 	tr.DialContext, tr.DisableKeepAlives = unmeshed.ns.DialContext, true
 	tr.TLSClientConfig.ServerName = "example.com" // in httptest's certificate
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + netip.AddrPortFrom(server.ip, 8443).String() + "/")
+	resp, err = (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + netip.AddrPortFrom(server.ip, 8443).String() + "/")
 	if err != nil {
 		t.Fatalf("unmeshed HTTPS: %v", err)
 	}
@@ -94,7 +122,7 @@ func TestTransparentUnmeshedClientAllowedOrRefusedByPolicy(t *testing.T) {
 	}
 	refusedOn(unmeshed, 6379)
 	meshtest.Eventually(t, "the refusal to be counted", func() bool {
-		return server.metric(t, "inbound_tls_refused_total", map[string]string{"reason": "identity_required"}) == 1
+		return server.metric(t, "inbound_tls_refused_total", map[string]string{"reason": "identity_required"}) == 2
 	})
 
 	c, err := meshed.dial(t, server.ip, 6379)

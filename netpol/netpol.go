@@ -110,62 +110,58 @@ func (r *Report) Unfixed() bool {
 // Check reads NetworkPolicies, workloads, Services and Namespaces from the
 // inputs, which may refer to each other across files, and reports every
 // ingress rule that admits an opaque port of a meshed pod but not the
-// inbound proxy port; with o.Fix it adds the port.
+// inbound proxy port; with o.Fix it adds the port. Objects inside v1 Lists
+// (what kubectl get -o yaml prints) count like any other.
 func Check(inputs []Input, o Options) (*Report, error) {
 	if o.Namespace == "" {
 		o.Namespace = "default"
 	}
 	files := make([][]manifest.Doc, len(inputs))
-	headers := make([][]manifest.Header, len(inputs))
-	nsAnn := map[string]map[string]string{}
+	var objs []*object
 	for i, in := range inputs {
 		docs, err := manifest.Read(bytes.NewReader(in.Data))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", in.Name, err)
 		}
 		files[i] = docs
-		headers[i] = make([]manifest.Header, len(docs))
-		for j, d := range docs {
-			h, err := manifest.ReadHeader(d.Body)
+		for j := range docs {
+			found, err := objects(in.Name, &docs[j], j)
 			if err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", in.Name, j+1, err)
+				return nil, err
 			}
-			headers[i][j] = h
-			if h.GVK() == "v1/Namespace" {
-				nsAnn[h.Metadata.Name] = h.Metadata.Annotations
-			}
+			objs = append(objs, found...)
+		}
+	}
+	nsAnn := map[string]map[string]string{}
+	for _, ob := range objs {
+		if ob.h.GVK() == "v1/Namespace" {
+			nsAnn[ob.h.Metadata.Name] = ob.h.Metadata.Annotations
 		}
 	}
 	// The pods first, then what Services say of them.
 	var pods []*pod
 	var services []*corev1.Service
-	for i := range files {
-		for j, d := range files[i] {
-			h := headers[i][j]
-			where := func(err error) error {
-				return fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
+	for _, ob := range objs {
+		if ob.h.GVK() == "v1/Service" {
+			svc := &corev1.Service{}
+			if err := manifest.DecodeStrict(ob.body, svc); err != nil {
+				return nil, ob.wrap(err)
 			}
-			if h.GVK() == "v1/Service" {
-				svc := &corev1.Service{}
-				if err := manifest.DecodeStrict(d.Body, svc); err != nil {
-					return nil, where(err)
-				}
-				services = append(services, svc)
-				continue
-			}
-			w, ok := inject.NewWorkload(h.GVK())
-			if !ok {
-				continue
-			}
-			if err := manifest.DecodeStrict(d.Body, w.Object); err != nil {
-				return nil, where(err)
-			}
-			p, err := newPod(h, w, o.Namespace, nsAnn, &o)
-			if err != nil {
-				return nil, where(err)
-			}
-			pods = append(pods, p)
+			services = append(services, svc)
+			continue
 		}
+		w, ok := inject.NewWorkload(ob.h.GVK())
+		if !ok {
+			continue
+		}
+		if err := manifest.DecodeStrict(ob.body, w.Object); err != nil {
+			return nil, ob.wrap(err)
+		}
+		p, err := newPod(ob.h, w, o.Namespace, nsAnn, &o)
+		if err != nil {
+			return nil, ob.wrap(err)
+		}
+		pods = append(pods, p)
 	}
 	for _, svc := range services {
 		if err := addServiceOpaquePorts(svc, o.Namespace, pods); err != nil {
@@ -174,30 +170,25 @@ func Check(inputs []Input, o Options) (*Report, error) {
 	}
 
 	rep := &Report{}
-	for i := range files {
-		for j := range files[i] {
-			h := headers[i][j]
-			if h.GVK() != "networking.k8s.io/v1/NetworkPolicy" {
-				continue
-			}
-			var np networkingv1.NetworkPolicy
-			if err := manifest.DecodeStrict(files[i][j].Body, &np); err != nil {
-				return nil, fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
-			}
-			problems, err := checkPolicy(&np, pods, &o)
-			if err != nil {
-				return nil, fmt.Errorf("%s: document %d (%s): %w", inputs[i].Name, j+1, h, err)
-			}
-			for k := range problems {
-				problems[k].File = inputs[i].Name
-			}
-			rep.Problems = append(rep.Problems, problems...)
-			if o.Fix && len(problems) > 0 {
-				body, err := manifest.Encode(&np)
-				if err != nil {
-					return nil, err
-				}
-				files[i][j].Body = body
+	for _, ob := range objs {
+		if ob.h.GVK() != "networking.k8s.io/v1/NetworkPolicy" {
+			continue
+		}
+		var np networkingv1.NetworkPolicy
+		if err := manifest.DecodeStrict(ob.body, &np); err != nil {
+			return nil, ob.wrap(err)
+		}
+		problems, err := checkPolicy(&np, pods, &o)
+		if err != nil {
+			return nil, ob.wrap(err)
+		}
+		for k := range problems {
+			problems[k].File = ob.file
+		}
+		rep.Problems = append(rep.Problems, problems...)
+		if o.Fix && len(problems) > 0 {
+			if err := ob.replace(&np); err != nil {
+				return nil, ob.wrap(err)
 			}
 		}
 	}
@@ -209,6 +200,64 @@ func Check(inputs []Input, o Options) (*Report, error) {
 		rep.Outputs = append(rep.Outputs, out.Bytes())
 	}
 	return rep, nil
+}
+
+// object is one Kubernetes object of the input: a document, or an item of
+// a document's v1 List.
+type object struct {
+	h    manifest.Header
+	body []byte
+	file string
+	at   string // where in the file, for errors
+	// replace writes obj back in the object's place.
+	replace func(obj any) error
+}
+
+func (ob *object) wrap(err error) error {
+	return fmt.Errorf("%s: %s (%s): %w", ob.file, ob.at, ob.h, err)
+}
+
+// objects returns the objects of document j of file: the document, or the
+// items of its List, whose replacements re-encode the List.
+func objects(file string, d *manifest.Doc, j int) ([]*object, error) {
+	h, err := manifest.ReadHeader(d.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: document %d: %w", file, j+1, err)
+	}
+	doc := &object{h: h, body: d.Body, file: file, at: fmt.Sprintf("document %d", j+1)}
+	doc.replace = func(obj any) error {
+		body, err := manifest.Encode(obj)
+		if err == nil {
+			d.Body = body
+		}
+		return err
+	}
+	if h.GVK() != "v1/List" {
+		return []*object{doc}, nil
+	}
+	list := &corev1.List{}
+	if err := manifest.DecodeStrict(d.Body, list); err != nil {
+		return nil, doc.wrap(err)
+	}
+	items := make([]*object, 0, len(list.Items))
+	for k, item := range list.Items {
+		ih, err := manifest.ReadHeader(item.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d item %d: %w", file, j+1, k+1, err)
+		}
+		items = append(items, &object{
+			h: ih, body: item.Raw, file: file, at: fmt.Sprintf("document %d item %d", j+1, k+1),
+			replace: func(obj any) error {
+				raw, err := manifest.EncodeJSON(obj)
+				if err != nil {
+					return err
+				}
+				list.Items[k].Raw, list.Items[k].Object = raw, nil
+				return doc.replace(list)
+			},
+		})
+	}
+	return items, nil
 }
 
 // checkPolicy checks (and with o.Fix, fixes in place) one policy.

@@ -49,6 +49,7 @@ func TestGolden(t *testing.T) {
 		{"named", nil, "named"},
 		{"unmeshed", nil, "unmeshed"},
 		{"unmeshed", func(o *netpol.Options) { o.MeshedByDefault = true }, "unmeshed.meshed-by-default"},
+		{"list", nil, "list"},
 	} {
 		t.Run(tc.fixed, func(t *testing.T) {
 			o := netpol.DefaultOptions()
@@ -108,6 +109,7 @@ func TestProblems(t *testing.T) {
 		{"mixed.yaml", nil, []string{"shop/store-ingress 1 5432 Deployment shop/store"}},
 		{"named.yaml", nil, []string{"data/cache-named 0 6379 Pod data/cache", "data/cache-named 1 26379 Pod data/cache"}},
 		{"unmeshed.yaml", nil, nil},
+		{"list.yaml", nil, []string{"db/postgres-from-app 0 5432 Deployment db/postgres"}},
 		{"unmeshed.yaml", func(o *netpol.Options) { o.MeshedByDefault = true }, []string{"legacy/redis 0 6379 Deployment legacy/redis"}},
 		// Without 6379 in the default list, Redis is not opaque here.
 		{"seed.yaml", func(o *netpol.Options) { o.DefaultOpaquePorts = ports.MustParse("5432") }, nil},

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,7 +120,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 8)
+	// Every serving goroutine may report once, even after Run returned.
+	errc := make(chan error, 8+len(p.cfg.Outbound.Listeners))
 	go func() {
 		if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("admin server: %w", err)
@@ -198,6 +200,19 @@ func (p *Proxy) Run(ctx context.Context) error {
 			_ = ln.Close()
 		}
 	}()
+	// The kernel redirects an app's IPv6 connections to [::1], which an
+	// IPv4 loopback outbound address does not cover: it gets a twin there.
+	var outLn6 net.Listener
+	if p.cfg.Transparent {
+		if outLn6, err = loopback6Twin(outLn); err != nil {
+			return fmt.Errorf("outbound listener: %w", err)
+		}
+		if outLn6 == nil {
+			p.log.Info("no IPv6 loopback: IPv6 connections will not be intercepted", zap.Stringer("outbound_addr", outLn.Addr()))
+		} else {
+			defer outLn6.Close()
+		}
+	}
 	var targets []outbound.Target
 	for _, l := range p.cfg.Outbound.Listeners {
 		target, err := outbound.ParseTarget(l.Target)
@@ -283,6 +298,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// connections; otherwise it is only held, so nothing else takes it.
 	if p.cfg.Transparent {
 		go func() { errc <- ignoreClosed(out.ServeTransparent(outLn)) }()
+		if outLn6 != nil {
+			go func() { errc <- ignoreClosed(out.ServeTransparent(outLn6)) }()
+		}
 	}
 	p.addrs.Inbound, p.addrs.Outbound = inLn.Addr(), outLn.Addr()
 	p.log.Info("proxy ready", zap.Stringer("inbound_addr", inLn.Addr()), zap.Stringer("outbound_addr", outLn.Addr()),
@@ -311,6 +329,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wg.Wait()
 	p.log.Info("shut down")
 	return runErr
+}
+
+// loopback6Twin listens on [::1] at ln's port when ln is on IPv4 loopback,
+// and returns nil, nil when ln is not, or the host has no IPv6 loopback.
+func loopback6Twin(ln net.Listener) (net.Listener, error) {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || !a.IP.IsLoopback() || a.IP.To4() == nil {
+		return nil, nil
+	}
+	twin, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(a.Port)))
+	if errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT) {
+		return nil, nil
+	}
+	return twin, err
 }
 
 func ownPorts(lns []net.Listener) ports.Set {

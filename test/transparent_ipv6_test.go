@@ -8,7 +8,8 @@ import (
 )
 
 // Interception works over IPv6 too: ip6tables rules redirect the client
-// pod's connection to [::1]:4140, where the proxy (listening on [::]) reads
+// pod's connection to [::1]:4140, where the proxy (its outbound address the
+// default 127.0.0.1:4140, so listening on its [::1] twin) reads
 // the original destination with IP6T_SO_ORIGINAL_DST and carries it over
 // mTLS to the server pod's IPv6 address; an unmeshed pod's IPv6 connection
 // is redirected to the server's inbound proxy and let through without
@@ -17,7 +18,7 @@ func TestTransparentIPv6BetweenPods(t *testing.T) {
 	t.Parallel()
 	bed := newTestBed(t)
 	serverIP6 := podLAN6.Addr().Next().Next()
-	client := bed.meshedPod(t, "client", meshedIP(serverIP6, "server"), nil, "--outbound-addr=[::]:4140")
+	client := bed.meshedPod(t, "client", meshedIP(serverIP6, "server"), nil)
 	server := bed.meshedPod(t, "server", nil, nil)
 	unmeshed := bed.unmeshedPod(t, "plain")
 	if server.ip6 != serverIP6 {

@@ -128,16 +128,16 @@ func (d *Detector) Timeout() time.Duration { return d.timeout }
 // Detect owns conn's read deadline while it runs and clears it (sets it to
 // zero) before returning; a caller that wants a read deadline sets it after.
 func (d *Detector) Detect(ctx context.Context, conn net.Conn) (Result, net.Conn, error) {
-	return d.DetectUntil(ctx, conn, time.Now().Add(d.timeout))
+	return d.DetectFrom(ctx, conn, time.Now())
 }
 
-// DetectUntil is Detect with the detection timeout ending at deadline rather
-// than the Detector's Timeout from now: for a caller that has already spent
-// part of the timeout (waiting a grace period before speculating, say) and
-// must keep the whole wait within it. Reaching deadline is a timeout like
-// any other: counted, logged, and opaque.
-func (d *Detector) DetectUntil(ctx context.Context, conn net.Conn, deadline time.Time) (Result, net.Conn, error) {
-	start := time.Now()
+// DetectFrom is Detect for a detection that began at start rather than
+// now: for a caller that has already spent part of the timeout (waiting a
+// grace period before speculating, say) and must keep the whole wait within
+// it. The timeout ends at start plus the Detector's Timeout, and the
+// Result's Elapsed, like the duration metric, counts from start.
+func (d *Detector) DetectFrom(ctx context.Context, conn net.Conn, start time.Time) (Result, net.Conn, error) {
+	deadline := start.Add(d.timeout)
 	if err := ctx.Err(); err != nil {
 		return Result{Elapsed: time.Since(start)}, conn, fmt.Errorf("protocol detection: %w", err)
 	}

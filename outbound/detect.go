@@ -45,10 +45,9 @@ func (p *Proxy) detect(ctx context.Context, log *zap.Logger, conn net.Conn, rout
 		return detected{res: detect.Result{Protocol: detect.Opaque, Outcome: detect.OutcomeLearned}, conn: conn}, nil
 	}
 	start := time.Now()
-	deadline := start.Add(det.Timeout())
 	grace := p.cfg.SpeculateAfter
 	if grace <= 0 || grace >= det.Timeout() || p.cfg.NoSpeculate.Contains(route.Target.Port) {
-		res, conn, err := det.DetectUntil(ctx, conn, deadline)
+		res, conn, err := det.DetectFrom(ctx, conn, start)
 		if res.Outcome == detect.OutcomeTimeout && res.Peeked == 0 {
 			// Silent for the whole timeout: not a client-first protocol.
 			p.cfg.ServerFirst.Learn(key)
@@ -57,86 +56,145 @@ func (p *Proxy) detect(ctx context.Context, log *zap.Logger, conn net.Conn, rout
 	}
 
 	graceCtx, cancel := context.WithDeadline(ctx, start.Add(grace))
-	res, conn, err := det.DetectUntil(graceCtx, conn, deadline)
+	res, conn, err := det.DetectFrom(graceCtx, conn, start)
 	cancel()
 	if err == nil || ctx.Err() != nil {
 		return detected{res: res, conn: conn}, err
 	}
 	if res.Peeked > 0 {
 		// Talking, only slowly: a client-first protocol.
-		res, conn, err = det.DetectUntil(ctx, conn, deadline)
+		res, conn, err = det.DetectFrom(ctx, conn, start)
 		return detected{res: res, conn: conn}, err
 	}
-
-	upstream, serverID, err := p.dial(ctx, route)
-	if err != nil {
-		// Nothing to speculate with; the usual path reports the failure
-		// once it knows what the client wants.
-		log.Debug("speculative connection failed", zap.Error(err))
-		res, conn, err := det.DetectUntil(ctx, conn, deadline)
-		return detected{res: res, conn: conn}, err
-	}
-	return p.race(ctx, log, conn, upstream, serverID, key, start, deadline)
+	return p.speculate(ctx, log, conn, route, key, start)
 }
 
-// race waits for whichever speaks first: the client (detection goes on) or
-// the server on the speculative connection (server-first).
-func (p *Proxy) race(ctx context.Context, log *zap.Logger, conn, upstream net.Conn, serverID, key string, start, deadline time.Time) (detected, error) {
-	server := make(chan []byte, 1)
-	go func() {
-		buf := make([]byte, 4<<10)
-		n, _ := upstream.Read(buf)
-		server <- buf[:n]
-	}()
+// speculate opens a connection to the destination while detection goes on
+// and waits for whichever speaks first: the client (detection decides) or
+// the server (server-first). The dial runs alongside detection, so a slow or
+// failing destination never holds up a client that speaks.
+func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, route Route, key string, start time.Time) (detected, error) {
 	type detection struct {
 		res  detect.Result
 		conn net.Conn
 		err  error
 	}
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	dctx, cancelDetect := context.WithCancel(ctx)
+	defer cancelDetect()
 	client := make(chan detection, 1)
 	go func() {
-		res, c, err := p.cfg.Detector.DetectUntil(dctx, conn, deadline)
+		res, c, err := p.cfg.Detector.DetectFrom(dctx, conn, start)
 		client <- detection{res, c, err}
 	}()
 
-	select {
-	case greeting := <-server:
-		// The server spoke (or closed) while the client was silent.
-		cancel()
-		d := <-client
-		p.cfg.ServerFirst.Learn(key)
-		elapsed := time.Since(start)
-		p.cfg.DetectMetrics.Observe(detect.Outbound, detect.OutcomeServerFirst, elapsed)
-		log.Debug("server spoke first", zap.Duration("elapsed", elapsed), zap.Int("greeting_bytes", len(greeting)))
-		if err := deliver(d.conn, greeting); err != nil {
-			_ = upstream.Close()
-			return detected{conn: d.conn}, err
-		}
-		res := d.res
-		res.Protocol, res.Outcome, res.Elapsed = detect.Opaque, detect.OutcomeServerFirst, elapsed
-		return detected{res: res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+	type dialing struct {
+		conn     net.Conn
+		serverID string
+		err      error
+	}
+	sctx, cancelDial := context.WithCancel(ctx)
+	defer cancelDial()
+	dialed := make(chan dialing, 1)
+	go func() {
+		c, id, err := p.dial(sctx, route)
+		dialed <- dialing{c, id, err}
+	}()
 
-	case d := <-client:
-		// The client spoke, closed, or the timeout passed. Stop the read
-		// on the speculative connection without losing what it got.
-		_ = upstream.SetReadDeadline(time.Now())
-		greeting := <-server
-		_ = upstream.SetReadDeadline(time.Time{})
-		if d.err != nil || d.res.Protocol != detect.Opaque {
-			// HTTP is routed per request: the speculative connection is
-			// not the one it needs.
-			_ = upstream.Close()
-			return detected{res: d.res, conn: d.conn}, d.err
+	var (
+		upstream net.Conn
+		serverID string
+		greeting chan []byte // the server's first read, once connected
+	)
+	// drop closes the speculative connection, or the one still being
+	// dialed once the dial gives up, and waits for its reader.
+	drop := func() {
+		cancelDial()
+		if dialed != nil {
+			if d := <-dialed; d.err == nil {
+				_ = d.conn.Close()
+			}
 		}
-		// A read that was cut short leaves the TLS conn usable: deadline
-		// errors are not sticky in crypto/tls.
-		if err := deliver(d.conn, greeting); err != nil {
+		if upstream != nil {
 			_ = upstream.Close()
-			return detected{conn: d.conn}, err
+			if greeting != nil {
+				<-greeting
+			}
 		}
-		return detected{res: d.res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+	}
+	for {
+		select {
+		case d := <-dialed:
+			dialed = nil
+			if d.err != nil {
+				// Nothing to speculate with; the usual path reports the
+				// failure once it knows what the client wants.
+				log.Debug("speculative connection failed", zap.Error(d.err))
+				continue
+			}
+			upstream, serverID = d.conn, d.serverID
+			greeting = make(chan []byte, 1)
+			go func() {
+				buf := make([]byte, 4<<10)
+				n, _ := upstream.Read(buf)
+				greeting <- buf[:n]
+			}()
+
+		case g := <-greeting:
+			greeting = nil
+			if len(g) == 0 {
+				// Closed or failed without a word: not a server-first
+				// protocol, and no use to the client.
+				_ = upstream.Close()
+				upstream = nil
+				continue
+			}
+			// The server spoke while the client was silent.
+			cancelDetect()
+			d := <-client
+			p.cfg.ServerFirst.Learn(key)
+			elapsed := time.Since(start)
+			p.cfg.DetectMetrics.Observe(detect.Outbound, detect.OutcomeServerFirst, elapsed)
+			log.Debug("server spoke first", zap.Duration("elapsed", elapsed), zap.Int("greeting_bytes", len(g)))
+			if err := deliver(d.conn, g); err != nil {
+				_ = upstream.Close()
+				return detected{conn: d.conn}, err
+			}
+			res := d.res
+			res.Protocol, res.Outcome, res.Elapsed = detect.Opaque, detect.OutcomeServerFirst, elapsed
+			return detected{res: res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+
+		case d := <-client:
+			// The client spoke, closed, or the timeout passed.
+			if d.err != nil || d.res.Protocol != detect.Opaque {
+				// HTTP is routed per request: the speculative connection
+				// is not the one it needs.
+				drop()
+				return detected{res: d.res, conn: d.conn}, d.err
+			}
+			// Opaque: carried on the speculative connection, once dialed.
+			if dialed != nil {
+				if dd := <-dialed; dd.err == nil {
+					upstream, serverID = dd.conn, dd.serverID
+				}
+			}
+			if upstream == nil {
+				return detected{res: d.res, conn: d.conn}, nil
+			}
+			var g []byte
+			if greeting != nil {
+				// Stop the read without losing what it got. A read cut
+				// short by its deadline leaves a TLS conn usable: deadline
+				// errors are not sticky in crypto/tls.
+				_ = upstream.SetReadDeadline(time.Now())
+				g = <-greeting
+				_ = upstream.SetReadDeadline(time.Time{})
+			}
+			if err := deliver(d.conn, g); err != nil {
+				_ = upstream.Close()
+				return detected{conn: d.conn}, err
+			}
+			return detected{res: d.res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+		}
 	}
 }
 

@@ -55,6 +55,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	labels := info.Labels
 	labels.Authority = r.Host
 	defer func() {
+		// ReverseProxy aborts the handler (http.ErrAbortHandler) when the
+		// response body cannot be copied to the end: the client got a
+		// truncated answer, which is a failure whatever its status.
+		aborted := recover()
+		if aborted != nil {
+			ex.failed = true
+			s.log.Info("response cut short", zap.String("direction", s.cfg.Direction),
+				zap.String("method", r.Method), zap.String("authority", r.Host), zap.Int("status", ex.status))
+		}
 		if ex.resp != nil {
 			ex.grpcStatus = grpcStatusOf(ex.resp)
 		}
@@ -64,6 +73,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ex.mu.Unlock()
 		s.cfg.Metrics.record(labels, ex)
+		if aborted != nil {
+			panic(aborted)
+		}
 	}()
 
 	switch {

@@ -96,3 +96,122 @@ request_total{authority="svc.example",client_id="spiffe://t/c",direction="inboun
 		t.Errorf("a conn given after Shutdown was not closed: %v", err)
 	}
 }
+
+// rawApp is an upstream that answers every connection with serve.
+func rawApp(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// serveOne hands the first connection to addr's listener to s, with info,
+// and returns the address to connect to.
+func serveOne(t *testing.T, s *Server, info *Conn) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s.ServeConn(ctx, c, info)
+	}()
+	t.Cleanup(func() { _ = ln.Close(); cancel(); <-served })
+	return ln.Addr().String()
+}
+
+func dialTo(addr string) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// A response whose body the upstream cuts off is counted as a failure,
+// although its status was 200: the client got a truncated answer.
+func TestResponseCutShortIsFailure(t *testing.T) {
+	app := rawApp(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = c.Read(make([]byte, 4096))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+	})
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Direction: "outbound", Metrics: m})
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	tr := NewTransport(TransportConfig{Dial: dialTo(app)})
+	t.Cleanup(tr.CloseIdleConnections)
+	addr := serveOne(t, s, &Conn{Transport: tr, Upstream: app, Labels: Labels{Direction: "outbound", TLS: "true"}})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if got, _ := io.ReadAll(c); len(got) >= 100000 {
+		t.Fatalf("client got the whole body (%d bytes)", len(got))
+	}
+	failed := m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "200", "", "failure")
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(failed) != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // recorded when the handler returns
+	}
+	if n := testutil.ToFloat64(failed); n != 1 {
+		t.Errorf("failed responses = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "200", "", "success")); n != 0 {
+		t.Errorf("successful responses = %v, want 0", n)
+	}
+}
+
+// A CONNECT whose upstream never answers does not outlive its client: the
+// handler gives up and closes the upstream conn when the client leaves.
+func TestConnectSilentUpstreamClientLeaves(t *testing.T) {
+	upClosed := make(chan struct{})
+	app := rawApp(t, func(c net.Conn) {
+		defer close(upClosed)
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // reads the CONNECT, never answers
+	})
+	s := New(Config{Direction: "outbound"})
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	addr := serveOne(t, s, &Conn{Upstream: app, Tunnel: dialTo(app), Labels: Labels{Direction: "outbound"}})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+	time.Sleep(100 * time.Millisecond) // the CONNECT reaches the upstream
+	_ = c.Close()
+	select {
+	case <-upClosed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client left 5s ago and the upstream conn is still open")
+	}
+}

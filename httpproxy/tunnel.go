@@ -33,7 +33,13 @@ func (s *Server) tunnel(w http.ResponseWriter, r *http.Request, ex *exchange, in
 		ex.serverID = id
 	}
 	br := bufio.NewReader(up)
+	// An upstream that never answers must not hold the handler (and both
+	// conns) after the client has gone or the proxy has shut down.
+	stop := context.AfterFunc(r.Context(), func() { _ = up.SetDeadline(time.Unix(1, 0)) })
 	resp, err := s.openTunnel(up, br, r)
+	if !stop() && err == nil {
+		err = context.Cause(r.Context())
+	}
 	if err != nil {
 		_ = up.Close()
 		s.fail(w, r, ex, failure{http.StatusBadGateway, grpcUnavailable, ReasonTunnel}, err)

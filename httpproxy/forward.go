@@ -53,7 +53,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := &exchange{start: time.Now()}
 	labels := info.Labels
-	labels.Authority = r.Host
+	if info.Refuse == "" {
+		// A refused client's Host names nothing it reached: it gets no
+		// series of its own.
+		labels.Authority = r.Host
+	}
 	defer func() {
 		// ReverseProxy aborts the handler (http.ErrAbortHandler) when the
 		// response body cannot be copied to the end: the client got a
@@ -80,6 +84,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	switch {
 	case info.Refuse != "":
+		// One answer is enough: a refused client does not get to hold the
+		// connection (HTTP/1 closes it, HTTP/2 sends GOAWAY).
+		w.Header().Set("Connection", "close")
 		s.fail(w, r, ex, refusal(info.Refuse), nil)
 	case r.Method == http.MethodConnect:
 		s.tunnel(w, r, ex, info)

@@ -2,6 +2,8 @@ package httpproxy
 
 import (
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -45,6 +47,37 @@ type Metrics struct {
 	responses *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
+
+	mu          sync.Mutex
+	authorities map[string]struct{} // authority label values in use
+}
+
+// MaxAuthorities bounds the distinct values of the authority label. Clients
+// choose their Host header, so without a bound any client could grow the
+// proxy's series (and memory) without end; requests for authorities beyond
+// the first MaxAuthorities are counted under OtherAuthority.
+const MaxAuthorities = 1000
+
+// OtherAuthority is the authority label of requests beyond MaxAuthorities.
+const OtherAuthority = "other"
+
+// authority returns the authority label for a request's host: the host,
+// lower-cased, or OtherAuthority once MaxAuthorities others are in use.
+func (m *Metrics) authority(host string) string {
+	host = strings.ToLower(host)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.authorities[host]; ok {
+		return host
+	}
+	if len(m.authorities) >= MaxAuthorities {
+		return OtherAuthority
+	}
+	if m.authorities == nil {
+		m.authorities = map[string]struct{}{}
+	}
+	m.authorities[host] = struct{}{}
+	return host
 }
 
 // NewMetrics registers the request metrics on reg.
@@ -80,6 +113,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 func (m *Metrics) record(l Labels, ex *exchange) {
 	if m == nil {
 		return
+	}
+	if l.Authority != "" {
+		l.Authority = m.authority(l.Authority)
 	}
 	code := ""
 	if ex.status != 0 {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,71 @@ func TestConnectSilentUpstreamClientLeaves(t *testing.T) {
 	case <-upClosed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client left 5s ago and the upstream conn is still open")
+	}
+}
+
+// A refused client gets one 403, under no authority label of its choosing,
+// and then the connection is closed: it cannot hold it open by asking again.
+func TestRefusalAnswersOnceAndCloses(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Direction: "inbound", Metrics: m})
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	addr := serveOne(t, s, &Conn{Refuse: "unauthorized", Labels: Labels{Direction: "inbound", TLS: "true", ClientID: "spiffe://t/x"}})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\nGET / HTTP/1.1\r\nHost: b.example\r\n\r\n")
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("connection not closed after the refusal: %v", err)
+	}
+	if n := strings.Count(string(got), "HTTP/1.1 403"); n != 1 {
+		t.Errorf("got %d 403 answers, want 1:\n%s", n, got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", "")) != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // recorded when the handler returns
+	}
+	want := `
+# HELP request_total Total count of HTTP requests.
+# TYPE request_total counter
+request_total{authority="",client_id="spiffe://t/x",direction="inbound",server_id="",target_addr="",tls="true"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "request_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// The authority label takes at most MaxAuthorities values, case folded;
+// the rest are counted as OtherAuthority.
+func TestAuthorityLabelBounded(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := func(i int) string { return "h" + strconv.Itoa(i) + ".example:80" }
+	for i := range MaxAuthorities {
+		if got := m.authority(host(i)); got != host(i) {
+			t.Fatalf("authority(%q) = %q", host(i), got)
+		}
+	}
+	tests := []struct{ host, want string }{
+		{"new.example", OtherAuthority},
+		{host(7), host(7)},
+		{strings.ToUpper(host(7)), host(7)},
+		{"NEW.example", OtherAuthority},
+	}
+	for _, tt := range tests {
+		if got := m.authority(tt.host); got != tt.want {
+			t.Errorf("authority(%q) = %q, want %q", tt.host, got, tt.want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -27,15 +28,20 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint
 	if pr.ID.IsZero() {
 		tlsLabel = metrics.TLSNoIdentity
 	}
-	p.http.ServeConn(ctx, conn, &httpproxy.Conn{
-		Transport: p.workloads.get(p, addr, pr, session),
-		Upstream:  addr,
+	info := &httpproxy.Conn{
+		Upstream: addr,
 		Labels: httpproxy.Labels{
 			Direction: metrics.DirectionInbound, TLS: tlsLabel, ClientID: pr.ID.String(), TargetAddr: addr,
 		},
-		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
 		Refuse: refuse,
-	})
+	}
+	if refuse == "" {
+		// A refused peer reaches nothing, so it gets no pool to the
+		// workload either.
+		info.Transport = p.workloads.get(p, addr, pr, session)
+		info.Tunnel = func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) }
+	}
+	p.http.ServeConn(ctx, conn, info)
 }
 
 // dialWorkload connects to the workload at addr, counted in the tcp_*
@@ -62,34 +68,70 @@ type workloadKey struct {
 
 // workloads are the pools of HTTP connections to the workload, one per
 // port, protocol and peer identity (the tcp_* labels of a pooled
-// connection name the peer it was opened for).
+// connection name the peer it was opened for). Pools unused for
+// poolIdleAfter are dropped, so the peers and ports seen over a long life
+// do not accumulate.
 type workloads struct {
-	mu sync.Mutex
-	m  map[workloadKey]*http.Transport
+	mu    sync.Mutex
+	m     map[workloadKey]*workloadPool
+	swept time.Time
+	now   func() time.Time // for tests; nil is time.Now
 }
 
+type workloadPool struct {
+	t        *http.Transport
+	lastUsed time.Time
+}
+
+// poolIdleAfter is how long a pool may go without a new connection before
+// it is dropped. Connections still using it are unaffected: they hold the
+// transport; only its idle connections are closed.
+const poolIdleAfter = 10 * time.Minute
+
 func (w *workloads) get(p *Proxy, addr string, pr peer, session header.SessionProtocol) *http.Transport {
+	return w.getAt(p, addr, pr, session, time.Now())
+}
+
+// getAt is get at the time now.
+func (w *workloads) getAt(p *Proxy, addr string, pr peer, session header.SessionProtocol, now time.Time) *http.Transport {
 	key := workloadKey{addr, pr.ID.String(), session}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if t, ok := w.m[key]; ok {
-		return t
+	if now.Sub(w.swept) >= poolIdleAfter {
+		w.swept = now
+		for k, wp := range w.m {
+			if now.Sub(wp.lastUsed) >= poolIdleAfter {
+				wp.t.CloseIdleConnections()
+				delete(w.m, k)
+			}
+		}
+	}
+	if wp, ok := w.m[key]; ok {
+		wp.lastUsed = now
+		return wp.t
 	}
 	if w.m == nil {
-		w.m = map[workloadKey]*http.Transport{}
+		w.m = map[workloadKey]*workloadPool{}
 	}
 	t := httpproxy.NewTransport(httpproxy.TransportConfig{
 		Dial:     func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
 		Protocol: session,
 	})
-	w.m[key] = t
+	w.m[key] = &workloadPool{t: t, lastUsed: now}
 	return t
+}
+
+// len returns the number of pools.
+func (w *workloads) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m)
 }
 
 func (w *workloads) closeIdle() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, t := range w.m {
-		t.CloseIdleConnections()
+	for _, wp := range w.m {
+		wp.t.CloseIdleConnections()
 	}
 }

@@ -31,6 +31,7 @@ func ParseAuthorizer(values []string) (tlsconfig.Authorizer, error) {
 		return nil, fmt.Errorf("%w: empty list", ErrBadAuthorization)
 	}
 	var (
+		anyID    bool
 		ids      []spiffeid.ID
 		prefixes []spiffeid.ID
 		domains  []spiffeid.TrustDomain
@@ -41,7 +42,9 @@ func ParseAuthorizer(values []string) (tlsconfig.Authorizer, error) {
 		case v == "":
 			return nil, fmt.Errorf("%w: empty value", ErrBadAuthorization)
 		case v == "*" || v == "any":
-			return tlsconfig.AuthorizeAny(), nil
+			// The rest of the list is still checked: a typo next to a
+			// wildcard is a mistake to report, not to hide.
+			anyID = true
 		case strings.HasSuffix(v, "/*"):
 			base := strings.TrimSuffix(v, "/*")
 			if !strings.HasPrefix(base, "spiffe://") {
@@ -73,6 +76,9 @@ func ParseAuthorizer(values []string) (tlsconfig.Authorizer, error) {
 			}
 			domains = append(domains, td)
 		}
+	}
+	if anyID {
+		return tlsconfig.AuthorizeAny(), nil
 	}
 	var matchers []spiffeid.Matcher
 	if len(ids) > 0 {

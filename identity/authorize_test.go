@@ -97,6 +97,8 @@ func TestParseAuthorizerInvalid(t *testing.T) {
 		{"ns/*"},
 		{"spiffe://example.org/a*"},
 		{"**"},
+		{"*", "spiffe://Example.org/a"}, // a wildcard does not hide a mistake
+		{"any", ""},
 	} {
 		if _, err := ParseAuthorizer(values); !errors.Is(err, ErrBadAuthorization) {
 			t.Errorf("ParseAuthorizer(%q) = %v, want ErrBadAuthorization", values, err)

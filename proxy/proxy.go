@@ -118,7 +118,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Handler: admin.NewHandler(admin.Options{
 			Gatherer: reg, Ready: p.Ready, Level: p.opts.Level, Shutdown: shutdown,
 		}),
+		// Scrapers and probes keep connections alive; these bound what an
+		// idle or slow client holds. No write timeout: a CPU profile
+		// takes as long as it was asked to.
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 	}
 	// Every serving goroutine may report once, even after Run returned.
 	errc := make(chan error, 8+len(p.cfg.Outbound.Listeners))

@@ -158,6 +158,6 @@ var settings = []setting{
 	strSetting("identity-bundle", "PEM trust bundle file", func(c *Config) *string { return &c.Identity.BundleFile }),
 	strSetting("trust-domain", "trust domain of the embedded dev CA", func(c *Config) *string { return &c.Identity.TrustDomain }),
 	strSetting("identity-id", "SPIFFE ID the embedded dev CA issues to this proxy (default spiffe://TRUST-DOMAIN/meshproxy)", func(c *Config) *string { return &c.Identity.ID }),
-	strSetting("ca-dir", "directory of the dev CA written by 'meshproxy ca init'", func(c *Config) *string { return &c.Identity.CADir }),
+	strSetting("ca-dir", "directory of the dev CA written by 'meshproxy ca init' (default $XDG_CONFIG_HOME/meshproxy/ca, else ~/.config/meshproxy/ca)", func(c *Config) *string { return &c.Identity.CADir }),
 	durationSetting("svid-ttl", "lifetime of dev-CA SVIDs (rotated at half life)", func(c *Config) *time.Duration { return &c.Identity.SVIDTTL }),
 }

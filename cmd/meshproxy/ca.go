@@ -66,7 +66,7 @@ func runCAIssue(env environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	dir := fs.String("dir", defaultCADir(), "directory of the CA")
 	id := fs.String("id", "", "SPIFFE ID to issue, e.g. spiffe://mesh.local/web (required)")
-	out := fs.String("out-dir", ".", "directory to write svid.pem, svid-key.pem (0600) and bundle.pem to")
+	out := fs.String("out-dir", ".", "directory to write svid.pem, svid_key.pem (0600) and svid_bundle.pem to")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the SVID")
 	if err := fs.Parse(args); err != nil {
 		return err

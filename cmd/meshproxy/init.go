@@ -27,7 +27,7 @@ func runInit(ctx context.Context, env environment, args []string) error {
 	fs.TextVar(&cfg.SkipOutboundPorts, "skip-outbound-ports", ports.Set{}, "destination ports and ranges the pod reaches directly")
 	cidrs := fs.String("skip-outbound-cidrs", "", "destination networks (10.0.0.0/8,fd00::/8) the pod reaches directly")
 	_, lookErr := exec.LookPath(netinit.IPv6.RestoreCommand())
-	ipv6 := fs.Bool("ipv6", lookErr == nil, "also write IPv6 rules with ip6tables-restore (default: whether it is installed)")
+	ipv6 := fs.Bool("ipv6", lookErr == nil, "also write IPv6 rules with ip6tables-restore (on by default where ip6tables-restore is installed)")
 	dryRun := fs.Bool("dry-run", false, "print the iptables-restore input instead of applying it")
 	remove := fs.Bool("remove", false, "delete meshproxy's chains and the jumps to them; other rules stay")
 	if err := setFromEnv(fs, env.getenv); err != nil {

@@ -121,7 +121,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Go(func() { _ = p.http.Shutdown(ctx) })
 	err := p.srv.Shutdown(ctx)
 	wg.Wait()
-	p.workloads.closeIdle()
+	p.workloads.CloseIdle()
 	return err
 }
 

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,70 +67,16 @@ type workloadKey struct {
 
 // workloads are the pools of HTTP connections to the workload, one per
 // port, protocol and peer identity (the tcp_* labels of a pooled
-// connection name the peer it was opened for). Pools unused for
-// poolIdleAfter are dropped, so the peers and ports seen over a long life
-// do not accumulate.
+// connection name the peer it was opened for).
 type workloads struct {
-	mu    sync.Mutex
-	m     map[workloadKey]*workloadPool
-	swept time.Time
-	now   func() time.Time // for tests; nil is time.Now
+	httpproxy.Pools[workloadKey]
 }
-
-type workloadPool struct {
-	t        *http.Transport
-	lastUsed time.Time
-}
-
-// poolIdleAfter is how long a pool may go without a new connection before
-// it is dropped. Connections still using it are unaffected: they hold the
-// transport; only its idle connections are closed.
-const poolIdleAfter = 10 * time.Minute
 
 func (w *workloads) get(p *Proxy, addr string, pr peer, session header.SessionProtocol) *http.Transport {
-	return w.getAt(p, addr, pr, session, time.Now())
-}
-
-// getAt is get at the time now.
-func (w *workloads) getAt(p *Proxy, addr string, pr peer, session header.SessionProtocol, now time.Time) *http.Transport {
-	key := workloadKey{addr, pr.ID.String(), session}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if now.Sub(w.swept) >= poolIdleAfter {
-		w.swept = now
-		for k, wp := range w.m {
-			if now.Sub(wp.lastUsed) >= poolIdleAfter {
-				wp.t.CloseIdleConnections()
-				delete(w.m, k)
-			}
-		}
-	}
-	if wp, ok := w.m[key]; ok {
-		wp.lastUsed = now
-		return wp.t
-	}
-	if w.m == nil {
-		w.m = map[workloadKey]*workloadPool{}
-	}
-	t := httpproxy.NewTransport(httpproxy.TransportConfig{
-		Dial:     func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
-		Protocol: session,
+	return w.Get(workloadKey{addr, pr.ID.String(), session}, time.Now(), func() *http.Transport {
+		return httpproxy.NewTransport(httpproxy.TransportConfig{
+			Dial:     func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },
+			Protocol: session,
+		})
 	})
-	w.m[key] = &workloadPool{t: t, lastUsed: now}
-	return t
-}
-
-// len returns the number of pools.
-func (w *workloads) len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.m)
-}
-
-func (w *workloads) closeIdle() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, wp := range w.m {
-		wp.t.CloseIdleConnections()
-	}
 }

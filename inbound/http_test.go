@@ -2,40 +2,38 @@ package inbound
 
 import (
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
-// Pools to the workload are shared by a peer's connections to a port and
-// dropped once unused for poolIdleAfter, so they do not pile up over the
-// proxy's life.
-func TestWorkloadPoolsDropUnused(t *testing.T) {
+// Pools to the workload are shared by a peer's connections to a port with
+// one protocol, and by nothing else: a pooled connection's tcp_* labels
+// name the peer it was opened for.
+func TestWorkloadPools(t *testing.T) {
 	p := &Proxy{} // only its dialer would be used, and nothing dials here
-	defer p.workloads.closeIdle()
+	defer p.workloads.CloseIdle()
 	a := peer{ID: spiffeid.RequireFromString("spiffe://t/a")}
 	b := peer{ID: spiffeid.RequireFromString("spiffe://t/b")}
-	t0 := time.Unix(1_000_000, 0)
-	w := &p.workloads
+	get := func(addr string, pr peer, session header.SessionProtocol) any {
+		return p.workloads.get(p, addr, pr, session)
+	}
 
-	ta := w.getAt(p, "127.0.0.1:80", a, header.HTTP1, t0)
-	w.getAt(p, "127.0.0.1:80", b, header.HTTP1, t0)
-	w.getAt(p, "127.0.0.1:81", a, header.HTTP1, t0)
-	if got := w.getAt(p, "127.0.0.1:80", a, header.HTTP1, t0.Add(poolIdleAfter/2)); got != ta {
-		t.Error("a second connection of the same peer to the same port got a new pool")
+	first := get("127.0.0.1:80", a, header.HTTP1)
+	if get("127.0.0.1:80", a, header.HTTP1) != first {
+		t.Error("the same peer, port and protocol: want the same pool")
 	}
-	if n := w.len(); n != 3 {
-		t.Fatalf("%d pools, want 3", n)
+	for name, other := range map[string]any{
+		"another peer":     get("127.0.0.1:80", b, header.HTTP1),
+		"another port":     get("127.0.0.1:81", a, header.HTTP1),
+		"another protocol": get("127.0.0.1:80", a, header.HTTP2),
+	} {
+		if other == first {
+			t.Errorf("%s: want its own pool", name)
+		}
 	}
-	// Past the idle limit for the pools not used since t0, not for a's
-	// pool to port 80.
-	w.getAt(p, "127.0.0.1:82", a, header.HTTP1, t0.Add(poolIdleAfter+time.Second))
-	if n := w.len(); n != 2 {
-		t.Errorf("%d pools after the sweep, want 2 (a to 80, a to 82)", n)
-	}
-	if got := w.getAt(p, "127.0.0.1:80", a, header.HTTP1, t0.Add(poolIdleAfter+2*time.Second)); got != ta {
-		t.Error("a pool in use was dropped")
+	if n := p.workloads.Len(); n != 4 {
+		t.Errorf("%d pools, want 4", n)
 	}
 }

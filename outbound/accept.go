@@ -111,7 +111,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Go(func() { _ = p.http.Shutdown(ctx) })
 	err := p.srv.Shutdown(ctx)
 	wg.Wait()
-	p.upstreams.closeIdle()
+	p.upstreams.CloseIdle()
 	return err
 }
 

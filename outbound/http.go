@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -81,46 +81,20 @@ type upstreamKey struct {
 }
 
 // upstreams are the pools of HTTP connections to destinations, shared by
-// every client connection to the same destination.
+// every client connection to the same destination. A table reload that
+// changes a destination's TLS configuration starts a new pool; the old one
+// is dropped once unused.
 type upstreams struct {
 	cfg httpproxy.TransportConfig // the Dial and Protocol are per pool
-
-	mu sync.Mutex
-	m  map[upstreamKey]*http.Transport
+	httpproxy.Pools[upstreamKey]
 }
 
 func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *http.Transport {
 	key := upstreamKey{route.DialAddr, route.Target.Port, route.Meshed, session, route.TLS}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if t, ok := u.m[key]; ok {
-		return t
-	}
-	if u.m == nil {
-		u.m = map[upstreamKey]*http.Transport{}
-	}
-	// A table reload that changed the destination's TLS configuration
-	// leaves the old pool behind: forget it, closing its idle connections.
-	// Client connections still using it keep it until they end.
-	for k, t := range u.m {
-		if k.dialAddr == key.dialAddr && k.port == key.port && k.meshed == key.meshed && k.session == key.session {
-			t.CloseIdleConnections()
-			delete(u.m, k)
-		}
-	}
-	cfg := u.cfg
-	cfg.Protocol = session
-	cfg.Dial = func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, session) }
-	t := httpproxy.NewTransport(cfg)
-	u.m[key] = t
-	return t
-}
-
-// closeIdle closes every pooled connection not carrying a request.
-func (u *upstreams) closeIdle() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, t := range u.m {
-		t.CloseIdleConnections()
-	}
+	return u.Get(key, time.Now(), func() *http.Transport {
+		cfg := u.cfg
+		cfg.Protocol = session
+		cfg.Dial = func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, session) }
+		return httpproxy.NewTransport(cfg)
+	})
 }

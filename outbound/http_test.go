@@ -8,8 +8,9 @@ import (
 )
 
 // Upstream pools are shared per destination, port, protocol and TLS
-// configuration, and a new TLS configuration for the same destination (a
-// table reload) replaces the old pool instead of piling up.
+// configuration. Two configurations for the same address (a named
+// destination and a meshed network both reaching one pod, or a table
+// reload) each keep their own pool, without evicting the other's.
 func TestUpstreamPools(t *testing.T) {
 	p := New(Config{})
 	defer func() { _ = p.Shutdown(t.Context()) }()
@@ -29,15 +30,18 @@ func TestUpstreamPools(t *testing.T) {
 	if u.get(p, other, header.HTTP1) == a {
 		t.Error("another port: want its own pool")
 	}
-	if len(u.m) != 3 {
-		t.Fatalf("%d pools, want 3", len(u.m))
+	if u.Len() != 3 {
+		t.Fatalf("%d pools, want 3", u.Len())
 	}
 	reloaded := route
 	reloaded.TLS = newTLS
-	if u.get(p, reloaded, header.HTTP1) == a {
+	b := u.get(p, reloaded, header.HTTP1)
+	if b == a {
 		t.Error("new TLS configuration: want a new pool")
 	}
-	if len(u.m) != 3 {
-		t.Errorf("%d pools after the reload, want 3 (the old one replaced)", len(u.m))
+	for range 3 {
+		if u.get(p, route, header.HTTP1) != a || u.get(p, reloaded, header.HTTP1) != b {
+			t.Fatal("two TLS configurations for one address evicted each other's pools")
+		}
 	}
 }

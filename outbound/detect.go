@@ -133,11 +133,11 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 			}
 			upstream, serverID = d.conn, d.serverID
 			greeting = make(chan []byte, 1)
-			go func() {
+			go func(up net.Conn, greeting chan<- []byte) {
 				buf := make([]byte, 4<<10)
-				n, _ := upstream.Read(buf)
+				n, _ := up.Read(buf)
 				greeting <- buf[:n]
-			}()
+			}(upstream, greeting)
 
 		case g := <-greeting:
 			greeting = nil

@@ -88,7 +88,13 @@ func (in *Injector) proxyContainer(set settings) corev1.Container {
 		{Name: envSPIFFESocket, Value: in.socketPath()},
 	}
 	if set.opaqueSet {
-		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: set.opaque.String()})
+		// An empty variable counts as unset (the default list), so no
+		// opaque ports are said as "none".
+		v := set.opaque.String()
+		if v == "" {
+			v = ports.None
+		}
+		env = append(env, corev1.EnvVar{Name: envOpaquePorts, Value: v})
 	}
 	if len(set.meshedNets) > 0 {
 		env = append(env, corev1.EnvVar{Name: envMeshedNets, Value: strings.Join(set.meshedNets, ",")})

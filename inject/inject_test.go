@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/inject"
@@ -277,5 +278,36 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	}
 	if *proxy.SecurityContext.RunAsUser != inject.DefaultProxyUID || len(proxy.SecurityContext.Capabilities.Add) != 0 {
 		t.Errorf("proxy security context %+v", proxy.SecurityContext)
+	}
+}
+
+// An opaque-ports annotation that lists no ports gives the proxy no opaque
+// ports, not the default list: the injector must not write it as an empty
+// variable, which the proxy reads as unset.
+func TestEmptyOpaquePortsReachTheProxy(t *testing.T) {
+	for _, v := range []string{"", "none"} {
+		t.Run(v, func(t *testing.T) {
+			in := newInjector(t, nil)
+			meta := metav1.ObjectMeta{Annotations: map[string]string{inject.AnnotationOpaquePorts: v}}
+			spec := corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}
+			if _, err := in.Pod(&meta, &spec, inject.Scope{Pod: meta.Annotations}, inject.UnlessDisabled); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{}
+			for _, c := range append(spec.InitContainers, spec.Containers...) {
+				if c.Name == inject.ProxyContainerName {
+					for _, e := range c.Env {
+						env[e.Name] = e.Value
+					}
+				}
+			}
+			cfg, err := config.Load("meshproxy run", nil, func(k string) string { return env[k] }, io.Discard)
+			if err != nil {
+				t.Fatalf("the proxy would not start: %v", err)
+			}
+			if got := cfg.OpaquePorts.String(); got != "" {
+				t.Errorf("proxy opaque ports %q, want none", got)
+			}
+		})
 	}
 }

@@ -21,11 +21,20 @@ type Set struct {
 	bits *[1024]uint64 // nil when empty; bit p set when port p is a member
 }
 
+// None is the list with no ports. It parses to the empty set, like "", and
+// says so where an empty value would be taken for an absent one (an
+// environment variable, say).
+const None = "none"
+
 // Parse parses a comma-separated list of ports and inclusive ranges, such as
-// "25, 587, 4000-4100". Whitespace around items is ignored; an empty string is
-// the empty set. Port 0, ports above 65535 and inverted ranges are errors.
+// "25, 587, 4000-4100". Whitespace around items is ignored; an empty string
+// and None are the empty set. Port 0, ports above 65535 and inverted ranges
+// are errors.
 func Parse(s string) (Set, error) {
 	var set Set
+	if strings.TrimSpace(s) == None {
+		return set, nil
+	}
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {

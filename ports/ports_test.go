@@ -20,6 +20,8 @@ func TestParse(t *testing.T) {
 		{in: "1-3,2-5", want: "1-5", wantLen: 5, in1: []uint16{1, 5}},
 		{in: "65535", want: "65535", wantLen: 1, in1: []uint16{65535}, out: []uint16{65534}},
 		{in: "7,,8", want: "7-8", wantLen: 2},
+		{in: "none", want: "", wantLen: 0, out: []uint16{25, 6379}},
+		{in: " none ", want: "", wantLen: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -48,7 +50,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
-	for _, in := range []string{"0", "65536", "-1", "10-5", "a", "80-", "-80", "1-2-3", "99999999999999999999"} {
+	for _, in := range []string{"0", "65536", "-1", "10-5", "a", "80-", "-80", "1-2-3", "99999999999999999999", "none,80"} {
 		t.Run(in, func(t *testing.T) {
 			if _, err := Parse(in); !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Parse(%q) error = %v, want ErrInvalid", in, err)

@@ -1,11 +1,12 @@
 // Package netpol finds NetworkPolicies that would drop meshed traffic.
 //
-// A meshed client's proxy carries traffic to an opaque port of a meshed pod
-// to the pod's inbound proxy port (4143), with the original port inside the
-// mTLS stream. A NetworkPolicy is enforced on the packets' real destination
-// port, so an ingress rule admitting, say, Redis on 6379 but not 4143 drops
-// every meshed Redis connection. Check reports such rules and can add the
-// inbound port (and, when asked, the admin port) to them.
+// A meshed client's proxy carries every connection to a meshed pod to the
+// pod's inbound proxy port (4143), with the original port inside the mTLS
+// stream; the seed's case is an opaque port, but HTTP goes the same way. A
+// NetworkPolicy is enforced on the packets' real destination port, so an
+// ingress rule admitting, say, Redis on 6379 or HTTP on 8080 but not 4143
+// drops every meshed connection to them. Check reports such rules and can
+// add the inbound port (and, when asked, the admin port) to them.
 package netpol
 
 import (
@@ -34,9 +35,6 @@ type Options struct {
 	// InboundPort and AdminPort are the proxy's ports.
 	InboundPort uint16
 	AdminPort   uint16
-	// DefaultOpaquePorts are the opaque ports of pods without an
-	// opaque-ports annotation.
-	DefaultOpaquePorts ports.Set
 	// Fix adds InboundPort to the rules found, and AdminPort too when
 	// AllowAdmin is set.
 	Fix        bool
@@ -51,10 +49,9 @@ type Options struct {
 // DefaultOptions returns the options of `meshproxy netpol` without flags.
 func DefaultOptions() Options {
 	return Options{
-		InboundPort:        config.DefaultInboundPort,
-		AdminPort:          config.DefaultAdminPort,
-		DefaultOpaquePorts: ports.MustParse(config.DefaultOpaquePorts),
-		Namespace:          "default",
+		InboundPort: config.DefaultInboundPort,
+		AdminPort:   config.DefaultAdminPort,
+		Namespace:   "default",
 	}
 }
 
@@ -64,14 +61,14 @@ type Input struct {
 	Data []byte
 }
 
-// Problem is one ingress rule admitting opaque ports of meshed pods but not
-// the inbound proxy port.
+// Problem is one ingress rule admitting ports of meshed pods but not the
+// inbound proxy port.
 type Problem struct {
 	File   string
 	Policy string // "namespace/name"
 	Rule   int    // index in spec.ingress, from 0
-	// Pods names the workloads whose pods the rule admits opaque ports of,
-	// and Ports those ports.
+	// Pods names the workloads whose pods the rule admits ports of, and
+	// Ports those ports (the admin port aside).
 	Pods  []string
 	Ports ports.Set
 	// InboundPort is the port the rule lacks.
@@ -81,7 +78,7 @@ type Problem struct {
 
 // String describes the problem for a person.
 func (p Problem) String() string {
-	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits opaque port(s) %s of %s but not %d, where meshed connections to them arrive",
+	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits port(s) %s of %s but not %d, where meshed connections to them arrive",
 		p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
 	if p.Fixed {
 		s += " (fixed)"
@@ -107,10 +104,11 @@ func (r *Report) Unfixed() bool {
 	return false
 }
 
-// Check reads NetworkPolicies, workloads, Services and Namespaces from the
-// inputs, which may refer to each other across files, and reports every
-// ingress rule that admits an opaque port of a meshed pod but not the
-// inbound proxy port; with o.Fix it adds the port. Objects inside v1 Lists
+// Check reads NetworkPolicies, workloads and Namespaces from the inputs,
+// which may refer to each other across files, and reports every ingress
+// rule that admits a port of a meshed pod but not the inbound proxy port;
+// with o.Fix it adds the port. A rule admitting only the admin port (for
+// scrapers outside the mesh) is left alone. Objects inside v1 Lists
 // (what kubectl get -o yaml prints) count like any other.
 func Check(inputs []Input, o Options) (*Report, error) {
 	if o.Namespace == "" {
@@ -138,18 +136,8 @@ func Check(inputs []Input, o Options) (*Report, error) {
 			nsAnn[ob.h.Metadata.Name] = ob.h.Metadata.Annotations
 		}
 	}
-	// The pods first, then what Services say of them.
 	var pods []*pod
-	var services []*corev1.Service
 	for _, ob := range objs {
-		if ob.h.GVK() == "v1/Service" {
-			svc := &corev1.Service{}
-			if err := manifest.DecodeStrict(ob.body, svc); err != nil {
-				return nil, ob.wrap(err)
-			}
-			services = append(services, svc)
-			continue
-		}
 		w, ok := inject.NewWorkload(ob.h.GVK())
 		if !ok {
 			continue
@@ -162,11 +150,6 @@ func Check(inputs []Input, o Options) (*Report, error) {
 			return nil, ob.wrap(err)
 		}
 		pods = append(pods, p)
-	}
-	for _, svc := range services {
-		if err := addServiceOpaquePorts(svc, o.Namespace, pods); err != nil {
-			return nil, err
-		}
 	}
 
 	rep := &Report{}
@@ -294,7 +277,7 @@ func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, o *Options) ([]Pro
 			hit := false
 			for _, rg := range admitted.Ranges() {
 				for port := int(rg[0]); port <= int(rg[1]); port++ {
-					if p.opaque.Contains(uint16(port)) {
+					if uint16(port) != o.AdminPort {
 						prob.Ports.Add(uint16(port))
 						hit = true
 					}

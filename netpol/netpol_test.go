@@ -13,7 +13,6 @@ import (
 	"github.com/seed722d2a70/meshproxy/inject"
 	"github.com/seed722d2a70/meshproxy/internal/manifest"
 	"github.com/seed722d2a70/meshproxy/netpol"
-	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 var update = flag.Bool("update", false, "rewrite the .golden files from the current output")
@@ -106,13 +105,13 @@ func TestProblems(t *testing.T) {
 		want []string // "policy rule ports pods"
 	}{
 		{"seed.yaml", nil, []string{"cache/redis-from-web 0 6379 StatefulSet cache/redis"}},
-		{"mixed.yaml", nil, []string{"shop/store-ingress 1 5432 Deployment shop/store"}},
-		{"named.yaml", nil, []string{"data/cache-named 0 6379 Pod data/cache", "data/cache-named 1 26379 Pod data/cache"}},
+		// HTTP goes to 4143 like everything meshed; a scrape-only rule
+		// for the admin port is left alone.
+		{"mixed.yaml", nil, []string{"shop/store-ingress 0 8080 Deployment shop/store", "shop/store-ingress 1 5432,8080 Deployment shop/store"}},
+		{"named.yaml", nil, []string{"data/cache-named 0 6379 Pod data/cache", "data/cache-named 1 26000-26999 Pod data/cache"}},
 		{"unmeshed.yaml", nil, nil},
 		{"list.yaml", nil, []string{"db/postgres-from-app 0 5432 Deployment db/postgres"}},
 		{"unmeshed.yaml", func(o *netpol.Options) { o.MeshedByDefault = true }, []string{"legacy/redis 0 6379 Deployment legacy/redis"}},
-		// Without 6379 in the default list, Redis is not opaque here.
-		{"seed.yaml", func(o *netpol.Options) { o.DefaultOpaquePorts = ports.MustParse("5432") }, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -182,8 +181,7 @@ func TestErrors(t *testing.T) {
 	for _, tc := range []struct{ name, input string }{
 		{"unknown field in policy", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelectr: {}}\n"},
 		{"bad selector", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {matchExpressions: [{key: a, operator: Near}]}}\n"},
-		{"bad service annotation", "apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {config.meshproxy.io/opaque-ports: x}}\nspec: {selector: {a: b}}\n"},
-		{"bad pod annotation", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {config.meshproxy.io/opaque-ports: 0}}\nspec: {containers: []}\n"},
+		{"bad pod annotation", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {meshproxy.io/inject: maybe}}\nspec: {containers: []}\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := netpol.Check([]netpol.Input{{Name: "x", Data: []byte(tc.input)}}, netpol.DefaultOptions())

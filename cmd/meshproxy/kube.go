@@ -9,6 +9,6 @@ func kubeCommands() []command {
 	return []command{
 		{"inject", "add the proxy to Kubernetes workloads in YAML manifests", runInject},
 		{"injector", "serve the Kubernetes mutating admission webhook that injects the proxy", runInjector},
-		{"netpol", "find NetworkPolicies that would drop meshed traffic to opaque ports", runNetpol},
+		{"netpol", "find NetworkPolicies that would drop meshed traffic", runNetpol},
 	}
 }

@@ -104,7 +104,7 @@ func TestNetpolCommand(t *testing.T) {
 	if !errors.Is(err, errProblemsFound) || exitCode(err) != 1 {
 		t.Fatalf("error %v (exit %d), want problems found (exit 1)", err, exitCode(err))
 	}
-	if !strings.Contains(stderr, "cache/redis-from-web: ingress rule 1 admits opaque port(s) 6379") {
+	if !strings.Contains(stderr, "cache/redis-from-web: ingress rule 1 admits port(s) 6379") {
 		t.Errorf("stderr %q", stderr)
 	}
 	if _, _, err := runCmd(t, context.Background(), "netpol", "-fix", path); err != nil {
@@ -123,7 +123,7 @@ func TestNetpolCommand(t *testing.T) {
 	if _, _, err := runCmd(t, context.Background(), "netpol", path); err != nil {
 		t.Errorf("after fixing: %v", err)
 	}
-	if _, _, err := runCmd(t, context.Background(), "netpol", "-opaque-ports", "x", path); err == nil || exitCode(err) != 2 {
+	if _, _, err := runCmd(t, context.Background(), "netpol", "-inbound-port", "0", path); err == nil || exitCode(err) != 2 {
 		t.Errorf("bad flag: %v", err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 
 	"github.com/seed722d2a70/meshproxy/netpol"
-	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 // runNetpol checks NetworkPolicies against the workloads they select.
@@ -18,8 +17,8 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(env.stderr, "usage: meshproxy netpol [flags] file ...|-\n\n"+
-			"Reports NetworkPolicy ingress rules that admit an opaque port of a meshed pod but not the\n"+
-			"inbound proxy port, where meshed connections arrive. Exits 1 when any is left unfixed.\n"+
+			"Reports NetworkPolicy ingress rules that admit a port of a meshed pod but not the inbound\n"+
+			"proxy port, where meshed connections arrive. Exits 1 when any is left unfixed.\n"+
 			"With -fix, files are rewritten in place (stdin is written to stdout).\n\nflags:")
 		fs.PrintDefaults()
 	}
@@ -27,7 +26,6 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	fix := fs.Bool("fix", false, "add the inbound port to the rules found")
 	allowAdmin := fs.Bool("allow-admin", false, "with -fix, add the admin port too (for scraping from other pods)")
 	meshedByDefault := fs.Bool("meshed-by-default", false, "count every pod not annotated disabled as meshed (manifests not yet injected)")
-	opaque := fs.String("opaque-ports", d.DefaultOpaquePorts.String(), "opaque ports of pods without the opaque-ports annotation")
 	inPort := fs.Uint("inbound-port", uint(d.InboundPort), "proxy inbound port")
 	adminPort := fs.Uint("admin-port", uint(d.AdminPort), "proxy admin port")
 	namespace := fs.String("namespace", d.Namespace, "namespace of objects that name none")
@@ -39,10 +37,6 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 		return flag.ErrHelp
 	}
 	o := d
-	var err error
-	if o.DefaultOpaquePorts, err = ports.Parse(*opaque); err != nil {
-		return fmt.Errorf("-opaque-ports: %w", err)
-	}
 	if *inPort == 0 || *inPort > 65535 || *adminPort == 0 || *adminPort > 65535 {
 		return fmt.Errorf("-inbound-port and -admin-port must be ports")
 	}

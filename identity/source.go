@@ -50,6 +50,7 @@ type snapshot struct {
 	svid    *x509svid.SVID
 	cert    *tls.Certificate // svid as crypto/tls wants it, built once
 	bundles *x509bundle.Set
+	gen     uint64 // counts the snapshots, 1 for the first
 }
 
 // state is the part every Source shares: the current snapshot, read
@@ -92,6 +93,15 @@ func (s *state) certificate() (*tls.Certificate, error) {
 		return nil, ErrNotReady
 	}
 	return snap.cert, nil
+}
+
+// generation returns the number of changes so far: 0 before the first
+// SVID, then one more at each change of the SVID or the bundles.
+func (s *state) generation() uint64 {
+	if snap := s.cur.Load(); snap != nil {
+		return snap.gen
+	}
+	return 0
 }
 
 // Changed implements Source.
@@ -147,7 +157,11 @@ func (s *state) set(svid *x509svid.SVID, bundles *x509bundle.Set) (bool, error) 
 	if old != nil && sameSVID(old.svid, svid) && sameBundles(old.bundles, bundles) {
 		return false, nil
 	}
-	s.cur.Store(&snapshot{svid: svid, cert: cert, bundles: bundles})
+	var gen uint64 = 1
+	if old != nil {
+		gen = old.gen + 1
+	}
+	s.cur.Store(&snapshot{svid: svid, cert: cert, bundles: bundles, gen: gen})
 	close(s.changed)
 	s.changed = make(chan struct{})
 	return true, nil

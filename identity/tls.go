@@ -43,7 +43,8 @@ func WithSessionCache(c tls.ClientSessionCache) TLSOption {
 // ServerConfig returns a TLS 1.3 server configuration for mutual TLS with
 // SPIFFE identities. It presents src's current SVID on each new handshake
 // (so a rotation reaches new connections at once and leaves established
-// ones alone), requires a client certificate, and on every handshake,
+// ones alone; sessions from before a change of src are not resumed, see
+// resume.go), requires a client certificate, and on every handshake,
 // resumed or not, verifies the client's SVID against src's bundle for the
 // client's trust domain and passes its ID to authorize. A nil authorize
 // refuses every client.
@@ -61,7 +62,7 @@ func WithSessionCache(c tls.ClientSessionCache) TLSOption {
 // VerifyPeerCertificate, InsecureSkipVerify or ClientAuth on the result.
 func ServerConfig(src Source, authorize tlsconfig.Authorizer, opts ...TLSOption) *tls.Config {
 	o := applyTLSOptions(opts)
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -70,6 +71,8 @@ func ServerConfig(src Source, authorize tlsconfig.Authorizer, opts ...TLSOption)
 		VerifyConnection: verifyConnection(src, authorize),
 		NextProtos:       o.nextProtos,
 	}
+	resumeWithinEpoch(cfg, epoch(src))
+	return cfg
 }
 
 // ClientConfig returns a TLS 1.3 client configuration for mutual TLS with
@@ -88,6 +91,9 @@ func ClientConfig(src Source, authorize tlsconfig.Authorizer, opts ...TLSOption)
 	cache := o.sessionCache
 	if !o.sessionCacheSet {
 		cache = tls.NewLRUClientSessionCache(DefaultSessionCacheSize)
+	}
+	if cache != nil {
+		cache = epochCache{cache, epoch(src)}
 	}
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,

@@ -335,3 +335,50 @@ func TestNextProtos(t *testing.T) {
 		t.Fatalf("negotiated %q, %v; want x/1", cli.cs.NegotiatedProtocol, cli.err)
 	}
 }
+
+// TestNoResumptionAcrossRotation: sessions resume while nothing changes,
+// but once either side rotates its SVID the next handshake is a full one,
+// so each peer sees the other's new certificate rather than the one the
+// session began with.
+func TestNoResumptionAcrossRotation(t *testing.T) {
+	ca := newTestCA(t, tdExample)
+	srvSrc := newStaticSource(t, issue(t, ca, idServer), ca.Bundle())
+	cliSrc := newStaticSource(t, issue(t, ca, idClient), ca.Bundle())
+	addr, results := server(t, ServerConfig(srvSrc, tlsconfig.AuthorizeAny()))
+	cliCfg := ClientConfig(cliSrc, tlsconfig.AuthorizeID(idServer))
+	serial := func(s *staticSource) string {
+		svid, err := s.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svid.Certificates[0].SerialNumber.String()
+	}
+	// connect checks that the handshake resumed or not as wanted, and that
+	// each side saw the other's current certificate.
+	connect := func(step string, wantResumed bool) {
+		t.Helper()
+		cli := dial(t, addr, cliCfg)
+		srv := serverResult(t, results)
+		if cli.err != nil || srv.err != nil {
+			t.Fatalf("%s: client %v, server %v", step, cli.err, srv.err)
+		}
+		if cli.cs.DidResume != wantResumed {
+			t.Errorf("%s: resumed %v, want %v", step, cli.cs.DidResume, wantResumed)
+		}
+		if got, want := cli.cs.PeerCertificates[0].SerialNumber.String(), serial(srvSrc); got != want {
+			t.Errorf("%s: client saw server serial %s, want the current %s", step, got, want)
+		}
+		if got, want := srv.cs.PeerCertificates[0].SerialNumber.String(), serial(cliSrc); got != want {
+			t.Errorf("%s: server saw client serial %s, want the current %s", step, got, want)
+		}
+	}
+
+	connect("first", false)
+	connect("again", true)
+	srvSrc.setSVID(t, issue(t, ca, idServer), ca.Bundle())
+	connect("after the server rotated", false)
+	connect("again", true)
+	cliSrc.setSVID(t, issue(t, ca, idClient), ca.Bundle())
+	connect("after the client rotated", false)
+	connect("again", true)
+}

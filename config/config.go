@@ -332,6 +332,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%w: %s must be positive, got %v", ErrInvalid, d.name, d.d)
 		}
 	}
+	if c.Identity.SVIDTTL < time.Second {
+		// The dev CA issues nothing shorter (identity.MinSVIDTTL).
+		return fmt.Errorf("%w: SVID TTL must be at least 1s, got %v", ErrInvalid, c.Identity.SVIDTTL)
+	}
 	if c.Detect.SpeculateAfter < 0 || c.Detect.ServerFirstTTL < 0 || c.Detect.ServerFirstMax < 0 {
 		return fmt.Errorf("%w: detect speculateAfter, serverFirstTTL and serverFirstMax must not be negative", ErrInvalid)
 	}

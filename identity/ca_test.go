@@ -255,3 +255,46 @@ func TestWriteSVIDFiles(t *testing.T) {
 		t.Error("bundle file is not the CA certificate")
 	}
 }
+
+// expiringCA returns a test CA whose certificate says it expires in left.
+func expiringCA(t *testing.T, left time.Duration) *CA {
+	t.Helper()
+	ca := newTestCA(t, tdExample)
+	cert := *ca.cert
+	cert.NotAfter = time.Now().Add(left)
+	ca.cert = &cert
+	return ca
+}
+
+func TestIssueRefusesNearCAExpiry(t *testing.T) {
+	for _, left := range []time.Duration{-time.Hour, MinSVIDTTL / 2} {
+		if _, err := expiringCA(t, left).Issue(idClient, time.Hour); !errors.Is(err, ErrCAExpired) {
+			t.Errorf("CA with %v left: Issue error %v, want ErrCAExpired", left, err)
+		}
+	}
+}
+
+// A dev source whose CA is about to expire rotates its ever shorter SVIDs
+// at most once a second and then stops issuing, rather than spinning.
+func TestDevSourceNearCAExpiryDoesNotSpin(t *testing.T) {
+	src, err := NewDevSource(expiringCA(t, 3*time.Second), idServer, time.Hour, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	issued := 0
+	deadline := time.After(4 * time.Second)
+	for {
+		select {
+		case <-src.Changed():
+			issued++
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	// Rotations at about 1.5 s and 2.5 s; then the CA has under a second.
+	if issued > 3 {
+		t.Errorf("%d SVIDs issued in 4s by a CA expiring in 3s", issued)
+	}
+}

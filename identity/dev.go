@@ -12,8 +12,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// devRetry is how soon a failed rotation is retried.
-const devRetry = 5 * time.Second
+// devRetry is how soon a failed rotation is retried, and devMinInterval
+// the least time between two rotations.
+const (
+	devRetry       = 5 * time.Second
+	devMinInterval = time.Second
+)
 
 // DevSource is a Source that issues its own SVIDs from an embedded CA: for
 // development and demos, where there is no SPIRE. It issues the first SVID
@@ -101,7 +105,9 @@ func (s *DevSource) run(next time.Time) {
 			t.Reset(devRetry)
 			continue
 		}
-		t.Reset(time.Until(rotateAt(svid)))
+		// Never sooner than devMinInterval: an SVID cut short by its CA's
+		// expiry is due at once, and must not make this loop spin.
+		t.Reset(max(time.Until(rotateAt(svid)), devMinInterval))
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -33,7 +35,7 @@ func runCAInit(env environment, args []string) error {
 	dir := fs.String("dir", defaultCADir(), "directory to write the CA certificate and key (0600) to")
 	tdName := fs.String("trust-domain", "mesh.local", "trust domain of the CA")
 	force := fs.Bool("force", false, "replace an existing CA")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *dir == "" {
@@ -54,6 +56,14 @@ func runCAInit(env environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *force {
+		// WriteFiles never replaces a CA; -force is the user asking to.
+		for _, f := range []string{identity.CACertFileName, identity.CAKeyFileName} {
+			if err := os.Remove(filepath.Join(*dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
 	if err := ca.WriteFiles(*dir); err != nil {
 		return err
 	}
@@ -68,7 +78,7 @@ func runCAIssue(env environment, args []string) error {
 	id := fs.String("id", "", "SPIFFE ID to issue, e.g. spiffe://mesh.local/web (required)")
 	out := fs.String("out-dir", ".", "directory to write svid.pem, svid_key.pem (0600) and svid_bundle.pem to")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the SVID")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	sid, err := spiffeid.FromString(*id)

@@ -33,11 +33,8 @@ func runInit(ctx context.Context, env environment, args []string) error {
 	if err := setFromEnv(fs, env.getenv); err != nil {
 		return err
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var err error
 	if cfg.ProxyUID, err = netinit.ParseUID(*uid); err != nil {

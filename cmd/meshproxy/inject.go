@@ -173,7 +173,7 @@ func runInjector(ctx context.Context, env environment, args []string) error {
 	keyFile := fs.String("tls-key", "", "PEM private key file of the webhook (required)")
 	nsLookup := fs.String("namespace-lookup", "auto", "read namespace annotations from the Kubernetes API: auto (when in a cluster), on or off")
 	logLevel := fs.String("log-level", "info", "log level of the injector")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *certFile == "" || *keyFile == "" {

@@ -23,13 +23,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
-func runCmd(t *testing.T, ctx context.Context, args ...string) (string, string, error) {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	err := run(ctx, args, func(string) string { return "" }, &stdout, &stderr)
-	return stdout.String(), stderr.String(), err
-}
-
 func TestInjectCommand(t *testing.T) {
 	want, err := os.ReadFile("../../inject/testdata/redis-statefulset.golden")
 	if err != nil {

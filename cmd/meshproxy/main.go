@@ -89,3 +89,16 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun 'meshproxy <command> -help' for a command's flags.")
 }
+
+// parseFlagsOnly parses args for a command that takes flags and no
+// arguments: a stray word (a directory meant for -dir, say) is an error,
+// not silently ignored.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}

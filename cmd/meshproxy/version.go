@@ -9,7 +9,10 @@ import (
 // version is set at link time by the Makefile (-X main.version=...).
 var version = "dev"
 
-func runVersion(_ context.Context, env environment, _ []string) error {
+func runVersion(_ context.Context, env environment, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected arguments %q", args)
+	}
 	goVersion := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion

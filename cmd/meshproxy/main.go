@@ -18,6 +18,10 @@ import (
 )
 
 func main() {
+	// SIGHUP would end the process at once, without draining. The proxy
+	// reloads its config file when the file changes, so there is nothing
+	// for a SIGHUP to ask; a closed terminal must not cut connections.
+	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {

@@ -3,9 +3,10 @@ package httpproxy
 import (
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/seed722d2a70/meshproxy/metrics"
 )
 
 // Labels are the labels of one exchange's series. Like every metric label
@@ -48,41 +49,25 @@ type Metrics struct {
 	latency   *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 
-	mu          sync.Mutex
-	authorities map[string]struct{} // authority label values in use
+	authorities *metrics.LabelLimit
 }
 
 // MaxAuthorities bounds the distinct values of the authority label. Clients
 // choose their Host header, so without a bound any client could grow the
 // proxy's series (and memory) without end; requests for authorities beyond
-// the first MaxAuthorities are counted under OtherAuthority.
+// the first MaxAuthorities are counted under metrics.OtherValue.
 const MaxAuthorities = 1000
 
-// OtherAuthority is the authority label of requests beyond MaxAuthorities.
-const OtherAuthority = "other"
-
 // authority returns the authority label for a request's host: the host,
-// lower-cased, or OtherAuthority once MaxAuthorities others are in use.
+// lower-cased, or metrics.OtherValue once MaxAuthorities others are in use.
 func (m *Metrics) authority(host string) string {
-	host = strings.ToLower(host)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.authorities[host]; ok {
-		return host
-	}
-	if len(m.authorities) >= MaxAuthorities {
-		return OtherAuthority
-	}
-	if m.authorities == nil {
-		m.authorities = map[string]struct{}{}
-	}
-	m.authorities[host] = struct{}{}
-	return host
+	return m.authorities.Value(strings.ToLower(host))
 }
 
 // NewMetrics registers the request metrics on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
+		authorities: metrics.NewLabelLimit(MaxAuthorities),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "request_total",
 			Help: "Total count of HTTP requests.",

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/seed722d2a70/meshproxy/metrics"
 )
 
 // A Server forwards the requests of a handed-over connection through the
@@ -258,7 +260,7 @@ request_total{authority="",client_id="spiffe://t/x",direction="inbound",server_i
 }
 
 // The authority label takes at most MaxAuthorities values, case folded;
-// the rest are counted as OtherAuthority.
+// the rest are counted as metrics.OtherValue.
 func TestAuthorityLabelBounded(t *testing.T) {
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -271,10 +273,10 @@ func TestAuthorityLabelBounded(t *testing.T) {
 		}
 	}
 	tests := []struct{ host, want string }{
-		{"new.example", OtherAuthority},
+		{"new.example", metrics.OtherValue},
 		{host(7), host(7)},
 		{strings.ToUpper(host(7)), host(7)},
-		{"NEW.example", OtherAuthority},
+		{"NEW.example", metrics.OtherValue},
 	}
 	for _, tt := range tests {
 		if got := m.authority(tt.host); got != tt.want {

@@ -79,10 +79,16 @@ func DurationBuckets() []float64 {
 	return []float64{1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000}
 }
 
+// MaxTargetAddrs bounds the distinct values of target_addr: a pod may dial
+// any number of destinations, and each would be a series forever. Later
+// ones are counted as target_addr="other".
+const MaxTargetAddrs = 1000
+
 // Transport holds the transport metrics. Create one per registry with
 // NewTransport and share it between the inbound and outbound proxies. A nil
 // *Transport is valid and counts nothing.
 type Transport struct {
+	targets    *LabelLimit
 	openTotal  *prometheus.CounterVec
 	open       *prometheus.GaugeVec
 	readBytes  *prometheus.CounterVec
@@ -96,6 +102,7 @@ type Transport struct {
 // already holds metrics of the same names, registering none of them then.
 func NewTransport(reg prometheus.Registerer) (*Transport, error) {
 	t := &Transport{
+		targets: NewLabelLimit(MaxTargetAddrs),
 		openTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcp_open_total",
 			Help: "Total count of opened connections.",
@@ -145,6 +152,9 @@ func NewTransport(reg prometheus.Registerer) (*Transport, error) {
 func (t *Transport) Track(c net.Conn, l Labels) net.Conn {
 	if t == nil || c == nil {
 		return c
+	}
+	if l.TargetAddr != "" {
+		l.TargetAddr = t.targets.Value(l.TargetAddr)
 	}
 	vals := l.values()
 	t.openTotal.WithLabelValues(vals...).Inc()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -373,5 +374,33 @@ func TestErrnoName(t *testing.T) {
 		if got := errnoName(e); got != want {
 			t.Errorf("errnoName(%d) = %q, want %q", e, got, want)
 		}
+	}
+}
+
+// target_addr takes at most MaxTargetAddrs values; connections to any
+// further destination are counted under OtherValue, close included.
+func TestTargetAddrBounded(t *testing.T) {
+	tr, _ := newTransport(t)
+	client, server := tcptest.Pair(t)
+	defer client.Close()
+	l := testLabels
+	for i := range MaxTargetAddrs {
+		l.TargetAddr = "10.0.0.1:" + strconv.Itoa(i+1)
+		if got := tr.targets.Value(l.TargetAddr); got != l.TargetAddr {
+			t.Fatalf("target %d of %d labelled %q", i+1, MaxTargetAddrs, got)
+		}
+	}
+	l.TargetAddr = "192.0.2.1:443"
+	c := tr.Track(server, l)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	other := l
+	other.TargetAddr = OtherValue
+	if got := snapshot(t, tr, other); got.openTotal != 1 || got.closes[""] != 1 {
+		t.Errorf("one destination too many: %+v under target_addr=%q, want one open and one close", got, OtherValue)
+	}
+	if got := snapshot(t, tr, l); got.openTotal != 0 {
+		t.Errorf("the destination over the bound got its own series: %+v", got)
 	}
 }

@@ -99,3 +99,14 @@ func newClientTLSFunc(src identity.Source, authorizer func([]string) (tlsAuthori
 			identity.WithNextProtos(header.ALPN), identity.WithSessionCache(cache)), nil
 	}
 }
+
+// authorizerFor returns the parser of authorization lists for a proxy in
+// trust domain td: an empty list authorizes td.
+func authorizerFor(td spiffeid.TrustDomain) func([]string) (tlsAuthorizer, error) {
+	return func(values []string) (tlsAuthorizer, error) {
+		if len(values) == 0 {
+			values = []string{td.String()}
+		}
+		return identity.ParseAuthorizer(values)
+	}
+}

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"go.uber.org/zap"
 
@@ -68,6 +70,9 @@ type Proxy struct {
 // New checks cfg and returns a proxy ready to Run.
 func New(cfg config.Config, opts Options) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkConfig(cfg); err != nil {
 		return nil, err
 	}
 	if opts.Log == nil {
@@ -177,12 +182,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	authorizer := func(values []string) (tlsAuthorizer, error) {
-		if len(values) == 0 {
-			values = []string{td.String()}
-		}
-		return identity.ParseAuthorizer(values)
-	}
+	authorizer := authorizerFor(td)
 
 	// One buffer pool for every copy through TLS: steady-state copying
 	// allocates nothing per connection.
@@ -367,4 +367,31 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
+}
+
+// checkConfig builds, once and without an identity, what the configuration
+// describes beyond what config.Validate checks alone: the inbound policy,
+// the destination table and the outbound listeners' targets. A mistake in
+// them is then reported by New, not after Run's wait for the first SVID
+// (which, with an agent that never answers, would hide it for good).
+func checkConfig(cfg config.Config) error {
+	authorizer := authorizerFor(spiffeid.RequireTrustDomainFromString("config-check.invalid"))
+	if _, err := inbound.NewPolicy(cfg.Inbound, ports.Set{}, authorizer); err != nil {
+		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	checkTLS := func(ids []string) (*tls.Config, error) {
+		if _, err := authorizer(ids); err != nil {
+			return nil, err
+		}
+		return &tls.Config{}, nil
+	}
+	if _, err := outbound.NewTable(cfg.Destinations, cfg.MeshedNetworks, cfg.OpaquePorts, cfg.Outbound.RefuseUnmeshed, checkTLS); err != nil {
+		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	for _, l := range cfg.Outbound.Listeners {
+		if _, err := outbound.ParseTarget(l.Target); err != nil {
+			return fmt.Errorf("%w: outbound listener %s: %w", config.ErrInvalid, l.Listen, err)
+		}
+	}
+	return nil
 }

@@ -144,8 +144,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: no image", ErrInvalidConfig)
 	case c.ProxyUID <= 0:
 		return fmt.Errorf("%w: proxy UID %d must be above 0 (root's traffic would escape redirection)", ErrInvalidConfig, c.ProxyUID)
+	case c.ProxyUID >= 1<<32-1:
+		return fmt.Errorf("%w: proxy UID %d is not a UID (below 4294967295)", ErrInvalidConfig, c.ProxyUID)
 	case c.InboundPort == 0 || c.OutboundPort == 0 || c.AdminPort == 0:
 		return fmt.Errorf("%w: proxy ports must be set", ErrInvalidConfig)
+	case c.InboundPort == c.OutboundPort || c.InboundPort == c.AdminPort || c.OutboundPort == c.AdminPort:
+		return fmt.Errorf("%w: inbound, outbound and admin ports must differ, got %d, %d and %d",
+			ErrInvalidConfig, c.InboundPort, c.OutboundPort, c.AdminPort)
 	case c.SocketDir == "" || c.SocketFile == "":
 		return fmt.Errorf("%w: socket directory and file must be set", ErrInvalidConfig)
 	}

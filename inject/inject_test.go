@@ -201,6 +201,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad socket source", func(c *inject.Config) { c.Socket = "nfs" }},
 		{"bad log level", func(c *inject.Config) { c.LogLevel = "trace" }},
 		{"no admin port", func(c *inject.Config) { c.AdminPort = 0 }},
+		{"admin port on the inbound port", func(c *inject.Config) { c.AdminPort = c.InboundPort }},
+		{"outbound port on the inbound port", func(c *inject.Config) { c.OutboundPort = c.InboundPort }},
+		{"UID beyond 32 bits", func(c *inject.Config) { c.ProxyUID = 1 << 32 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -79,8 +79,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: %s 0 is not a port (1-65535)", ErrInvalidConfig, p.name)
 		}
 	}
-	if c.InboundPort == c.OutboundPort {
-		return fmt.Errorf("%w: inbound and outbound ports are both %d", ErrInvalidConfig, c.InboundPort)
+	if c.InboundPort == c.OutboundPort || c.InboundPort == c.AdminPort || c.OutboundPort == c.AdminPort {
+		return fmt.Errorf("%w: inbound, outbound and admin ports must differ, got %d, %d and %d",
+			ErrInvalidConfig, c.InboundPort, c.OutboundPort, c.AdminPort)
 	}
 	for _, p := range c.SkipOutboundCIDRs {
 		if !p.IsValid() {

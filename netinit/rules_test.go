@@ -123,7 +123,9 @@ func TestValidate(t *testing.T) {
 		{"inbound port 0", func(c *Config) { c.InboundPort = 0 }, "inbound port 0"},
 		{"outbound port 0", func(c *Config) { c.OutboundPort = 0 }, "outbound port 0"},
 		{"admin port 0", func(c *Config) { c.AdminPort = 0 }, "admin port 0"},
-		{"same ports", func(c *Config) { c.OutboundPort = c.InboundPort }, "both 4143"},
+		{"same ports", func(c *Config) { c.OutboundPort = c.InboundPort }, "must differ"},
+		{"admin port on the inbound port", func(c *Config) { c.AdminPort = c.InboundPort }, "must differ"},
+		{"admin port on the outbound port", func(c *Config) { c.AdminPort = c.OutboundPort }, "must differ"},
 		{"zero CIDR", func(c *Config) { c.SkipOutboundCIDRs = []netip.Prefix{{}} }, "CIDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -71,7 +71,7 @@ func TestInitBadFlags(t *testing.T) {
 		{"unknown user", nil, []string{"--proxy-uid", "no-such-user-meshproxy"}, "no-such-user-meshproxy"},
 		{"uid 0", nil, []string{"--proxy-uid", "0"}, "UID 0"},
 		{"bad CIDR", nil, []string{"--skip-outbound-cidrs", "10.0.0.0/40"}, "not a CIDR"},
-		{"same ports", nil, []string{"--inbound-port", "4140"}, "both 4140"},
+		{"same ports", nil, []string{"--inbound-port", "4140"}, "must differ"},
 		{"bad env", map[string]string{"MESHPROXY_ADMIN_PORT": "x"}, nil, "MESHPROXY_ADMIN_PORT"},
 		{"dry run and remove", nil, []string{"--remove"}, "cannot be combined"},
 		{"extra argument", nil, []string{"now"}, "unexpected arguments"},

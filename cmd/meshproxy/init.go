@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -26,8 +27,13 @@ func runInit(ctx context.Context, env environment, args []string) error {
 	fs.TextVar(&cfg.SkipInboundPorts, "skip-inbound-ports", ports.Set{}, "ports and ranges (22,4000-4100) that reach the application directly")
 	fs.TextVar(&cfg.SkipOutboundPorts, "skip-outbound-ports", ports.Set{}, "destination ports and ranges the pod reaches directly")
 	cidrs := fs.String("skip-outbound-cidrs", "", "destination networks (10.0.0.0/8,fd00::/8) the pod reaches directly")
+	// IPv6 rules by default where both the tool and the kernel's IPv6 are
+	// there: on a node booted without IPv6, ip6tables-restore would fail
+	// after the IPv4 rules were written, and the pod would never start.
 	_, lookErr := exec.LookPath(netinit.IPv6.RestoreCommand())
-	ipv6 := fs.Bool("ipv6", lookErr == nil, "also write IPv6 rules with ip6tables-restore (on by default where ip6tables-restore is installed)")
+	_, v6Err := os.Stat("/proc/net/if_inet6")
+	ipv6 := fs.Bool("ipv6", lookErr == nil && v6Err == nil,
+		"also write IPv6 rules with ip6tables-restore (on by default where it is installed and the kernel has IPv6)")
 	dryRun := fs.Bool("dry-run", false, "print the iptables-restore input instead of applying it")
 	remove := fs.Bool("remove", false, "delete meshproxy's chains and the jumps to them; other rules stay")
 	if err := setFromEnv(fs, env.getenv); err != nil {

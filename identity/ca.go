@@ -25,16 +25,14 @@ const (
 	CALifetime = 365 * 24 * time.Hour
 	// DefaultSVIDTTL is the SVID lifetime NewDevSource uses when given 0.
 	DefaultSVIDTTL = time.Hour
-	// MinSVIDTTL is the shortest SVID lifetime the dev CA issues; a CA
-	// with less time left than that issues none.
+	// MinSVIDTTL is the shortest SVID lifetime a DevSource takes.
 	MinSVIDTTL = time.Second
 	// clockSkew is how far NotBefore is backdated, so that peers whose
 	// clocks run a little behind ours accept a certificate issued just now.
 	clockSkew = 30 * time.Second
 )
 
-// ErrCAExpired is returned (wrapped) by Issue when the CA has expired, or
-// has less than MinSVIDTTL left.
+// ErrCAExpired is returned (wrapped) by Issue when the CA has expired.
 var ErrCAExpired = errors.New("dev CA expired")
 
 // CA is a minimal SPIFFE certificate authority for development and tests:
@@ -151,12 +149,9 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 		return nil, fmt.Errorf("dev CA: %s is not in trust domain %s", id, ca.td)
 	case id.Path() == "":
 		return nil, fmt.Errorf("dev CA: %s has no path; an SVID needs one", id)
-	case ttl < MinSVIDTTL:
-		return nil, fmt.Errorf("dev CA: SVID TTL %s is shorter than %s", ttl, MinSVIDTTL)
-	}
-	if left := time.Until(ca.cert.NotAfter); left < MinSVIDTTL {
-		// SVIDs never outlive their CA: near its end they would be too
-		// short-lived to rotate sanely.
+	case ttl <= 0:
+		return nil, fmt.Errorf("dev CA: SVID TTL %s is not positive", ttl)
+	case !time.Now().Before(ca.cert.NotAfter):
 		return nil, fmt.Errorf("dev CA: %w at %s; create a new one with 'meshproxy ca init -force'",
 			ErrCAExpired, ca.cert.NotAfter.UTC().Format(time.RFC3339))
 	}

@@ -48,6 +48,9 @@ func NewDevSource(ca *CA, id spiffeid.ID, ttl time.Duration, log *zap.Logger, m 
 	if ttl == 0 {
 		ttl = DefaultSVIDTTL
 	}
+	if ttl < MinSVIDTTL {
+		return nil, fmt.Errorf("dev source: SVID TTL %s is shorter than %s", ttl, MinSVIDTTL)
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}

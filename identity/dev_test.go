@@ -74,6 +74,9 @@ func TestDevSourceRefusesForeignID(t *testing.T) {
 	if _, err := NewDevSource(nil, idServer, 0, nil, nil); err == nil {
 		t.Fatal("dev source without a CA")
 	}
+	if _, err := NewDevSource(ca, idServer, MinSVIDTTL/2, nil, nil); err == nil {
+		t.Fatal("dev source rotating faster than MinSVIDTTL allows")
+	}
 }
 
 func TestDevSourceDefaultTTL(t *testing.T) {

@@ -140,9 +140,17 @@ func TestSPIREIdentitiesRotationAndAgentOutage(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		env.StartAgent(t)
-		meshtest.Eventually(t, "both proxies ready again after the agent returns", func() bool {
-			return server.Ready() && client.Ready()
-		})
+		// A proxy retries at most every 5 s, and gRPC's reconnect backoff
+		// (5 s, 20% jitter) may hold the first retry after the agent's
+		// return: recovery takes up to about 11 s, more than Eventually
+		// waits.
+		deadline = time.Now().Add(20 * time.Second)
+		for !server.Ready() || !client.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatal("the proxies were not ready again 20s after the agent returned")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if err := echoRoundTrip(client.Listeners[0], 1024); err != nil {
 			t.Fatalf("new connection after recovery: %v", err)
 		}

@@ -60,3 +60,23 @@ func TestStrayArguments(t *testing.T) {
 		}
 	}
 }
+
+// Help asked for exits 0; a command line that cannot run exits 2.
+func TestExitCodes(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-h"}, 0},
+		{[]string{"run", "-h"}, 0},
+		{[]string{"ca", "init", "-help"}, 0},
+		{nil, 2},
+		{[]string{"nonsense"}, 2},
+		{[]string{"run", "-no-such-flag"}, 2},
+	} {
+		_, _, err := runCmd(t, context.Background(), tt.args...)
+		if got := exitCode(err); err == nil || got != tt.code {
+			t.Errorf("%q: error %v, exit %d; want exit %d", tt.args, err, got, tt.code)
+		}
+	}
+}

@@ -80,7 +80,10 @@ var errProblemsFound = errors.New("problems found")
 
 // exitCode is the process exit status for a command's error.
 func exitCode(err error) int {
-	if errors.Is(err, errProblemsFound) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // help was asked for, and given
+	case errors.Is(err, errProblemsFound):
 		return 1
 	}
 	return 2

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -34,7 +35,7 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return flag.ErrHelp
+		return errors.New("no input: name files, or - for stdin")
 	}
 	o := d
 	if *inPort == 0 || *inPort > 65535 || *adminPort == 0 || *adminPort > 65535 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,6 +32,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	closing   bool
 	conns     sync.WaitGroup
+	active    atomic.Int64 // handlers running, as conns counts them
 	loops     sync.WaitGroup
 }
 
@@ -82,8 +84,10 @@ func (s *Server) Serve(ln net.Listener, h Handler) error {
 		}
 		delay = 0
 		s.conns.Add(1)
+		s.active.Add(1)
 		go func() {
 			defer s.conns.Done()
+			defer s.active.Add(-1)
 			h(s.ctx, conn)
 		}()
 	}
@@ -119,8 +123,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancel()
 		return nil
 	case <-ctx.Done():
+		// Nothing was cut short if nothing was running (a zero grace
+		// period, say, reaches here before the drained goroutine runs).
+		cut := s.active.Load() > 0
 		s.cancel()
 		<-drained
+		if !cut {
+			return nil
+		}
 		return ctx.Err()
 	}
 }

@@ -119,3 +119,20 @@ func TestServeAfterShutdown(t *testing.T) {
 		t.Fatal("listener left open")
 	}
 }
+
+// A shutdown whose grace has already run out cuts nothing short when no
+// connection is open, and says so.
+func TestShutdownExpiredGraceIdle(t *testing.T) {
+	for range 100 { // the drained goroutine must not win by luck
+		s := New(zap.NewNop())
+		ln := listen(t)
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(ln, echo) }()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown of an idle server with no grace = %v, want nil", err)
+		}
+		<-served
+	}
+}

@@ -35,7 +35,9 @@ func epochTag(n uint64) []byte {
 
 // resumeWithinEpoch makes the server configuration cfg issue session
 // tickets marked with the current epoch and refuse, with a full handshake
-// rather than an error, tickets from any other.
+// rather than an error, tickets from any other. The tickets are sealed
+// with cfg's own keys, also for clones of cfg: set session ticket keys on
+// cfg itself, never on a clone.
 func resumeWithinEpoch(cfg *tls.Config, current func() uint64) {
 	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		ss.Extra = append(ss.Extra, epochTag(current()))

@@ -148,9 +148,15 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 				upstream = nil
 				continue
 			}
-			// The server spoke while the client was silent.
+			// The server spoke; the client was silent, unless its
+			// request arrived in the same instant. Then HTTP wins: the
+			// speculative connection and its greeting are dropped.
 			cancelDetect()
 			d := <-client
+			if d.err == nil && d.res.Protocol != detect.Opaque {
+				_ = upstream.Close()
+				return detected{res: d.res, conn: d.conn}, nil
+			}
 			p.cfg.ServerFirst.Learn(key)
 			elapsed := time.Since(start)
 			p.cfg.DetectMetrics.Observe(detect.Outbound, detect.OutcomeServerFirst, elapsed)

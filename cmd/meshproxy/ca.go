@@ -21,6 +21,9 @@ func runCA(ctx context.Context, env environment, args []string) error {
 		return errors.New("usage: meshproxy ca init|issue [flags]")
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(env.stderr, "usage: meshproxy ca init|issue [flags]\n\nRun 'meshproxy ca init -help' or 'meshproxy ca issue -help' for their flags.")
+		return flag.ErrHelp
 	case "init":
 		return runCAInit(env, args[1:])
 	case "issue":

@@ -70,6 +70,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"-h"}, 0},
 		{[]string{"run", "-h"}, 0},
 		{[]string{"ca", "init", "-help"}, 0},
+		{[]string{"ca", "-h"}, 0},
+		{[]string{"version", "-h"}, 0},
 		{nil, 2},
 		{[]string{"nonsense"}, 2},
 		{[]string{"run", "-no-such-flag"}, 2},

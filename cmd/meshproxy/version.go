@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"runtime/debug"
 )
@@ -10,8 +11,10 @@ import (
 var version = "dev"
 
 func runVersion(_ context.Context, env environment, args []string) error {
-	if len(args) > 0 {
-		return fmt.Errorf("unexpected arguments %q", args)
+	fs := flag.NewFlagSet("meshproxy version", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
 	}
 	goVersion := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {

@@ -50,6 +50,7 @@ type Metrics struct {
 	errors    *prometheus.CounterVec
 
 	authorities *metrics.LabelLimit
+	targets     *metrics.LabelLimit
 }
 
 // MaxAuthorities bounds the distinct values of the authority label. Clients
@@ -68,6 +69,7 @@ func (m *Metrics) authority(host string) string {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		authorities: metrics.NewLabelLimit(MaxAuthorities),
+		targets:     metrics.NewLabelLimit(metrics.MaxTargetAddrs),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "request_total",
 			Help: "Total count of HTTP requests.",
@@ -101,6 +103,10 @@ func (m *Metrics) record(l Labels, ex *exchange) {
 	}
 	if l.Authority != "" {
 		l.Authority = m.authority(l.Authority)
+	}
+	if l.TargetAddr != "" {
+		// Bounded like the tcp_* series' target_addr.
+		l.TargetAddr = m.targets.Value(l.TargetAddr)
 	}
 	code := ""
 	if ex.status != 0 {

@@ -3,55 +3,71 @@ package httpproxy
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// PoolIdleAfter is how long a pool in Pools may go unused before it is
-// dropped. Connections still using a dropped pool are unaffected: they hold
-// its transport; only its idle connections are closed.
+// PoolIdleAfter is how long a pool in Pools may go without a request
+// before it is dropped. Its idle connections are closed then; a request
+// still under way on it finishes normally.
 const PoolIdleAfter = 10 * time.Minute
 
 // Pools are upstream transports keyed by what their connections are made
 // for (K: an address, a protocol, the peer's identity, ...), each created
-// on first use and shared from then on. Pools unused for PoolIdleAfter are
-// dropped, so destinations, peers and table reloads seen over a proxy's
-// long life do not accumulate. The zero value is empty and ready to use.
+// on first use and shared from then on. Pools without a request for
+// PoolIdleAfter are dropped, so destinations, peers and table reloads seen
+// over a proxy's long life do not accumulate. The zero value is empty and
+// ready to use.
 type Pools[K comparable] struct {
 	mu    sync.Mutex
-	m     map[K]*pool
+	m     map[K]*Pool
 	swept time.Time
 }
 
-type pool struct {
+// Pool is one transport of Pools: an http.RoundTripper that records when
+// it was last used.
+type Pool struct {
 	t        *http.Transport
-	lastUsed time.Time
+	lastUsed atomic.Int64 // Unix nanoseconds of the last request or Get
 }
 
-// Get returns key's transport, calling create for a new one if key has
+// RoundTrip sends r through the pool's transport.
+func (p *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
+	p.lastUsed.Store(time.Now().UnixNano())
+	return p.t.RoundTrip(r)
+}
+
+func (p *Pool) idleSince(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, p.lastUsed.Load()))
+}
+
+// Get returns key's pool, calling create for a new transport if key has
 // none, at the time now. It drops, at most once per PoolIdleAfter, the
-// pools unused that long.
-func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *http.Transport {
+// pools without a request for that long: a client connection that holds
+// a pool and keeps using it keeps it alive.
+func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *Pool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if now.Sub(ps.swept) >= PoolIdleAfter {
 		ps.swept = now
 		for k, p := range ps.m {
-			if now.Sub(p.lastUsed) >= PoolIdleAfter {
+			if p.idleSince(now) >= PoolIdleAfter {
 				p.t.CloseIdleConnections()
 				delete(ps.m, k)
 			}
 		}
 	}
 	if p, ok := ps.m[key]; ok {
-		p.lastUsed = now
-		return p.t
+		p.lastUsed.Store(now.UnixNano())
+		return p
 	}
 	if ps.m == nil {
-		ps.m = map[K]*pool{}
+		ps.m = map[K]*Pool{}
 	}
-	t := create()
-	ps.m[key] = &pool{t: t, lastUsed: now}
-	return t
+	p := &Pool{t: create()}
+	p.lastUsed.Store(now.UnixNano())
+	ps.m[key] = p
+	return p
 }
 
 // Len returns the number of pools.

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -33,5 +34,37 @@ func TestPoolsDropUnused(t *testing.T) {
 	}
 	if ps.Get("b", t0.Add(PoolIdleAfter+3*time.Second), create); created != 4 {
 		t.Errorf("%d pools created, want 4 (b again after it was dropped)", created)
+	}
+}
+
+// A pool that requests keep using stays, although no new client
+// connection has asked for it in a long while.
+func TestPoolsKeepPoolsInUse(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer app.Close()
+	var ps Pools[string]
+	defer ps.CloseIdle()
+	create := func() *http.Transport { return &http.Transport{} }
+	now := time.Now()
+	long := now.Add(-PoolIdleAfter - time.Minute)
+
+	busy := ps.Get("busy", long, create)
+	ps.Get("unused", long, create)
+	req, err := http.NewRequest(http.MethodGet, app.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := busy.RoundTrip(req) // a request, now, on a connection made long ago
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	ps.Get("new", now, create) // sweeps
+	if n := ps.Len(); n != 2 {
+		t.Errorf("%d pools after the sweep, want 2 (busy and new)", n)
+	}
+	if ps.Get("busy", now, create) != busy {
+		t.Error("the pool in use was dropped")
 	}
 }

@@ -284,3 +284,23 @@ func TestAuthorityLabelBounded(t *testing.T) {
 		}
 	}
 }
+
+// The request metrics' target_addr is bounded like authority: a pod that
+// dials ever new destinations does not grow series without end.
+func TestTargetAddrLabelBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range metrics.MaxTargetAddrs + 50 {
+		l := Labels{Direction: "outbound", Authority: "svc", TLS: "true", TargetAddr: "10.0.0.1:" + strconv.Itoa(i+1)}
+		m.record(l, &exchange{status: 200})
+	}
+	if n := testutil.CollectAndCount(m.requests); n != metrics.MaxTargetAddrs+1 {
+		t.Errorf("%d request_total series, want %d and one for %q", n, metrics.MaxTargetAddrs, metrics.OtherValue)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "svc", "true", "", "", metrics.OtherValue)); got != 50 {
+		t.Errorf("requests under target_addr=%q: %v, want 50", metrics.OtherValue, got)
+	}
+}

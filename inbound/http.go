@@ -72,7 +72,7 @@ type workloads struct {
 	httpproxy.Pools[workloadKey]
 }
 
-func (w *workloads) get(p *Proxy, addr string, pr peer, session header.SessionProtocol) *http.Transport {
+func (w *workloads) get(p *Proxy, addr string, pr peer, session header.SessionProtocol) *httpproxy.Pool {
 	return w.Get(workloadKey{addr, pr.ID.String(), session}, time.Now(), func() *http.Transport {
 		return httpproxy.NewTransport(httpproxy.TransportConfig{
 			Dial:     func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) },

@@ -89,7 +89,7 @@ type upstreams struct {
 	httpproxy.Pools[upstreamKey]
 }
 
-func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *http.Transport {
+func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *httpproxy.Pool {
 	key := upstreamKey{route.DialAddr, route.Target.Port, route.Meshed, session, route.TLS}
 	return u.Get(key, time.Now(), func() *http.Transport {
 		cfg := u.cfg

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 	"github.com/seed722d2a70/meshproxy/metrics"
 )
 
@@ -100,48 +101,41 @@ request_total{authority="svc.example",client_id="spiffe://t/c",direction="inboun
 	}
 }
 
-// rawApp is an upstream that answers every connection with serve.
-func rawApp(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serve(c)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); <-done })
-	return ln.Addr().String()
-}
-
-// serveOne hands the first connection to addr's listener to s, with info,
-// and returns the address to connect to.
+// serveOne serves, with s and info, the connections made to the address it
+// returns, until the test ends.
 func serveOne(t *testing.T, s *Server, info *Conn) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return tcptest.Serve(t, func(c net.Conn) { s.ServeConn(t.Context(), c, info) })
+}
+
+// newServer returns a running Server counting into fresh metrics, shut
+// down when the test ends.
+func newServer(t *testing.T, direction string) (*Server, *Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		s.ServeConn(ctx, c, info)
-	}()
-	t.Cleanup(func() { _ = ln.Close(); cancel(); <-served })
-	return ln.Addr().String()
+	s := New(Config{Direction: direction, Metrics: m})
+	t.Cleanup(func() {
+		// Bounded, so that a handler stuck by a regression fails its
+		// test rather than hanging it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	return s, m, reg
+}
+
+// waitForCount waits until c counts want: exchanges are counted when their
+// handler returns, a little after the client has its answer.
+func waitForCount(t *testing.T, c prometheus.Collector, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(c) != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func dialTo(addr string) func(context.Context) (net.Conn, error) {
@@ -154,18 +148,12 @@ func dialTo(addr string) func(context.Context) (net.Conn, error) {
 // A response whose body the upstream cuts off is counted as a failure,
 // although its status was 200: the client got a truncated answer.
 func TestResponseCutShortIsFailure(t *testing.T) {
-	app := rawApp(t, func(c net.Conn) {
+	app := tcptest.Serve(t, func(c net.Conn) {
 		defer c.Close()
 		_, _ = c.Read(make([]byte, 4096))
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
 	})
-	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Config{Direction: "outbound", Metrics: m})
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	s, m, _ := newServer(t, "outbound")
 	tr := NewTransport(TransportConfig{Dial: dialTo(app)})
 	t.Cleanup(tr.CloseIdleConnections)
 	addr := serveOne(t, s, &Conn{Transport: tr, Upstream: app, Labels: Labels{Direction: "outbound", TLS: "true"}})
@@ -180,10 +168,7 @@ func TestResponseCutShortIsFailure(t *testing.T) {
 		t.Fatalf("client got the whole body (%d bytes)", len(got))
 	}
 	failed := m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "200", "", "failure")
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(failed) != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // recorded when the handler returns
-	}
+	waitForCount(t, failed, 1)
 	if n := testutil.ToFloat64(failed); n != 1 {
 		t.Errorf("failed responses = %v, want 1", n)
 	}
@@ -196,13 +181,12 @@ func TestResponseCutShortIsFailure(t *testing.T) {
 // handler gives up and closes the upstream conn when the client leaves.
 func TestConnectSilentUpstreamClientLeaves(t *testing.T) {
 	upClosed := make(chan struct{})
-	app := rawApp(t, func(c net.Conn) {
+	app := tcptest.Serve(t, func(c net.Conn) {
 		defer close(upClosed)
 		defer c.Close()
 		_, _ = io.Copy(io.Discard, c) // reads the CONNECT, never answers
 	})
-	s := New(Config{Direction: "outbound"})
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	s, _, _ := newServer(t, "outbound")
 	addr := serveOne(t, s, &Conn{Upstream: app, Tunnel: dialTo(app), Labels: Labels{Direction: "outbound"}})
 
 	c, err := net.Dial("tcp", addr)
@@ -222,13 +206,7 @@ func TestConnectSilentUpstreamClientLeaves(t *testing.T) {
 // A refused client gets one 403, under no authority label of its choosing,
 // and then the connection is closed: it cannot hold it open by asking again.
 func TestRefusalAnswersOnceAndCloses(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Config{Direction: "inbound", Metrics: m})
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	s, m, reg := newServer(t, "inbound")
 	addr := serveOne(t, s, &Conn{Refuse: "unauthorized", Labels: Labels{Direction: "inbound", TLS: "true", ClientID: "spiffe://t/x"}})
 
 	c, err := net.Dial("tcp", addr)
@@ -245,10 +223,7 @@ func TestRefusalAnswersOnceAndCloses(t *testing.T) {
 	if n := strings.Count(string(got), "HTTP/1.1 403"); n != 1 {
 		t.Errorf("got %d 403 answers, want 1:\n%s", n, got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", "")) != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // recorded when the handler returns
-	}
+	waitForCount(t, m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", ""), 1)
 	want := `
 # HELP request_total Total count of HTTP requests.
 # TYPE request_total counter
@@ -288,11 +263,7 @@ func TestAuthorityLabelBounded(t *testing.T) {
 // The request metrics' target_addr is bounded like authority: a pod that
 // dials ever new destinations does not grow series without end.
 func TestTargetAddrLabelBounded(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, _ := newServer(t, "outbound")
 	for i := range metrics.MaxTargetAddrs + 50 {
 		l := Labels{Direction: "outbound", Authority: "svc", TLS: "true", TargetAddr: "10.0.0.1:" + strconv.Itoa(i+1)}
 		m.record(l, &exchange{status: 200})

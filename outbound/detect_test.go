@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed722d2a70/meshproxy/detect"
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 	"github.com/seed722d2a70/meshproxy/ports"
 )
 
@@ -33,32 +34,15 @@ func speculatingProxy(t *testing.T, timeout, grace time.Duration) *Proxy {
 	return p
 }
 
-// upstreamServer accepts connections on loopback and hands each to serve
-// in its own goroutine, counting them.
+// upstreamServer serves each connection with serve, counting them.
 func upstreamServer(t *testing.T, serve func(net.Conn)) (Target, *atomic.Int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n atomic.Int32
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); <-done })
-	target, err := ParseTarget(ln.Addr().String())
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		n.Add(1)
+		serve(c)
+	})
+	target, err := ParseTarget(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,20 +58,7 @@ func detectAfter(t *testing.T, p *Proxy, target Target, delay time.Duration, msg
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, server := tcptest.Pair(t)
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)

@@ -5,6 +5,7 @@ package tcptest
 
 import (
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -40,4 +41,59 @@ func Pair(tb testing.TB) (dialed, accepted *net.TCPConn) {
 		_ = res.c.Close()
 	})
 	return dialed, res.c
+}
+
+// Serve accepts loopback TCP connections until the test ends and runs
+// handle on each in its own goroutine, closing the connection when handle
+// returns. It returns the address to dial. When the test ends, the
+// listener and every connection still open are closed, and Serve's
+// goroutines have returned before the cleanup does.
+func Serve(tb testing.TB, handle func(net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		conns  = map[net.Conn]struct{}{}
+		closed bool
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				_ = c.Close()
+				return
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					_ = c.Close()
+				}()
+				handle(c)
+			})
+		}
+	})
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }

@@ -75,14 +75,7 @@ func TestServerForwardsCountsAndShutsDown(t *testing.T) {
 			t.Fatalf("body %q", body)
 		}
 	}
-	want := `
-# HELP request_total Total count of HTTP requests.
-# TYPE request_total counter
-request_total{authority="svc.example",client_id="spiffe://t/c",direction="inbound",server_id="",target_addr="",tls="true"} 3
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "request_total"); err != nil {
-		t.Error(err)
-	}
+	wantRequestTotal(t, reg, `request_total{authority="svc.example",client_id="spiffe://t/c",direction="inbound",server_id="",target_addr="",tls="true"} 3`)
 	if n := testutil.ToFloat64(m.responses.WithLabelValues("inbound", "svc.example", "true", "", "spiffe://t/c", "", "200", "0", "success")); n != 3 {
 		t.Errorf("successful responses with grpc_status 0 = %v, want 3", n)
 	}
@@ -126,6 +119,15 @@ func newServer(t *testing.T, direction string) (*Server, *Metrics, *prometheus.R
 		_ = s.Shutdown(ctx)
 	})
 	return s, m, reg
+}
+
+// wantRequestTotal checks that reg's request_total is exactly series.
+func wantRequestTotal(t *testing.T, reg *prometheus.Registry, series string) {
+	t.Helper()
+	want := "# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n" + series + "\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "request_total"); err != nil {
+		t.Error(err)
+	}
 }
 
 // waitForCount waits until c counts want: exchanges are counted when their
@@ -224,14 +226,7 @@ func TestRefusalAnswersOnceAndCloses(t *testing.T) {
 		t.Errorf("got %d 403 answers, want 1:\n%s", n, got)
 	}
 	waitForCount(t, m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", ""), 1)
-	want := `
-# HELP request_total Total count of HTTP requests.
-# TYPE request_total counter
-request_total{authority="",client_id="spiffe://t/x",direction="inbound",server_id="",target_addr="",tls="true"} 1
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "request_total"); err != nil {
-		t.Error(err)
-	}
+	wantRequestTotal(t, reg, `request_total{authority="",client_id="spiffe://t/x",direction="inbound",server_id="",target_addr="",tls="true"} 1`)
 }
 
 // The authority label takes at most MaxAuthorities values, case folded;

@@ -5,19 +5,23 @@
 // stream; the seed's case is an opaque port, but HTTP goes the same way. A
 // NetworkPolicy is enforced on the packets' real destination port, so an
 // ingress rule admitting, say, Redis on 6379 or HTTP on 8080 but not 4143
-// drops every meshed connection to them. Check reports such rules and can
-// add the inbound port (and, when asked, the admin port) to them.
+// drops every meshed connection to them; so does an egress rule of a
+// meshed client admitting 6379 toward meshed Redis pods, since its proxy
+// connects to their 4143. Check reports such rules and can add the inbound
+// port (and, when asked, the admin port) to them.
 package netpol
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/seed722d2a70/meshproxy/config"
@@ -61,14 +65,17 @@ type Input struct {
 	Data []byte
 }
 
-// Problem is one ingress rule admitting ports of meshed pods but not the
-// inbound proxy port.
+// Problem is one rule admitting ports of meshed pods but not the inbound
+// proxy port: an ingress rule of the pods themselves, or an egress rule of
+// meshed clients reaching them.
 type Problem struct {
-	File   string
-	Policy string // "namespace/name"
-	Rule   int    // index in spec.ingress, from 0
-	// Pods names the workloads whose pods the rule admits ports of, and
-	// Ports those ports (the admin port aside).
+	File      string
+	Policy    string // "namespace/name"
+	Direction networkingv1.PolicyType
+	Rule      int // index in spec.ingress or spec.egress, from 0
+	// Pods names the workloads whose pods the rule admits ports of (for
+	// egress, as destinations), and Ports those ports (the admin port
+	// aside).
 	Pods  []string
 	Ports ports.Set
 	// InboundPort is the port the rule lacks.
@@ -80,6 +87,10 @@ type Problem struct {
 func (p Problem) String() string {
 	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits port(s) %s of %s but not %d, where meshed connections to them arrive",
 		p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
+	if p.Direction == networkingv1.PolicyTypeEgress {
+		s = fmt.Sprintf("%s: NetworkPolicy %s: egress rule %d admits port(s) %s of %s but not %d, where the meshed clients' connections to them go",
+			p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
+	}
 	if p.Fixed {
 		s += " (fixed)"
 	}
@@ -106,9 +117,11 @@ func (r *Report) Unfixed() bool {
 
 // Check reads NetworkPolicies, workloads and Namespaces from the inputs,
 // which may refer to each other across files, and reports every ingress
-// rule that admits a port of a meshed pod but not the inbound proxy port;
-// with o.Fix it adds the port. A rule admitting only the admin port (for
-// scrapers outside the mesh) is left alone. Objects inside v1 Lists
+// rule that admits a port of a meshed pod but not the inbound proxy port,
+// and every egress rule of meshed pods that admits a port of a meshed pod
+// it reaches but not the inbound port (see checkEgress); with o.Fix it adds
+// the port. A rule admitting only the admin port (for scrapers outside the
+// mesh) is left alone. Objects inside v1 Lists
 // (what kubectl get -o yaml prints) count like any other.
 func Check(inputs []Input, o Options) (*Report, error) {
 	if o.Namespace == "" {
@@ -131,9 +144,11 @@ func Check(inputs []Input, o Options) (*Report, error) {
 		}
 	}
 	nsAnn := map[string]map[string]string{}
+	nsLabels := map[string]labels.Set{}
 	for _, ob := range objs {
 		if ob.h.GVK() == "v1/Namespace" {
 			nsAnn[ob.h.Metadata.Name] = ob.h.Metadata.Annotations
+			nsLabels[ob.h.Metadata.Name] = ob.h.Metadata.Labels
 		}
 	}
 	var pods []*pod
@@ -161,7 +176,7 @@ func Check(inputs []Input, o Options) (*Report, error) {
 		if err := manifest.DecodeStrict(ob.body, &np); err != nil {
 			return nil, ob.wrap(err)
 		}
-		problems, err := checkPolicy(&np, pods, &o)
+		problems, err := checkPolicy(&np, pods, nsLabels, &o)
 		if err != nil {
 			return nil, ob.wrap(err)
 		}
@@ -244,10 +259,7 @@ func objects(file string, d *manifest.Doc, j int) ([]*object, error) {
 }
 
 // checkPolicy checks (and with o.Fix, fixes in place) one policy.
-func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, o *Options) ([]Problem, error) {
-	if !hasIngress(np) {
-		return nil, nil
-	}
+func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, nsLabels map[string]labels.Set, o *Options) ([]Problem, error) {
 	ns := np.Namespace
 	if ns == "" {
 		ns = o.Namespace
@@ -262,30 +274,27 @@ func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, o *Options) ([]Pro
 			selected = append(selected, p)
 		}
 	}
+	if len(selected) == 0 {
+		return nil, nil
+	}
 	var problems []Problem
+	if restricts(np, networkingv1.PolicyTypeEgress) {
+		var err error
+		if problems, err = checkEgress(np, ns, pods, nsLabels, o); err != nil {
+			return nil, err
+		}
+	}
+	if !restricts(np, networkingv1.PolicyTypeIngress) {
+		return problems, nil
+	}
 	for r := range np.Spec.Ingress {
 		rule := &np.Spec.Ingress[r]
 		if len(rule.Ports) == 0 {
 			continue // every port is admitted
 		}
-		prob := Problem{Policy: ns + "/" + np.Name, Rule: r, InboundPort: o.InboundPort}
+		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeIngress, Rule: r, InboundPort: o.InboundPort}
 		for _, p := range selected {
-			admitted, all := admittedPorts(rule.Ports, p)
-			if all || admitted.Contains(o.InboundPort) {
-				continue
-			}
-			hit := false
-			for _, rg := range admitted.Ranges() {
-				for port := int(rg[0]); port <= int(rg[1]); port++ {
-					if uint16(port) != o.AdminPort {
-						prob.Ports.Add(uint16(port))
-						hit = true
-					}
-				}
-			}
-			if hit {
-				prob.Pods = append(prob.Pods, p.owner)
-			}
+			prob.add(rule.Ports, p, o, func(uint16) bool { return true })
 		}
 		if len(prob.Pods) == 0 {
 			continue
@@ -304,24 +313,129 @@ func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, o *Options) ([]Pro
 	return problems, nil
 }
 
+// add adds to the problem pod p and the ports of p that a rule's port list
+// admits, unless it admits every port or the inbound port; the admin port
+// and ports that relevant refuses are left out.
+func (prob *Problem) add(list []networkingv1.NetworkPolicyPort, p *pod, o *Options, relevant func(uint16) bool) {
+	admitted, all := admittedPorts(list, p)
+	if all || admitted.Contains(o.InboundPort) {
+		return
+	}
+	hit := false
+	for _, rg := range admitted.Ranges() {
+		for port := int(rg[0]); port <= int(rg[1]); port++ {
+			if uint16(port) != o.AdminPort && relevant(uint16(port)) {
+				prob.Ports.Add(uint16(port))
+				hit = true
+			}
+		}
+	}
+	if hit && !slices.Contains(prob.Pods, p.owner) { // a workload may come twice, from two files
+		prob.Pods = append(prob.Pods, p.owner)
+	}
+}
+
 func tcpPort(p uint16) networkingv1.NetworkPolicyPort {
 	tcp := corev1.ProtocolTCP
 	port := intstr.FromInt32(int32(p))
 	return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port}
 }
 
-// hasIngress reports whether the policy restricts ingress: policyTypes
-// lists Ingress, or is empty (then Ingress is implied).
-func hasIngress(np *networkingv1.NetworkPolicy) bool {
+// restricts reports whether the policy restricts traffic of type t:
+// policyTypes lists it, or is empty, when Kubernetes implies Ingress, and
+// Egress if there are egress rules.
+func restricts(np *networkingv1.NetworkPolicy, t networkingv1.PolicyType) bool {
 	if len(np.Spec.PolicyTypes) == 0 {
-		return true
+		return t == networkingv1.PolicyTypeIngress || len(np.Spec.Egress) > 0
 	}
-	for _, t := range np.Spec.PolicyTypes {
-		if t == networkingv1.PolicyTypeIngress {
-			return true
+	return slices.Contains(np.Spec.PolicyTypes, t)
+}
+
+// checkEgress checks (and with o.Fix, fixes) the egress rules of a policy
+// selecting meshed pods. Their proxies connect to meshed destinations on
+// the inbound port, so a rule admitting ports of meshed pods it reaches
+// must admit the inbound port too. A rule reaching everywhere (no to) is
+// held against the ports meshed pods declare, so that, say, DNS to
+// anywhere is not reported; peers given by ipBlock reach no pod known
+// here.
+func checkEgress(np *networkingv1.NetworkPolicy, ns string, pods []*pod, nsLabels map[string]labels.Set, o *Options) ([]Problem, error) {
+	var problems []Problem
+	for r := range np.Spec.Egress {
+		rule := &np.Spec.Egress[r]
+		if len(rule.Ports) == 0 {
+			continue // every port is admitted
+		}
+		dests, anywhere, err := reached(rule.To, ns, pods, nsLabels)
+		if err != nil {
+			return nil, err
+		}
+		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeEgress, Rule: r, InboundPort: o.InboundPort}
+		for _, p := range dests {
+			prob.add(rule.Ports, p, o, func(port uint16) bool { return !anywhere || p.declares(port) })
+		}
+		if len(prob.Pods) == 0 {
+			continue
+		}
+		if o.Fix {
+			rule.Ports = append(rule.Ports, tcpPort(o.InboundPort))
+			prob.Fixed = true
+		}
+		problems = append(problems, prob)
+	}
+	return problems, nil
+}
+
+// reached returns the meshed pods that an egress rule's peers select in
+// policy namespace ns; anywhere reports a rule without peers, which
+// reaches every pod.
+func reached(peers []networkingv1.NetworkPolicyPeer, ns string, pods []*pod, nsLabels map[string]labels.Set) (dests []*pod, anywhere bool, err error) {
+	if len(peers) == 0 {
+		for _, p := range pods {
+			if p.meshed {
+				dests = append(dests, p)
+			}
+		}
+		return dests, true, nil
+	}
+	seen := map[*pod]bool{}
+	for _, peer := range peers {
+		if peer.IPBlock != nil {
+			continue
+		}
+		podSel, nsSel := labels.Everything(), labels.Selector(nil)
+		if peer.PodSelector != nil {
+			if podSel, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
+				return nil, false, fmt.Errorf("%w: egress podSelector: %w", ErrBadManifest, err)
+			}
+		}
+		if peer.NamespaceSelector != nil {
+			if nsSel, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
+				return nil, false, fmt.Errorf("%w: egress namespaceSelector: %w", ErrBadManifest, err)
+			}
+		}
+		for _, p := range pods {
+			inNS := p.namespace == ns
+			if nsSel != nil {
+				inNS = nsSel.Matches(namespaceLabels(p.namespace, nsLabels))
+			}
+			if p.meshed && inNS && podSel.Matches(p.labels) && !seen[p] {
+				seen[p] = true
+				dests = append(dests, p)
+			}
 		}
 	}
-	return false
+	return dests, false, nil
+}
+
+// namespaceLabels returns a namespace's labels as its Namespace object in
+// the inputs gives them, with the name label Kubernetes sets on every
+// namespace.
+func namespaceLabels(name string, nsLabels map[string]labels.Set) labels.Set {
+	l := labels.Set{"kubernetes.io/metadata.name": name}
+	for k, v := range nsLabels[name] {
+		l[k] = v
+	}
+	return l
 }
 
 // admittedPorts returns the TCP ports of pod p a rule's port list admits;

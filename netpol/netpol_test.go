@@ -49,6 +49,7 @@ func TestGolden(t *testing.T) {
 		{"unmeshed", nil, "unmeshed"},
 		{"unmeshed", func(o *netpol.Options) { o.MeshedByDefault = true }, "unmeshed.meshed-by-default"},
 		{"list", nil, "list"},
+		{"egress", nil, "egress"},
 	} {
 		t.Run(tc.fixed, func(t *testing.T) {
 			o := netpol.DefaultOptions()
@@ -104,14 +105,24 @@ func TestProblems(t *testing.T) {
 		edit func(*netpol.Options)
 		want []string // "policy rule ports pods"
 	}{
-		{"seed.yaml", nil, []string{"cache/redis-from-web 0 6379 StatefulSet cache/redis"}},
+		{"seed.yaml", nil, []string{"cache/redis-from-web Ingress 0 6379 StatefulSet cache/redis"}},
 		// HTTP goes to 4143 like everything meshed; a scrape-only rule
 		// for the admin port is left alone.
-		{"mixed.yaml", nil, []string{"shop/store-ingress 0 8080 Deployment shop/store", "shop/store-ingress 1 5432,8080 Deployment shop/store"}},
-		{"named.yaml", nil, []string{"data/cache-named 0 6379 Pod data/cache", "data/cache-named 1 26000-26999 Pod data/cache"}},
+		{"mixed.yaml", nil, []string{
+			"shop/store-ingress Ingress 0 8080 Deployment shop/store",
+			"shop/store-ingress Ingress 1 5432,8080 Deployment shop/store",
+			"shop/store-egress Egress 0 5432 Deployment shop/store",
+		}},
+		{"named.yaml", nil, []string{"data/cache-named Ingress 0 6379 Pod data/cache", "data/cache-named Ingress 1 26000-26999 Pod data/cache"}},
 		{"unmeshed.yaml", nil, nil},
-		{"list.yaml", nil, []string{"db/postgres-from-app 0 5432 Deployment db/postgres"}},
-		{"unmeshed.yaml", func(o *netpol.Options) { o.MeshedByDefault = true }, []string{"legacy/redis 0 6379 Deployment legacy/redis"}},
+		{"list.yaml", nil, []string{"db/postgres-from-app Ingress 0 5432 Deployment db/postgres"}},
+		{"unmeshed.yaml", func(o *netpol.Options) { o.MeshedByDefault = true }, []string{"legacy/redis Ingress 0 6379 Deployment legacy/redis"}},
+		// Egress of meshed clients toward meshed pods; DNS anywhere, an
+		// ipBlock and an unmeshed client's policy are left alone.
+		{"egress.yaml", nil, []string{
+			"shop/web-egress Egress 0 5432 StatefulSet shop/db",
+			"shop/web-egress Egress 3 8080 Deployment shop/web",
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -126,7 +137,7 @@ func TestProblems(t *testing.T) {
 			}
 			var got []string
 			for _, p := range rep.Problems {
-				got = append(got, strings.Join([]string{p.Policy, string(rune('0' + p.Rule)), p.Ports.String(), strings.Join(p.Pods, ",")}, " "))
+				got = append(got, strings.Join([]string{p.Policy, string(p.Direction), string(rune('0' + p.Rule)), p.Ports.String(), strings.Join(p.Pods, ",")}, " "))
 				if p.Fixed {
 					t.Errorf("fixed without Fix: %v", p)
 				}

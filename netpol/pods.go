@@ -31,6 +31,17 @@ func (p *pod) namedPort(name string, proto corev1.Protocol) (uint16, bool) {
 	return 0, false
 }
 
+// declares reports whether one of the pod's containers declares TCP port
+// port.
+func (p *pod) declares(port uint16) bool {
+	for _, cp := range p.ports {
+		if (cp.Protocol == "" || cp.Protocol == corev1.ProtocolTCP) && cp.ContainerPort == int32(port) {
+			return true
+		}
+	}
+	return false
+}
+
 // newPod describes the pods of workload w, with the annotations of their
 // namespace.
 func newPod(h manifest.Header, w inject.Workload, defaultNS string, nsAnn map[string]map[string]string, o *Options) (*pod, error) {

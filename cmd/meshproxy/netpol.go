@@ -18,8 +18,9 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(env.stderr, "usage: meshproxy netpol [flags] file ...|-\n\n"+
-			"Reports NetworkPolicy ingress rules that admit a port of a meshed pod but not the inbound\n"+
-			"proxy port, where meshed connections arrive. Exits 1 when any is left unfixed.\n"+
+			"Reports NetworkPolicy rules that admit a port of a meshed pod but not the inbound proxy\n"+
+			"port, where meshed connections arrive: ingress rules of meshed pods, and egress rules of\n"+
+			"meshed clients toward them. Exits 1 when any is left unfixed.\n"+
 			"With -fix, files are rewritten in place (stdin is written to stdout).\n\nflags:")
 		fs.PrintDefaults()
 	}

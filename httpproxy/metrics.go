@@ -65,11 +65,17 @@ func (m *Metrics) authority(host string) string {
 	return m.authorities.Value(strings.ToLower(host))
 }
 
-// NewMetrics registers the request metrics on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+// NewMetrics registers the request metrics on reg. targets bounds the
+// target_addr label: pass the transport metrics' (metrics.Transport's
+// TargetAddrs), so that both count the same destinations under their own
+// names; nil gives the request metrics a limit of their own.
+func NewMetrics(reg prometheus.Registerer, targets *metrics.LabelLimit) (*Metrics, error) {
+	if targets == nil {
+		targets = metrics.NewLabelLimit(metrics.MaxTargetAddrs)
+	}
 	m := &Metrics{
 		authorities: metrics.NewLabelLimit(MaxAuthorities),
-		targets:     metrics.NewLabelLimit(metrics.MaxTargetAddrs),
+		targets:     targets,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "request_total",
 			Help: "Total count of HTTP requests.",

@@ -33,7 +33,7 @@ func TestServerForwardsCountsAndShutsDown(t *testing.T) {
 	defer appSrv.Close()
 
 	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
+	m, err := NewMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func serveOne(t *testing.T, s *Server, info *Conn) string {
 func newServer(t *testing.T, direction string) (*Server, *Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := NewMetrics(reg)
+	m, err := NewMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestRefusalAnswersOnceAndCloses(t *testing.T) {
 // The authority label takes at most MaxAuthorities values, case folded;
 // the rest are counted as metrics.OtherValue.
 func TestAuthorityLabelBounded(t *testing.T) {
-	m, err := NewMetrics(prometheus.NewRegistry())
+	m, err := NewMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,6 +144,10 @@ func NewTransport(reg prometheus.Registerer) (*Transport, error) {
 	return t, nil
 }
 
+// TargetAddrs returns the limit on target_addr values, for other metrics
+// that label by destination to share.
+func (t *Transport) TargetAddrs() *LabelLimit { return t.targets }
+
 // Track counts c as an open connection with labels l and returns a conn that
 // counts the bytes read and written through it and, when closed, records the
 // close and the connection's lifetime. Wrap a connection once, as soon as it

@@ -178,7 +178,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	httpMetrics, err := httpproxy.NewMetrics(reg)
+	httpMetrics, err := httpproxy.NewMetrics(reg, transport.TargetAddrs())
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ BIN       := bin/meshproxy
 SIDECAR   := bin/meshproxy-sidecar
 FUZZTIME  ?= 10s
 
-.PHONY: all build test deps lint fuzz bench microbench demo clean
+.PHONY: all build test deps lint fuzz bench microbench demo clean proto
 
 all: build
 
@@ -41,6 +41,16 @@ bench: build
 	@scripts/bench-deps.sh
 	$(GO) build -trimpath -o bin/meshbench ./cmd/meshbench
 	bin/meshbench -meshproxy $(SIDECAR) -out bench $(BENCHFLAGS)
+
+# proto regenerates the destination API's Go code from its .proto with
+# Debian's protoc and the plugin versions go.mod pins (the tool directive).
+PROTO := destination/destinationpb/destination.proto
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
+	protoc --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
+	  --plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
+	  --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTO)
 
 # microbench runs the Go micro-benchmarks of the hot paths.
 microbench:

@@ -20,10 +20,11 @@ import (
 
 type tlsAuthorizer = tlsconfig.Authorizer
 
-// newIdentitySource builds the configured identity source: the Workload API
+// NewIdentitySource builds the configured identity source (for the proxy,
+// and for the destination controller, which has an SVID of its own): the Workload API
 // when a socket is set, else PEM files when a certificate is set, else the
 // embedded dev CA.
-func newIdentitySource(ctx context.Context, c config.Identity, log *zap.Logger, reg prometheus.Registerer) (identity.Source, error) {
+func NewIdentitySource(ctx context.Context, c config.Identity, log *zap.Logger, reg prometheus.Registerer) (identity.Source, error) {
 	m, err := identity.NewMetrics(reg)
 	if err != nil {
 		return nil, err

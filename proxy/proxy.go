@@ -143,7 +143,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	src := p.opts.Identity
 	if src == nil {
-		if src, err = newIdentitySource(ctx, p.cfg.Identity, p.log, reg); err != nil {
+		if src, err = NewIdentitySource(ctx, p.cfg.Identity, p.log, reg); err != nil {
 			return err
 		}
 		defer src.Close()

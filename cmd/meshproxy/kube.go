@@ -10,5 +10,6 @@ func kubeCommands() []command {
 		{"inject", "add the proxy to Kubernetes workloads in YAML manifests", runInject},
 		{"injector", "serve the Kubernetes mutating admission webhook that injects the proxy", runInjector},
 		{"netpol", "find NetworkPolicies that would drop meshed traffic", runNetpol},
+		{"destination", "serve the destination API: what is at an address, from the Kubernetes API", runDestination},
 	}
 }

@@ -1,0 +1,85 @@
+package controller
+
+import (
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/inject"
+	"github.com/seed722d2a70/meshproxy/ports"
+)
+
+// sidecar is what an injected pod's proxy was set up with, read back from
+// the containers injection wrote (see package inject).
+type sidecar struct {
+	meshed      bool
+	inboundPort uint16
+	// skipInbound are ports whose connections reach the app without the
+	// proxy: a peer's mTLS there would meet the app, so they are not meshed.
+	skipInbound ports.Set
+}
+
+func isMeshproxyContainer(name string) bool {
+	return name == inject.ProxyContainerName || name == inject.InitContainerName
+}
+
+// readSidecar reports whether pod runs an injected proxy, and its settings.
+// A pod counts as meshed only when injection marked it and its proxy
+// container is there: the annotation alone may outlive an uninjection done
+// by hand.
+func readSidecar(pod *corev1.Pod) sidecar {
+	if _, ok := pod.Annotations[inject.AnnotationInjected]; !ok {
+		return sidecar{}
+	}
+	s := sidecar{inboundPort: config.DefaultInboundPort}
+	// The proxy is a native sidecar (an init container that keeps running)
+	// or an ordinary container; the init step is always an init container.
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		switch c.Name {
+		case inject.ProxyContainerName:
+			s.meshed = true
+			for _, p := range c.Ports {
+				if p.Name == inject.PortNameInbound && p.ContainerPort > 0 && p.ContainerPort <= 65535 {
+					s.inboundPort = uint16(p.ContainerPort)
+				}
+			}
+		case inject.InitContainerName:
+			for _, a := range c.Args {
+				if v, ok := strings.CutPrefix(a, "--skip-inbound-ports="); ok {
+					// Injection wrote it; a value it could not have
+					// written leaves the ports meshed.
+					s.skipInbound, _ = ports.Parse(v)
+				}
+			}
+		}
+	}
+	return s
+}
+
+// spiffeID is the SPIRE convention for a Kubernetes workload's identity.
+func spiffeID(trustDomain, namespace, serviceAccount string) string {
+	if serviceAccount == "" {
+		serviceAccount = "default"
+	}
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// opaquePorts returns the opaque-ports annotation of the closest layer that
+// has one (the pod, then its namespace), with explicit true, or defaults.
+// A malformed annotation counts as absent; it is logged and counted when
+// its object changes (Controller.notify), not on every answer.
+func opaquePorts(podAnnotations, nsAnnotations map[string]string, defaults ports.Set) (set ports.Set, explicit bool) {
+	for _, a := range []map[string]string{podAnnotations, nsAnnotations} {
+		if v, ok := a[inject.AnnotationOpaquePorts]; ok {
+			if s, err := ports.Parse(v); err == nil {
+				return s, true
+			}
+		}
+	}
+	return defaults, false
+}
+
+// portString is p in decimal, for addresses.
+func portString(p int32) string { return strconv.Itoa(int(p)) }

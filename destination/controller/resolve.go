@@ -1,0 +1,307 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+	"github.com/seed722d2a70/meshproxy/inject"
+	"github.com/seed722d2a70/meshproxy/ports"
+)
+
+// ErrBadAddress is wrapped by parseTarget's errors.
+var ErrBadAddress = errors.New("bad address")
+
+// target is a parsed Resolve address: an IP or a Service's name, and a port.
+type target struct {
+	ip        netip.Addr // valid for "IP:port"
+	namespace string     // with name, for "<name>.<namespace>.svc…:port"
+	name      string
+	port      int32
+}
+
+// parseTarget parses "IP:port" or "<service>.<namespace>.svc[.<domain>]:port".
+// Another name is not an error: it parses to a target that resolves to
+// nothing (the proxy then uses its own configuration).
+func parseTarget(addr, clusterDomain string) (target, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return target{}, fmt.Errorf("%w %q: %w", ErrBadAddress, addr, err)
+	}
+	p, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || p == 0 {
+		return target{}, fmt.Errorf("%w %q: port must be 1-65535", ErrBadAddress, addr)
+	}
+	t := target{port: int32(p)}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		t.ip = ip.Unmap()
+		return t, nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	name = strings.TrimSuffix(name, "."+clusterDomain)
+	if parts := strings.Split(name, "."); len(parts) == 3 && parts[2] == "svc" && parts[0] != "" && parts[1] != "" {
+		t.name, t.namespace = parts[0], parts[1]
+	}
+	return t, nil
+}
+
+// answer is what is at a target: the state a subscription sends.
+type answer struct {
+	kind      pb.Kind
+	service   *pb.Service // nil unless a Service is there
+	endpoints map[string]*pb.Endpoint
+}
+
+// resolver computes answers from the informers' stores.
+type resolver struct {
+	ix            *index
+	trustDomain   string
+	defaultOpaque ports.Set
+}
+
+// resolve returns the answer for t and the keys of every object it read, so
+// that a change to any of them recomputes it.
+func (r *resolver) resolve(t target) (answer, []key) {
+	switch {
+	case t.ip.IsValid():
+		ip := t.ip.String()
+		deps := []key{ipKey(ip)}
+		if objs, _ := r.ix.services.GetIndexer().ByIndex(byClusterIP, ip); len(objs) > 0 {
+			svc := objs[0].(*corev1.Service)
+			return r.service(svc, t.port, append(deps, serviceKey(svc.Namespace, svc.Name)))
+		}
+		if pod := r.podAt(ip); pod != nil {
+			return r.pod(pod, ip, t.port, deps)
+		}
+		return answer{kind: pb.Kind_KIND_UNKNOWN}, deps
+	case t.name != "":
+		deps := []key{serviceKey(t.namespace, t.name)}
+		obj, ok, _ := r.ix.services.GetIndexer().GetByKey(t.namespace + "/" + t.name)
+		if !ok {
+			return answer{kind: pb.Kind_KIND_UNKNOWN}, deps
+		}
+		return r.service(obj.(*corev1.Service), t.port, deps)
+	}
+	return answer{kind: pb.Kind_KIND_UNKNOWN}, nil
+}
+
+// podAt returns the live pod that has ip, preferring one not being deleted:
+// for a moment after a pod ends, its IP may be another's too.
+func (r *resolver) podAt(ip string) *corev1.Pod {
+	objs, _ := r.ix.pods.GetIndexer().ByIndex(byPodIP, ip)
+	var found *corev1.Pod
+	for _, o := range objs {
+		p := o.(*corev1.Pod)
+		if found == nil || (found.DeletionTimestamp != nil && p.DeletionTimestamp == nil) {
+			found = p
+		}
+	}
+	return found
+}
+
+// servicePort returns the Service's TCP port numbered port.
+func servicePort(svc *corev1.Service, port int32) (corev1.ServicePort, bool) {
+	for _, sp := range svc.Spec.Ports {
+		if sp.Port == port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP) {
+			return sp, true
+		}
+	}
+	return corev1.ServicePort{}, false
+}
+
+// slicePort returns the port a slice publishes for the Service port named
+// name: the targetPort, numeric or named, as resolved for the slice's pods.
+func slicePort(s *discoveryv1.EndpointSlice, name string) (int32, bool) {
+	for _, p := range s.Ports {
+		n := ""
+		if p.Name != nil {
+			n = *p.Name
+		}
+		if n == name && p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+			return *p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// ready reports whether an endpoint may take new connections. A nil
+// condition means unknown, which the API says to read as ready.
+func ready(c discoveryv1.EndpointConditions) bool {
+	return (c.Ready == nil || *c.Ready) && (c.Terminating == nil || !*c.Terminating)
+}
+
+// service answers for a Service's port: its profile and its ready endpoints.
+func (r *resolver) service(svc *corev1.Service, port int32, deps []key) (answer, []key) {
+	sp, ok := servicePort(svc, port)
+	if !ok {
+		// Nothing answers a Service address on an undeclared port.
+		return answer{kind: pb.Kind_KIND_UNKNOWN}, deps
+	}
+	deps = append(deps, namespaceKey(svc.Namespace))
+	slices, _ := r.ix.slices.GetIndexer().ByIndex(byServiceName, svc.Namespace+"/"+svc.Name)
+	type found struct {
+		ref  *corev1.ObjectReference
+		ip   string
+		port int32
+	}
+	var eps []found
+	var targetPorts []int32
+	for _, o := range slices {
+		s := o.(*discoveryv1.EndpointSlice)
+		if s.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		tp, ok := slicePort(s, sp.Name)
+		if !ok {
+			continue
+		}
+		targetPorts = append(targetPorts, tp)
+		for _, ep := range s.Endpoints {
+			if !ready(ep.Conditions) {
+				continue
+			}
+			for _, ip := range ep.Addresses {
+				eps = append(eps, found{ep.TargetRef, ip, tp})
+			}
+		}
+	}
+	profile := &pb.Service{
+		Name: svc.Name, Namespace: svc.Namespace, Port: uint32(port),
+		Opaque:   r.serviceOpaque(svc, sp, targetPorts),
+		Headless: svc.Spec.ClusterIP == corev1.ClusterIPNone,
+	}
+	a := answer{kind: pb.Kind_KIND_SERVICE, service: profile, endpoints: make(map[string]*pb.Endpoint, len(eps))}
+	for _, f := range eps {
+		var pod *corev1.Pod
+		if f.ref != nil && f.ref.Kind == "Pod" {
+			deps = append(deps, podKey(f.ref.Namespace, f.ref.Name))
+			if o, ok, _ := r.ix.pods.GetIndexer().GetByKey(f.ref.Namespace + "/" + f.ref.Name); ok {
+				pod = o.(*corev1.Pod)
+				if pod.Namespace != svc.Namespace {
+					deps = append(deps, namespaceKey(pod.Namespace))
+				}
+			}
+		}
+		ep := r.endpoint(pod, f.ip, f.port, profile.Opaque)
+		a.endpoints[ep.Address] = ep
+	}
+	return a, deps
+}
+
+// serviceOpaque applies the seed's rule for a Service port: the Service's
+// opaque-ports annotation decides when there is one; otherwise the default
+// list holds the Service port or its target port (so 9090 → 3306 is opaque).
+func (r *resolver) serviceOpaque(svc *corev1.Service, sp corev1.ServicePort, targetPorts []int32) bool {
+	if v, ok := svc.Annotations[inject.AnnotationOpaquePorts]; ok {
+		if set, err := ports.Parse(v); err == nil {
+			return set.Contains(uint16(sp.Port))
+		}
+	}
+	if r.defaultOpaque.Contains(uint16(sp.Port)) {
+		return true
+	}
+	if sp.TargetPort.IntVal > 0 && r.defaultOpaque.Contains(uint16(sp.TargetPort.IntVal)) {
+		return true
+	}
+	for _, tp := range targetPorts {
+		if r.defaultOpaque.Contains(uint16(tp)) {
+			return true
+		}
+	}
+	return false
+}
+
+// pod answers for a pod's IP: the pod itself, and the headless Service
+// that publishes it on that port, if any.
+func (r *resolver) pod(pod *corev1.Pod, ip string, port int32, deps []key) (answer, []key) {
+	deps = append(deps, podKey(pod.Namespace, pod.Name), namespaceKey(pod.Namespace))
+	profile, deps := r.headlessProfile(ip, port, deps)
+	opaque := r.defaultOpaque.Contains(uint16(port))
+	if profile != nil {
+		opaque = profile.Opaque
+	}
+	ep := r.endpoint(pod, ip, port, opaque)
+	return answer{kind: pb.Kind_KIND_POD, service: profile, endpoints: map[string]*pb.Endpoint{ep.Address: ep}}, deps
+}
+
+// headlessProfile finds a headless Service whose slices publish ip on port.
+func (r *resolver) headlessProfile(ip string, port int32, deps []key) (*pb.Service, []key) {
+	slices, _ := r.ix.slices.GetIndexer().ByIndex(byAddress, ip)
+	for _, o := range slices {
+		s := o.(*discoveryv1.EndpointSlice)
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		deps = append(deps, serviceKey(s.Namespace, name))
+		obj, ok, _ := r.ix.services.GetIndexer().GetByKey(s.Namespace + "/" + name)
+		if !ok {
+			continue
+		}
+		svc := obj.(*corev1.Service)
+		if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			if tp, ok := slicePort(s, sp.Name); ok && tp == port {
+				return &pb.Service{
+					Name: svc.Name, Namespace: svc.Namespace, Port: uint32(sp.Port),
+					Opaque: r.serviceOpaque(svc, sp, []int32{tp}), Headless: true,
+				}, deps
+			}
+		}
+	}
+	return nil, deps
+}
+
+// endpoint describes ip:port of pod (nil for an endpoint that is no pod, or
+// one the store does not hold yet: then it is unmeshed until the pod
+// arrives, which recomputes the answer). serviceOpaque is the Service's
+// word, which an annotation on the pod or its namespace overrides.
+func (r *resolver) endpoint(pod *corev1.Pod, ip string, port int32, serviceOpaque bool) *pb.Endpoint {
+	ep := &pb.Endpoint{Address: net.JoinHostPort(ip, portString(port)), Opaque: serviceOpaque}
+	if pod == nil {
+		ep.OpaquePorts = portRanges(r.defaultOpaque)
+		return ep
+	}
+	ep.Pod, ep.Namespace = pod.Name, pod.Namespace
+	set, explicit := opaquePorts(pod.Annotations, r.namespaceAnnotations(pod.Namespace), r.defaultOpaque)
+	ep.OpaquePorts = portRanges(set)
+	if explicit {
+		ep.Opaque = set.Contains(uint16(port))
+	}
+	if sc := readSidecar(pod); sc.meshed && !sc.skipInbound.Contains(uint16(port)) {
+		ep.Meshed = true
+		ep.InboundPort = uint32(sc.inboundPort)
+		ep.Identity = spiffeID(r.trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
+	}
+	return ep
+}
+
+func (r *resolver) namespaceAnnotations(ns string) map[string]string {
+	o, ok, _ := r.ix.namespaces.GetIndexer().GetByKey(ns)
+	if !ok {
+		return nil
+	}
+	if m, ok := o.(metav1.Object); ok {
+		return m.GetAnnotations()
+	}
+	return nil
+}
+
+func portRanges(s ports.Set) []*pb.PortRange {
+	rs := s.Ranges()
+	out := make([]*pb.PortRange, len(rs))
+	for i, r := range rs {
+		out[i] = &pb.PortRange{First: uint32(r[0]), Last: uint32(r[1])}
+	}
+	return out
+}

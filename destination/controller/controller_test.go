@@ -67,15 +67,16 @@ func newEnv(t *testing.T, cluster *kubetest.Cluster) *env {
 }
 
 // serve runs a controller on ln until t ends or the returned stop is
-// called.
-func (e *env) serve(t *testing.T, ln net.Listener) (stop func()) {
+// called; reg holds its metrics.
+func (e *env) serve(t *testing.T, ln net.Listener) (stop func(), reg *prometheus.Registry) {
 	t.Helper()
 	src := devSource(t, e.ca, "spiffe://"+trustDomain+"/ns/meshproxy/sa/destination")
 	meta, err := metadata.NewForConfig(e.cluster.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := controller.NewMetrics(prometheus.NewRegistry())
+	reg = prometheus.NewRegistry()
+	m, err := controller.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func (e *env) serve(t *testing.T, ln net.Listener) (stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return stop
+	return stop, reg
 }
 
 func devSource(t *testing.T, ca *identity.CA, id string) identity.Source {
@@ -450,6 +451,47 @@ func TestController(t *testing.T) {
 		}
 	})
 
+	t.Run("subscribers keep their state through a restart, then get it whole again", func(t *testing.T) {
+		t.Parallel()
+		ns, app := "restart", map[string]string{"app": "kv"}
+		p0 := meshedPod(t, cluster, ns, "kv-0", "", app, nil, true, 4143, corev1.ContainerPort{ContainerPort: 6379})
+		p1 := meshedPod(t, cluster, ns, "kv-1", "", app, nil, true, 4143, corev1.ContainerPort{ContainerPort: 6379})
+		svc := createService(t, cluster, service(ns, "kv", nil, app, corev1.ServicePort{Port: 6379}))
+		// A controller of its own, to restart.
+		r := &env{cluster: cluster, ca: e.ca}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.addr = ln.Addr().String()
+		stop, _ := r.serve(t, ln)
+		r.client = r.newClient(t, e.ca, "spiffe://"+trustDomain+"/ns/default/sa/client")
+		both := hasAddresses(hostPort(p0.IP, 6379), hostPort(p1.IP, 6379))
+		w := r.watch(t, svcAddr(svc, 6379))
+		waitFor(t, w, within, "two endpoints", both)
+
+		stop()
+		// While the controller is away the world changes; the proxy keeps
+		// serving what it knew.
+		cluster.SetReady(t, ns, p1.Name, false)
+		slices := watchSlices(t, cluster, ns, "kv")
+		slices.waitReady(t, 1)
+		if s, ok := w.State(); !ok || !both(s) {
+			t.Fatalf("state lost during the outage: %s", describe(s))
+		}
+
+		ln, err = net.Listen("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, reg := r.serve(t, ln)
+		waitFor(t, w, within, "the state after the restart", hasAddresses(hostPort(p0.IP, 6379)))
+		// It came as a new stream's snapshot, not as a delta on the old one.
+		if got := counter(t, reg, "destination_updates_total", "snapshot"); got != 1 {
+			t.Errorf("snapshots sent after the restart = %v, want 1", got)
+		}
+	})
+
 	t.Run("a caller without a valid SVID is refused", func(t *testing.T) {
 		t.Parallel()
 		foreign, err := identity.NewCA(spiffeid.RequireTrustDomainFromString(trustDomain))
@@ -486,6 +528,28 @@ func TestController(t *testing.T) {
 			}
 		}
 	})
+}
+
+// counter returns the value of the counter name{type=typ} in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name, typ string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // clientTLS is a client configuration presenting an SVID of ca.

@@ -233,7 +233,9 @@ func svcAddr(svc *corev1.Service, port int32) string {
 	return net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(port))
 }
 
-func hostPort(ip fmt.Stringer, port int) string { return net.JoinHostPort(ip.String(), fmt.Sprint(port)) }
+func hostPort(ip fmt.Stringer, port int) string {
+	return net.JoinHostPort(ip.String(), fmt.Sprint(port))
+}
 
 // within is how long the API server, the endpointslice controller and the
 // destination controller together may take to reflect a change here.

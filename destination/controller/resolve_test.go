@@ -27,8 +27,8 @@ func TestParseTarget(t *testing.T) {
 		{in: "redis.shop.svc.cluster.local:6380", want: target{namespace: "shop", name: "redis", port: 6380}},
 		{in: "Redis.Shop.svc.cluster.local.:6380", want: target{namespace: "shop", name: "redis", port: 6380}},
 		{in: "redis.shop.svc:6380", want: target{namespace: "shop", name: "redis", port: 6380}},
-		{in: "example.com:443", want: target{port: 443}},     // not a Service name: unknown
-		{in: "redis.shop:6380", want: target{port: 6380}},    // ambiguous without .svc
+		{in: "example.com:443", want: target{port: 443}},      // not a Service name: unknown
+		{in: "redis.shop:6380", want: target{port: 6380}},     // ambiguous without .svc
 		{in: "redis.shop.svc.other:1", want: target{port: 1}}, // another cluster domain
 		{in: "10.0.0.1", err: true},
 		{in: "10.0.0.1:0", err: true},

@@ -21,7 +21,10 @@ build:
 deps:
 	@scripts/deps.sh
 
+# lint also refuses tracked ELF binaries and files over 1 MiB
+# (scripts/check-tracked.sh).
 lint:
+	@scripts/check-tracked.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

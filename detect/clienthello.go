@@ -43,11 +43,17 @@ type clientHello struct {
 // ClientHello and errMalformed as soon as it cannot be one. Bytes after the
 // ClientHello (such as early data) are ignored.
 func parseClientHello(b []byte) (clientHello, error) {
+	return (*interner)(nil).parseClientHello(b)
+}
+
+// parseClientHello is the package's parseClientHello with the server name
+// and ALPN list taken from in when seen before; a nil in allocates them.
+func (in *interner) parseClientHello(b []byte) (clientHello, error) {
 	msg, err := clientHelloMessage(b)
 	if err != nil {
 		return clientHello{}, err
 	}
-	return parseClientHelloBody(msg)
+	return in.parseClientHelloBody(msg)
 }
 
 // clientHelloMessage returns the body of the handshake message at the start
@@ -117,11 +123,14 @@ func checkRecordHeader(b []byte) error {
 	return nil
 }
 
-// parseClientHelloBody parses a complete ClientHello message body.
-func parseClientHelloBody(msg []byte) (clientHello, error) {
+// parseClientHelloBody parses a complete ClientHello message body. The
+// server name and ALPN list are turned into strings only once the whole
+// message is known to be well-formed.
+func (in *interner) parseClientHelloBody(msg []byte) (clientHello, error) {
 	r := cursor(msg)
 	var (
-		hello   clientHello
+		host    cursor // the first host_name, raw
+		alpn    cursor // the protocol_name_list, checked
 		version uint16
 		session cursor
 		suites  cursor
@@ -135,7 +144,7 @@ func parseClientHelloBody(msg []byte) (clientHello, error) {
 		return clientHello{}, errMalformed
 	}
 	if len(r) == 0 {
-		return hello, nil // no extensions, as in some TLS 1.0–1.2 clients
+		return clientHello{}, nil // no extensions, as in some TLS 1.0–1.2 clients
 	}
 	var exts cursor
 	if !r.readVec16(&exts) || len(r) != 0 {
@@ -157,13 +166,13 @@ func parseClientHelloBody(msg []byte) (clientHello, error) {
 				return clientHello{}, errMalformed
 			}
 			seenSNI = true
-			hello.serverName, ok = parseServerName(data)
+			host, ok = parseServerName(data)
 		case extensionALPN:
 			if seenALPN {
 				return clientHello{}, errMalformed
 			}
 			seenALPN = true
-			hello.alpn, ok = parseALPN(data)
+			alpn, ok = parseALPN(data)
 		default:
 			ok = true
 		}
@@ -171,76 +180,83 @@ func parseClientHelloBody(msg []byte) (clientHello, error) {
 			return clientHello{}, errMalformed
 		}
 	}
-	return hello, nil
+	return clientHello{serverName: in.hostName(host), alpn: in.protocols(alpn)}, nil
 }
 
-// parseServerName parses a server_name extension and returns its host name,
-// normalized, or "" when the name is not a plausible DNS name (such names
-// are not errors here: they are simply not reported).
-func parseServerName(data cursor) (string, bool) {
+// parseServerName parses a server_name extension and returns its first
+// host name, raw (nil when there is none).
+func parseServerName(data cursor) (cursor, bool) {
 	var list cursor
 	if !data.readVec16(&list) || len(data) != 0 || len(list) == 0 {
-		return "", false
+		return nil, false
 	}
-	name := ""
-	found := false
+	var name cursor
 	for len(list) > 0 {
 		var (
 			typ  uint8
 			host cursor
 		)
 		if !list.readU8(&typ) || !list.readVec16(&host) || len(host) == 0 {
-			return "", false
+			return nil, false
 		}
-		if typ == serverNameTypeHostName && !found {
-			found = true
-			name = normalizeHostName(host)
+		if typ == serverNameTypeHostName && name == nil {
+			name = host
 		}
 	}
 	return name, true
 }
 
-// normalizeHostName returns h lower-cased without a trailing dot if it is a
-// plausible DNS name (letters, digits, '-', '_', '.'; at most 253 bytes), or
-// "" otherwise.
-func normalizeHostName(h []byte) string {
+// normalizeHostName writes h lower-cased without a trailing dot to dst and
+// returns it if it is a plausible DNS name (letters, digits, '-', '_', '.';
+// at most 253 bytes), or returns nil (such names are not errors: they are
+// simply not reported).
+func normalizeHostName(dst *[maxHostNameLen]byte, h []byte) []byte {
 	if len(h) > 0 && h[len(h)-1] == '.' {
 		h = h[:len(h)-1]
 	}
 	if len(h) == 0 || len(h) > maxHostNameLen {
-		return ""
+		return nil
 	}
-	lower := make([]byte, len(h))
+	lower := dst[:len(h)]
 	for i, c := range h {
 		switch {
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
 		default:
-			return ""
+			return nil
 		}
 		lower[i] = c
 	}
-	return string(lower)
+	return lower
 }
 
-// parseALPN parses an application_layer_protocol_negotiation extension.
-func parseALPN(data cursor) ([]string, bool) {
+// parseALPN checks an application_layer_protocol_negotiation extension and
+// returns its protocol_name_list.
+func parseALPN(data cursor) (cursor, bool) {
 	var list cursor
 	if !data.readVec16(&list) || len(data) != 0 || len(list) == 0 {
 		return nil, false
 	}
-	var names []string
-	for len(list) > 0 {
+	for rest := list; len(rest) > 0; {
 		var name cursor
-		if !list.readVec8(&name) || len(name) == 0 {
+		if !rest.readVec8(&name) || len(name) == 0 {
 			return nil, false
 		}
-		if len(names) < maxALPN {
-			names = append(names, string(name))
-		}
 	}
-	return names, true
+	return list, true
+}
+
+// protocolNames returns the names of a checked protocol_name_list, at most
+// maxALPN of them.
+func protocolNames(list cursor) []string {
+	var names []string
+	for len(list) > 0 && len(names) < maxALPN {
+		var name cursor
+		list.readVec8(&name)
+		names = append(names, string(name))
+	}
+	return names
 }
 
 // cursor reads big-endian integers and length-prefixed vectors from the

@@ -65,6 +65,11 @@ type Detector struct {
 	// pool holds *[]byte of bufferSize bytes, so that steady-state
 	// detection allocates no buffers.
 	pool sync.Pool
+	// watchers and hellos keep what detections share so that each
+	// allocates nothing of its own: cancellation registrations, and the
+	// names ClientHellos carry.
+	watchers watchers
+	hellos   interner
 }
 
 // New returns a Detector for c.
@@ -121,9 +126,10 @@ func (d *Detector) Timeout() time.Duration { return d.timeout }
 // metrics); the returned connection then still replays what was read, and
 // the caller will usually close it.
 //
-// Buffers come from the Detector's pool, so detecting HTTP or opaque bytes
-// allocates only the returned *Conn, which must outlive the call (a
-// cancelable ctx adds a context.AfterFunc registration).
+// Buffers come from the Detector's pool, detections under the same
+// cancelable ctx share one registration with it, and a ClientHello's names
+// seen before are reused, so a detection allocates only the returned *Conn,
+// which must outlive the call.
 //
 // Detect owns conn's read deadline while it runs and clears it (sets it to
 // zero) before returning; a caller that wants a read deadline sets it after.
@@ -147,10 +153,9 @@ func (d *Detector) DetectFrom(ctx context.Context, conn net.Conn, start time.Tim
 		deadline, ctxDeadline = dl, true
 	}
 	_ = conn.SetReadDeadline(deadline) // a conn that fails here fails its read too
-	var watch *cancelWatch
+	var watch *watchNode
 	if ctx.Done() != nil {
-		watch = &cancelWatch{conn: conn}
-		watch.stop = context.AfterFunc(ctx, watch.fire)
+		watch = d.watchers.watch(ctx, conn)
 	}
 
 	bp := d.pool.Get().(*[]byte)
@@ -167,7 +172,7 @@ func (d *Detector) DetectFrom(ctx context.Context, conn net.Conn, start time.Tim
 		m, err := conn.Read(buf[n:])
 		n += m
 		if m > 0 {
-			decided = examine(&sc, buf[:n], &res)
+			decided = d.hellos.examine(&sc, buf[:n], &res)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -180,7 +185,7 @@ func (d *Detector) DetectFrom(ctx context.Context, conn net.Conn, start time.Tim
 	}
 
 	if watch != nil {
-		watch.finish()
+		d.watchers.unwatch(watch)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 
@@ -236,8 +241,9 @@ func (d *Detector) DetectFrom(ctx context.Context, conn net.Conn, start time.Tim
 
 // examine classifies the peeked bytes b, filling in res, and reports whether
 // detection is done. Bytes that start a TLS handshake record are opaque at
-// once, but detection goes on while they are an incomplete ClientHello.
-func examine(sc *scanner, b []byte, res *Result) bool {
+// once, but detection goes on while they are an incomplete ClientHello,
+// whose names come from in.
+func (in *interner) examine(sc *scanner, b []byte, res *Result) bool {
 	p, done := sc.scan(b)
 	if !done {
 		return false
@@ -246,7 +252,7 @@ func examine(sc *scanner, b []byte, res *Result) bool {
 	if p != Opaque || b[0] != recordTypeHandshake {
 		return true
 	}
-	hello, err := parseClientHello(b)
+	hello, err := in.parseClientHello(b)
 	switch {
 	case err == errIncomplete:
 		return false
@@ -254,29 +260,4 @@ func examine(sc *scanner, b []byte, res *Result) bool {
 		res.TLS, res.SNI, res.ALPN = true, hello.serverName, hello.alpn
 	}
 	return true
-}
-
-// cancelWatch interrupts a blocked read when the context is done, by moving
-// the read deadline into the past. finish makes sure it cannot do so after
-// detection has ended and cleared the deadline.
-type cancelWatch struct {
-	conn     net.Conn
-	stop     func() bool
-	mu       sync.Mutex
-	finished bool
-}
-
-func (w *cancelWatch) fire() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.finished {
-		_ = w.conn.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-func (w *cancelWatch) finish() {
-	w.stop()
-	w.mu.Lock()
-	w.finished = true
-	w.mu.Unlock()
 }

@@ -91,6 +91,14 @@ func FuzzClientHello(f *testing.F) {
 			default:
 				t.Fatalf("unexpected error %v", err)
 			}
+			// An interner changes nothing reported, seen once or twice.
+			var in2 interner
+			for range 2 {
+				ih, ierr := in2.parseClientHello(in)
+				if ierr != err || ih.serverName != hello.serverName || !slices.Equal(ih.alpn, hello.alpn) {
+					t.Fatalf("interned parse: %v %q %q, want %v %q %q", ierr, ih.serverName, ih.alpn, err, hello.serverName, hello.alpn)
+				}
+			}
 			// Bytes after a verdict do not change it.
 			if err != errIncomplete {
 				more := append(slices.Clip(in), "\x16\x03\x01\x00\x01\x01"...)

@@ -76,7 +76,9 @@ type Result struct {
 	// name.
 	SNI string
 	// ALPN lists the protocols the ClientHello offered, in order; only the
-	// first 16 are kept, as they are meant for labels.
+	// first 16 are kept, as they are meant for labels. The slice may be
+	// shared with other Results of the same Detector: read it, do not
+	// modify it.
 	ALPN []string
 	// Peeked is how many bytes were read while detecting; the returned
 	// connection replays them.

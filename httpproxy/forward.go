@@ -65,7 +65,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		aborted := recover()
 		if aborted != nil {
 			ex.failed = true
-			s.log.Info("response cut short", zap.String("direction", s.cfg.Direction),
+			s.log.Info("response cut short",
 				zap.String("method", r.Method), zap.String("authority", r.Host), zap.Int("status", ex.status))
 		}
 		if ex.resp != nil {
@@ -158,7 +158,7 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 // fail answers r itself, counting and logging why.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, ex *exchange, f failure, err error) {
 	s.cfg.Metrics.proxyError(s.cfg.Direction, f.reason)
-	s.log.Info("request failed", zap.String("direction", s.cfg.Direction), zap.String("reason", f.reason),
+	s.log.Info("request failed", zap.String("reason", f.reason),
 		zap.String("method", r.Method), zap.String("authority", r.Host), zap.Int("status", f.status), zap.Error(err))
 	ex.failed = true
 	ex.resp = nil

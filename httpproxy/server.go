@@ -16,8 +16,8 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// Direction is the direction label of the metrics and logs:
-	// "inbound" or "outbound".
+	// Direction is the direction label of the metrics: "inbound" or
+	// "outbound".
 	Direction string
 	// ReadHeaderTimeout bounds how long a client may take to send a
 	// request's headers; 0 means 30 s.
@@ -27,7 +27,9 @@ type Config struct {
 	// Copy configures the raw copy of CONNECT tunnels.
 	Copy    duplex.Options
 	Metrics *Metrics
-	Log     *zap.Logger
+	// Log names the direction already, as the proxies' loggers do: the
+	// server adds no field its caller knows, which zap would write twice.
+	Log *zap.Logger
 }
 
 // Conn is what a Server needs to know about one connection: where its

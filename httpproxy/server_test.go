@@ -105,12 +105,20 @@ func serveOne(t *testing.T, s *Server, info *Conn) string {
 // down when the test ends.
 func newServer(t *testing.T, direction string) (*Server, *Metrics, *prometheus.Registry) {
 	t.Helper()
+	return startServer(t, Config{Direction: direction})
+}
+
+// startServer is newServer with more of the config: cfg.Metrics is
+// replaced.
+func startServer(t *testing.T, cfg Config) (*Server, *Metrics, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Config{Direction: direction, Metrics: m})
+	cfg.Metrics = m
+	s := New(cfg)
 	t.Cleanup(func() {
 		// Bounded, so that a handler stuck by a regression fails its
 		// test rather than hanging it.
@@ -138,6 +146,22 @@ func waitForCount(t *testing.T, c prometheus.Collector, want float64) {
 	for testutil.ToFloat64(c) != want && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// exchangeRaw sends req to addr and reads until the server closes, for at
+// most 5 s.
+func exchangeRaw(t *testing.T, addr, req string) ([]byte, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(c)
 }
 
 func dialTo(addr string) func(context.Context) (net.Conn, error) {
@@ -211,14 +235,7 @@ func TestRefusalAnswersOnceAndCloses(t *testing.T) {
 	s, m, reg := newServer(t, "inbound")
 	addr := serveOne(t, s, &Conn{Refuse: "unauthorized", Labels: Labels{Direction: "inbound", TLS: "true", ClientID: "spiffe://t/x"}})
 
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\nGET / HTTP/1.1\r\nHost: b.example\r\n\r\n")
-	got, err := io.ReadAll(c)
+	got, err := exchangeRaw(t, addr, "GET / HTTP/1.1\r\nHost: a.example\r\n\r\nGET / HTTP/1.1\r\nHost: b.example\r\n\r\n")
 	if err != nil {
 		t.Fatalf("connection not closed after the refusal: %v", err)
 	}

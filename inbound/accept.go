@@ -160,7 +160,11 @@ func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, conn net.Conn, 
 		p.refuse(log, tc, err)
 		return
 	}
-	log = log.With(zap.Uint16("port", hdr.Port))
+	if want == 0 {
+		// A redirected connection's logger names its port already; a
+		// header naming another is refused below, the error saying both.
+		log = log.With(zap.Uint16("port", hdr.Port))
+	}
 	if want != 0 && hdr.Port != want {
 		p.refuse(log, tc, fmt.Errorf("%w: header names port %d on a connection for port %d", errBadHeader, hdr.Port, want))
 		return

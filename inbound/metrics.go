@@ -18,6 +18,10 @@ func refusalReason(err error) string {
 	switch {
 	case errors.Is(err, ErrPlaintext):
 		return "plaintext"
+	case errors.Is(err, ErrTLSVersion):
+		return "tls_version"
+	case errors.Is(err, ErrALPN):
+		return "alpn"
 	case errors.Is(err, ErrNoTransportHeader):
 		return "no_transport_header"
 	case errors.Is(err, errBadHeader):
@@ -48,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		tlsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbound_tls_refused_total",
-			Help: "Inbound connections refused, by reason: plaintext, untrusted or unauthorized peers, bad headers, loops.",
+			Help: "Inbound connections refused, by reason: plaintext, TLS versions or ALPN protocols not accepted, untrusted or unauthorized peers, bad headers, loops.",
 		}, []string{"reason"}),
 		headerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "transport_header_errors_total",

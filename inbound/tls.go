@@ -22,7 +22,55 @@ var (
 	// ErrNoTransportHeader: the peer did not negotiate the transport
 	// header protocol, so there is no port to forward to.
 	ErrNoTransportHeader = errors.New("peer did not negotiate the transport header protocol")
+	// ErrTLSVersion: the peer offered no TLS version the inbound port
+	// accepts (TLS 1.3 only): an old client, or a proxy that is not ours.
+	ErrTLSVersion = errors.New("peer offered no accepted TLS version")
+	// ErrALPN: the peer offered ALPN protocols, none of them the transport
+	// header's (e.g. only h2): a TLS client of the app's sent to 4143.
+	ErrALPN = errors.New("peer offered no accepted ALPN protocol")
 )
+
+// offered is what a peer's ClientHello offered, recorded during the
+// handshake so that a failed one can be told apart by cause: crypto/tls
+// reports a version or ALPN mismatch only as an unexported error string.
+type offered struct {
+	seen     bool
+	versions []uint16
+	protos   []string
+}
+
+type offeredKey struct{}
+
+// recordOffer is a GetConfigForClient that notes the ClientHello in the
+// *offered the handshake's context carries, and changes nothing.
+func recordOffer(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if o, ok := hello.Context().Value(offeredKey{}).(*offered); ok {
+		*o = offered{seen: true, versions: hello.SupportedVersions, protos: hello.SupportedProtos}
+	}
+	return nil, nil
+}
+
+// refusal returns the specific refusal behind a failed handshake in which
+// the peer offered o to a server configured with cfg, or nil when its offer
+// does not explain the failure.
+func (o *offered) refusal(cfg *tls.Config) error {
+	if !o.seen {
+		return nil
+	}
+	maxVersion := cfg.MaxVersion
+	if maxVersion == 0 {
+		maxVersion = tls.VersionTLS13
+	}
+	if !slices.ContainsFunc(o.versions, func(v uint16) bool { return v >= cfg.MinVersion && v <= maxVersion }) {
+		return ErrTLSVersion
+	}
+	// A peer offering no ALPN at all completes the handshake and is
+	// refused afterwards as ErrNoTransportHeader.
+	if len(o.protos) > 0 && !slices.ContainsFunc(o.protos, func(p string) bool { return slices.Contains(cfg.NextProtos, p) }) {
+		return ErrALPN
+	}
+	return nil
+}
 
 // peer is the verified identity of the proxy at the other end.
 type peer struct {
@@ -30,11 +78,19 @@ type peer struct {
 	Chains [][]*x509.Certificate
 }
 
-// serverTLS returns base with the transport header's ALPN protocol added.
+// serverTLS returns base with the transport header's ALPN protocol added,
+// recording each peer's offer for handshake.
 func serverTLS(base *tls.Config) *tls.Config {
 	cfg := base.Clone()
 	if !slices.Contains(cfg.NextProtos, header.ALPN) {
 		cfg.NextProtos = append(cfg.NextProtos, header.ALPN)
+	}
+	cfg.GetConfigForClient = recordOffer
+	if next := base.GetConfigForClient; next != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			_, _ = recordOffer(hello)
+			return next(hello)
+		}
 	}
 	return cfg
 }
@@ -45,11 +101,16 @@ func serverTLS(base *tls.Config) *tls.Config {
 func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
 	defer cancel()
+	var offer offered
+	ctx = context.WithValue(ctx, offeredKey{}, &offer)
 	tc := tls.Server(conn, p.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) {
 			return nil, peer{}, fmt.Errorf("%w: %w", ErrPlaintext, err)
+		}
+		if refusal := offer.refusal(p.tls); refusal != nil {
+			return nil, peer{}, fmt.Errorf("%w: %w", refusal, err)
 		}
 		return nil, peer{}, fmt.Errorf("mTLS handshake: %w", err)
 	}

@@ -52,6 +52,10 @@ func connectErrorReason(err error) string {
 		return "not_meshproxy"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection_refused"
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		// No route to the network, or no answer to ARP/NDP on it: the
+		// address is wrong or its host is down, not a refusal.
+		return "unreachable"
 	case errors.As(err, &alert):
 		// The peer's verdict on us, e.g. our ID is not authorized there.
 		return "refused_by_peer"

@@ -18,7 +18,7 @@ import (
 // status: an unreachable peer is 502 / UNAVAILABLE, a response timeout 504
 // / DEADLINE_EXCEEDED, a refusal by authorization (the peer's policy, or a
 // peer that is not who the destination says) 403 / PERMISSION_DENIED. Each
-// is counted and logged.
+// is counted and logged, no log field twice.
 func TestHTTPFailuresBecomeProxyAnswers(t *testing.T) {
 	slow := func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -84,6 +84,10 @@ func TestHTTPFailuresBecomeProxyAnswers(t *testing.T) {
 			if n := p.client.Metric(t, "response_total", map[string]string{"classification": "failure"}); tt.status >= 500 && n != 2 {
 				t.Errorf("client proxy counted %v failures, want 2", n)
 			}
+			// Each line once more as JSON: a field the logger already
+			// carries, added again, would be written twice.
+			p.client.CheckLogKeys(t)
+			p.server.CheckLogKeys(t)
 		})
 	}
 }

@@ -17,7 +17,8 @@ import (
 )
 
 // The inbound port refuses everything but an authorized peer proxy with a
-// valid SVID and a good header: plaintext, foreign CAs, expired or missing
+// valid SVID and a good header: plaintext, TLS below 1.3, ALPN offers
+// without the transport header's, foreign CAs, expired or missing
 // certificates, unauthorized IDs, a missing or bad header, and ports that
 // would loop back into the proxy. Each refusal is counted under its reason,
 // the workload never sees a byte, and afterwards the proxy holds no extra
@@ -62,6 +63,14 @@ func TestInboundRefusesBadPeers(t *testing.T) {
 		}},
 		{"no transport header ALPN", "no_transport_header", func(t *testing.T) net.Conn {
 			return meshDial(t, inbound, allowed, "", &good)
+		}},
+		{"TLS 1.2 client", "tls_version", func(t *testing.T) net.Conn {
+			return meshDialWith(t, inbound, allowed, header.ALPN, &good, func(c *tls.Config) {
+				c.MinVersion, c.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+			})
+		}},
+		{"ALPN h2 only", "alpn", func(t *testing.T) net.Conn {
+			return meshDial(t, inbound, allowed, "h2", &good)
 		}},
 		{"garbage header", "bad_header", func(t *testing.T) net.Conn {
 			c := meshDial(t, inbound, allowed, header.ALPN, nil)
@@ -139,6 +148,13 @@ func svid(t *testing.T, m *meshtest.Mesh, name string, ttl time.Duration) *x509s
 // not verify the server: what is under test is the server's verdict.
 func meshDial(t *testing.T, addr string, s *x509svid.SVID, alpn string, h *header.Header) net.Conn {
 	t.Helper()
+	return meshDialWith(t, addr, s, alpn, h, nil)
+}
+
+// meshDialWith is meshDial with the client's TLS configuration changed by
+// tweak (when not nil) before dialing.
+func meshDialWith(t *testing.T, addr string, s *x509svid.SVID, alpn string, h *header.Header, tweak func(*tls.Config)) net.Conn {
+	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
 	if alpn != "" {
 		cfg.NextProtos = []string{alpn}
@@ -153,6 +169,9 @@ func meshDial(t *testing.T, addr string, s *x509svid.SVID, alpn string, h *heade
 			t.Fatal(err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if tweak != nil {
+		tweak(cfg)
 	}
 	raw := dialTCP(t, addr)
 	c := tls.Client(raw, cfg)

@@ -53,4 +53,10 @@ func TestTransparentMeshTLSAddressedToAnAppPort(t *testing.T) {
 	meshtest.Eventually(t, "the refusal to be counted", func() bool {
 		return server.metric(t, "inbound_tls_refused_total", map[string]string{"reason": "bad_header"}) == 1
 	})
+	// The refusal is logged with the port once, though both the redirect
+	// and the header name it.
+	if !server.proxy.LogContains(`"reason":"bad_header"`) {
+		t.Error("server proxy did not log the refusal")
+	}
+	server.proxy.CheckLogKeys(t)
 }

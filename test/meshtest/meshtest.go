@@ -21,6 +21,7 @@ import (
 
 	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/identity"
+	"github.com/seed722d2a70/meshproxy/internal/logtest"
 	"github.com/seed722d2a70/meshproxy/proxy"
 )
 
@@ -197,6 +198,14 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // LogsContaining returns the log entries whose message contains s.
 func (p *Proxy) LogsContaining(s string) []observer.LoggedEntry {
 	return p.Logs.FilterMessageSnippet(s).All()
+}
+
+// CheckLogKeys fails t for every log entry so far that, written as the
+// JSON line the proxy's JSON logs would hold, repeats a key. It returns the
+// number of entries checked.
+func (p *Proxy) CheckLogKeys(t testing.TB) int {
+	t.Helper()
+	return logtest.CheckEntries(t, p.Logs.All())
 }
 
 // Join joins host and port.

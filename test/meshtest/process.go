@@ -17,6 +17,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/seed722d2a70/meshproxy/internal/logtest"
 )
 
 // Build compiles the sidecar build of cmd/meshproxy, the one pods run,
@@ -126,6 +128,13 @@ func (p *Process) Stop(t testing.TB) error {
 func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.LogPath)
 	return string(b)
+}
+
+// CheckLogKeys fails t for every line of the process's JSON log so far that
+// is not JSON or repeats a key. It returns the number of lines checked.
+func (p *Process) CheckLogKeys(t testing.TB) int {
+	t.Helper()
+	return logtest.CheckLines(t, []byte(p.Log()))
 }
 
 func (p *Process) waitReady(timeout time.Duration) error {

@@ -67,6 +67,9 @@ type State struct {
 	Service *pb.Service // nil unless a Service is there
 	// Endpoints by address ("IP:port").
 	Endpoints map[string]*pb.Endpoint
+	// Version grows with every update of the watch, so that users can tell
+	// a state they have seen from a new one.
+	Version uint64
 }
 
 // Watch follows one address. Its state survives the controller's outages:
@@ -157,10 +160,10 @@ func (w *Watch) apply(u *pb.Update) {
 		for _, ep := range s.Endpoints {
 			eps[ep.Address] = ep
 		}
-		w.state = State{Kind: s.Kind, Service: s.Service, Endpoints: eps}
+		w.state = State{Kind: s.Kind, Service: s.Service, Endpoints: eps, Version: w.state.Version + 1}
 	case u.GetDelta() != nil:
 		d := u.GetDelta()
-		next := State{Kind: w.state.Kind, Service: w.state.Service, Endpoints: maps.Clone(w.state.Endpoints)}
+		next := State{Kind: w.state.Kind, Service: w.state.Service, Endpoints: maps.Clone(w.state.Endpoints), Version: w.state.Version + 1}
 		if next.Endpoints == nil {
 			next.Endpoints = map[string]*pb.Endpoint{}
 		}

@@ -8,6 +8,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/seed722d2a70/meshproxy/destination"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 )
 
@@ -93,18 +94,8 @@ func (m *Metrics) subscribed(delta float64) {
 
 func (m *Metrics) resolved(k pb.Kind) {
 	if m != nil {
-		m.resolutions.WithLabelValues(kindLabel(k)).Inc()
+		m.resolutions.WithLabelValues(destination.KindName(k)).Inc()
 	}
-}
-
-func kindLabel(k pb.Kind) string {
-	switch k {
-	case pb.Kind_KIND_SERVICE:
-		return "service"
-	case pb.Kind_KIND_POD:
-		return "pod"
-	}
-	return "unknown"
 }
 
 // sent counts u, and its fan-out latency when an event (at unix ns since)

@@ -1,0 +1,165 @@
+package destination
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+)
+
+// WatchIdleAfter is how long a Resolver keeps watching an address nobody
+// asked for.
+const WatchIdleAfter = 10 * time.Minute
+
+// Resolver answers "what is at this address?" for a proxy's connections:
+// the first question about an address starts one watch, which every later
+// connection shares, so no connection makes an RPC of its own. Its methods
+// are safe for concurrent use.
+type Resolver struct {
+	client  *Client
+	wait    time.Duration
+	metrics *ResolverMetrics
+	ctx     context.Context
+	stop    context.CancelFunc
+
+	mu      sync.Mutex
+	watches map[string]*resolverEntry
+	swept   time.Time
+}
+
+type resolverEntry struct {
+	w        *Watch
+	cancel   context.CancelFunc
+	lastUsed time.Time
+}
+
+// NewResolver returns a resolver over client. An address never resolved
+// before waits at most wait for its first answer. m may be nil.
+func NewResolver(client *Client, wait time.Duration, m *ResolverMetrics) *Resolver {
+	ctx, stop := context.WithCancel(context.Background())
+	return &Resolver{client: client, wait: wait, metrics: m, ctx: ctx, stop: stop, watches: map[string]*resolverEntry{}}
+}
+
+// Resolve returns what the controller says is at address, and false when it
+// has not said yet: the address was never answered within the wait, the
+// controller being down or slow. The caller then uses its own configuration.
+// Once answered, an address keeps its last answer through outages.
+func (r *Resolver) Resolve(ctx context.Context, address string) (State, bool) {
+	w := r.watch(address)
+	s, ok := w.State()
+	if !ok {
+		t := time.NewTimer(r.wait)
+		defer t.Stop()
+		for !ok {
+			changed := w.Changed()
+			if s, ok = w.State(); ok {
+				break
+			}
+			select {
+			case <-changed:
+			case <-t.C:
+				r.metrics.lookup("timeout")
+				return State{}, false
+			case <-ctx.Done():
+				return State{}, false
+			}
+		}
+	}
+	r.metrics.lookup(KindName(s.Kind))
+	return s, true
+}
+
+// watch returns address's watch, starting it if there is none, and stops
+// the watches unused for WatchIdleAfter (checked at most once a minute).
+func (r *Resolver) watch(address string) *Watch {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.swept) >= time.Minute {
+		r.swept = now
+		for a, e := range r.watches {
+			if now.Sub(e.lastUsed) >= WatchIdleAfter {
+				e.cancel()
+				delete(r.watches, a)
+			}
+		}
+	}
+	e := r.watches[address]
+	if e == nil {
+		ctx, cancel := context.WithCancel(r.ctx)
+		e = &resolverEntry{w: r.client.Watch(ctx, address), cancel: cancel}
+		r.watches[address] = e
+	}
+	e.lastUsed = now
+	r.metrics.watching(len(r.watches))
+	return e.w
+}
+
+// Close stops every watch and waits for them.
+func (r *Resolver) Close() {
+	r.stop()
+	r.mu.Lock()
+	ws := make([]*Watch, 0, len(r.watches))
+	for _, e := range r.watches {
+		ws = append(ws, e.w)
+	}
+	r.watches = map[string]*resolverEntry{}
+	r.mu.Unlock()
+	for _, w := range ws {
+		<-w.Done()
+	}
+	r.metrics.watching(0)
+}
+
+// KindName is k's name in metric labels: service, pod or unknown.
+func KindName(k pb.Kind) string {
+	switch k {
+	case pb.Kind_KIND_SERVICE:
+		return "service"
+	case pb.Kind_KIND_POD:
+		return "pod"
+	}
+	return "unknown"
+}
+
+// ResolverMetrics are a proxy's metrics of its resolutions. A nil
+// *ResolverMetrics counts nothing.
+type ResolverMetrics struct {
+	lookups *prometheus.CounterVec
+	watches prometheus.Gauge
+}
+
+// NewResolverMetrics registers the metrics on reg.
+func NewResolverMetrics(reg prometheus.Registerer) (*ResolverMetrics, error) {
+	m := &ResolverMetrics{
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_destination_lookups_total",
+			Help: "Connections' lookups of their destination with the destination controller, by result: service, pod, unknown, or timeout (never answered within the wait: the proxy's own configuration was used).",
+		}, []string{"result"}),
+		watches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbound_destination_watches",
+			Help: "Destinations watched through the destination controller.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.lookups, m.watches} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *ResolverMetrics) lookup(result string) {
+	if m != nil {
+		m.lookups.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *ResolverMetrics) watching(n int) {
+	if m != nil {
+		m.watches.Set(float64(n))
+	}
+}

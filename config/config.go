@@ -163,6 +163,17 @@ type Outbound struct {
 	// response's headers once the request is sent; past it the client gets
 	// 504. 0 waits as long as the client does.
 	ResponseTimeout time.Duration `yaml:"responseTimeout"`
+
+	// DestinationAddr is the destination controller (`meshproxy
+	// destination`, host:port), asked what is at each destination IP
+	// before the destination table; empty: none.
+	DestinationAddr string `yaml:"destinationAddr"`
+	// DestinationIdentity is whom the controller must prove to be: SPIFFE
+	// IDs, prefixes or trust domains; empty: the own trust domain.
+	DestinationIdentity []string `yaml:"destinationIdentity"`
+	// DestinationWait bounds how long a connection to a destination the
+	// controller never answered for waits before the table decides.
+	DestinationWait time.Duration `yaml:"destinationWait"`
 }
 
 // Listener is one explicit-mode outbound listener.
@@ -248,8 +259,9 @@ func Default() Config {
 			HeaderTimeout:    10 * time.Second,
 		},
 		Outbound: Outbound{
-			Addr:        fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
-			DialTimeout: 10 * time.Second,
+			Addr:            fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
+			DialTimeout:     10 * time.Second,
+			DestinationWait: time.Second,
 		},
 		Identity: Identity{
 			TrustDomain: "mesh.local",
@@ -326,6 +338,7 @@ func (c *Config) Validate() error {
 		{"inbound handshake timeout", c.Inbound.HandshakeTimeout},
 		{"inbound header timeout", c.Inbound.HeaderTimeout},
 		{"outbound dial timeout", c.Outbound.DialTimeout},
+		{"destination wait", c.Outbound.DestinationWait},
 		{"SVID TTL", c.Identity.SVIDTTL},
 	} {
 		if d.d <= 0 {

@@ -148,6 +148,12 @@ var settings = []setting{
 		func(c *Config) *[]string { return &c.MeshedNetworks }),
 	boolSetting("refuse-unmeshed", "refuse outbound connections to destinations not in the destination table", func(c *Config) *bool { return &c.Outbound.RefuseUnmeshed }),
 	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
+	strSetting("destination-addr", "destination controller (host:port) asked what is at each destination IP before the destination table; empty: none",
+		func(c *Config) *string { return &c.Outbound.DestinationAddr }),
+	listSetting("destination-identity", "whom the destination controller must be: SPIFFE IDs, spiffe://td/prefix/*, trust domains (default: own trust domain)",
+		func(c *Config) *[]string { return &c.Outbound.DestinationIdentity }),
+	durationSetting("destination-wait", "how long a connection waits for the destination controller's first answer about its destination before the table decides",
+		func(c *Config) *time.Duration { return &c.Outbound.DestinationWait }),
 	durationSetting("http-response-timeout", "bound on the wait for an HTTP response's headers, answered 504 past it (0: no limit)",
 		func(c *Config) *time.Duration { return &c.Outbound.ResponseTimeout }),
 

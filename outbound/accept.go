@@ -31,8 +31,18 @@ import (
 
 // Config configures an outbound proxy. Router and Detector are required.
 type Config struct {
-	Router   *Router
-	Detector *detect.Detector
+	Router *Router
+	// Discovery, when set, is asked first what is at a destination IP
+	// (the destination controller); the Router decides what it does not
+	// know.
+	Discovery Discovery
+	// ClientTLS builds the client configuration that authorizes the given
+	// identities, for the endpoints Discovery names; required with it.
+	ClientTLS TLSFunc
+	// RefuseUnmeshed refuses unmeshed endpoints Discovery names, as the
+	// Router refuses unmeshed destinations.
+	RefuseUnmeshed bool
+	Detector       *detect.Detector
 	// DetectMetrics counts the detection outcomes decided outside the
 	// Detector (learned, server_first); nil counts nothing.
 	DetectMetrics *detect.Metrics
@@ -74,6 +84,9 @@ type Proxy struct {
 	http      *httpproxy.Server
 	upstreams upstreams
 	log       *zap.Logger
+
+	endpointSets endpointSets
+	tlsByID      sync.Map // identity → *tls.Config, see tlsFor
 }
 
 // New returns an outbound proxy.
@@ -118,7 +131,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // handle carries one connection from the app to target.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 	log := p.log.With(zap.Stringer("target", target), zap.Stringer("client", conn.RemoteAddr()))
-	route, err := p.cfg.Router.Route(target)
+	route, err := p.route(ctx, target)
 	if err != nil {
 		p.cfg.Metrics.connectError(err)
 		log.Info("connection refused", zap.Error(err))
@@ -132,6 +145,7 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 	var (
 		upstream net.Conn
 		serverID string
+		dialed   = route // the route upstream was dialed by
 	)
 	if !route.Opaque {
 		d, err := p.detect(ctx, log, conn, route)
@@ -142,7 +156,7 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 			return
 		}
 		log.Debug("protocol detected", zap.Stringer("protocol", d.res.Protocol), zap.String("outcome", string(d.res.Outcome)))
-		upstream, serverID = d.upstream, d.serverID
+		upstream, serverID, dialed = d.upstream, d.serverID, d.dialed
 		if upstream == nil && d.res.Protocol != detect.Opaque {
 			p.serveHTTP(ctx, conn, route, d.res.Protocol)
 			return
@@ -150,7 +164,7 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 	}
 
 	if upstream == nil {
-		upstream, serverID, err = p.dial(ctx, route)
+		upstream, serverID, dialed, err = p.dial(ctx, route)
 	}
 	if err != nil {
 		p.cfg.Metrics.connectError(err)
@@ -159,11 +173,11 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 		return
 	}
 	tlsLabel := "disabled"
-	if route.Meshed {
+	if dialed.Meshed {
 		tlsLabel = "true"
 	}
 	upstream = p.cfg.Transport.Track(upstream, metrics.Labels{
-		Direction: "outbound", Peer: "dst", TLS: tlsLabel, ServerID: serverID, TargetAddr: route.DialAddr,
+		Direction: "outbound", Peer: "dst", TLS: tlsLabel, ServerID: serverID, TargetAddr: dialed.DialAddr,
 	})
 	if _, err := duplex.Join(ctx, conn, upstream, p.cfg.Copy); err != nil && !errors.Is(err, context.Canceled) {
 		log.Debug("connection ended with an error", zap.Error(err))

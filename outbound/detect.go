@@ -15,9 +15,11 @@ type detected struct {
 	res  detect.Result
 	conn net.Conn // the client's conn, replaying what was peeked
 	// upstream is a connection to the destination opened speculatively,
-	// or nil; serverID is its peer's identity when meshed.
+	// or nil; serverID is its peer's identity when meshed, dialed the route
+	// it was dialed by.
 	upstream net.Conn
 	serverID string
+	dialed   Route
 }
 
 // detect finds out what a connection to a non-opaque port carries.
@@ -90,19 +92,21 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 	type dialing struct {
 		conn     net.Conn
 		serverID string
+		route    Route
 		err      error
 	}
 	sctx, cancelDial := context.WithCancel(ctx)
 	defer cancelDial()
 	dialed := make(chan dialing, 1)
 	go func() {
-		c, id, err := p.dial(sctx, route)
-		dialed <- dialing{c, id, err}
+		c, id, r, err := p.dial(sctx, route)
+		dialed <- dialing{c, id, r, err}
 	}()
 
 	var (
 		upstream net.Conn
 		serverID string
+		used     Route
 		greeting chan []byte // the server's first read, once connected
 	)
 	// drop closes the speculative connection, or the one still being
@@ -131,7 +135,7 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 				log.Debug("speculative connection failed", zap.Error(d.err))
 				continue
 			}
-			upstream, serverID = d.conn, d.serverID
+			upstream, serverID, used = d.conn, d.serverID, d.route
 			greeting = make(chan []byte, 1)
 			go func(up net.Conn, greeting chan<- []byte) {
 				buf := make([]byte, 4<<10)
@@ -167,7 +171,7 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 			}
 			res := d.res
 			res.Protocol, res.Outcome, res.Elapsed = detect.Opaque, detect.OutcomeServerFirst, elapsed
-			return detected{res: res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+			return detected{res: res, conn: d.conn, upstream: upstream, serverID: serverID, dialed: used}, nil
 
 		case d := <-client:
 			// The client spoke, closed, or the timeout passed.
@@ -180,7 +184,7 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 			// Opaque: carried on the speculative connection, once dialed.
 			if dialed != nil {
 				if dd := <-dialed; dd.err == nil {
-					upstream, serverID = dd.conn, dd.serverID
+					upstream, serverID, used = dd.conn, dd.serverID, dd.route
 				}
 			}
 			if upstream == nil {
@@ -199,7 +203,7 @@ func (p *Proxy) speculate(ctx context.Context, log *zap.Logger, conn net.Conn, r
 				_ = upstream.Close()
 				return detected{conn: d.conn}, err
 			}
-			return detected{res: d.res, conn: d.conn, upstream: upstream, serverID: serverID}, nil
+			return detected{res: d.res, conn: d.conn, upstream: upstream, serverID: serverID, dialed: used}, nil
 		}
 	}
 }

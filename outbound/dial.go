@@ -16,11 +16,17 @@ import (
 // port is not a meshproxy inbound proxy (or is a version without it).
 var ErrNotMeshproxy = errors.New("peer did not negotiate the transport header protocol")
 
-// dial connects to route's destination. For a meshed route it completes the
-// mTLS handshake, which authorizes the peer's SPIFFE ID, and sends the
-// transport header carrying the target port; it returns the peer's ID.
-func (p *Proxy) dial(ctx context.Context, route Route) (net.Conn, string, error) {
-	return p.dialSession(ctx, route, header.None)
+// dial connects opaque traffic to route's destination. For a meshed route
+// it completes the mTLS handshake, which authorizes the peer's SPIFFE ID,
+// and sends the transport header carrying the target port; it returns the
+// peer's ID, and the route dialed: route itself, or for a resolved
+// destination the endpoint it chose (resolve.go).
+func (p *Proxy) dial(ctx context.Context, route Route) (net.Conn, string, Route, error) {
+	if route.Endpoints != nil {
+		return p.dialBalanced(ctx, route)
+	}
+	c, id, err := p.dialSession(ctx, route, header.None)
+	return c, id, route, err
 }
 
 // dialSession is dial with the session protocol the header announces.

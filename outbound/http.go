@@ -33,21 +33,93 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 	if route.Meshed {
 		tlsLabel = metrics.TLSTrue
 	}
-	p.http.ServeConn(ctx, conn, &httpproxy.Conn{
-		Transport: p.upstreams.get(p, route, session),
-		Upstream:  route.Target.String(),
-		Labels:    httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr},
+	c := &httpproxy.Conn{
+		Upstream: route.Target.String(),
+		Labels:   httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr},
 		// A CONNECT tunnel is opaque bytes after the answer: it goes
 		// with no session protocol, like any opaque connection.
 		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, header.None) },
-	})
+	}
+	if route.Endpoints != nil {
+		// Each request chooses its endpoint: one long-lived client
+		// connection (gRPC's) is spread over every replica.
+		c.Transport = &balancedTransport{p: p, route: route, session: session}
+		c.Labels.TLS, c.Labels.TargetAddr = metrics.TLSTrue, route.Target.String()
+	} else {
+		c.Transport = p.upstreams.get(p, route, session)
+	}
+	p.http.ServeConn(ctx, conn, c)
 }
+
+// balancedTransport sends each request to an endpoint the balancer
+// chooses, over that endpoint's pool, and moves on to another endpoint when
+// one fails to connect, for requests that can be sent again.
+type balancedTransport struct {
+	p       *Proxy
+	route   Route
+	session header.SessionProtocol
+}
+
+func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	skip := map[string]bool{}
+	err := fmt.Errorf("%s: %w", t.route.Target, ErrNoEndpoints)
+	for range maxEndpointAttempts {
+		h, ep, ok := t.route.Endpoints.pick(skip)
+		if !ok {
+			break
+		}
+		er, rerr := t.p.endpointRoute(t.route, ep, false)
+		if rerr != nil {
+			h.Done()
+			return nil, rerr
+		}
+		start := time.Now()
+		resp, rtErr := t.p.upstreams.get(t.p, er, t.session).RoundTrip(r)
+		if rtErr == nil {
+			h.Observe(time.Since(start))
+			h.Done()
+			t.p.cfg.Metrics.endpointChoice(true)
+			return resp, nil
+		}
+		h.Done()
+		var de *dialError
+		if !errors.As(rtErr, &de) {
+			return nil, rtErr
+		}
+		h.Fail()
+		t.p.cfg.Metrics.endpointChoice(false)
+		skip[h.ID()] = true
+		err = rtErr
+		// Nothing was sent on a failed connect, but the body may have
+		// been read for it: only a request without one goes again.
+		if r.Body != nil && r.Body != http.NoBody {
+			break
+		}
+	}
+	return nil, err
+}
+
+// dialError marks a failure to connect (or handshake), before any of a
+// request was sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 // dialUpstream opens one upstream connection for HTTP, counted in the
 // tcp_* metrics and labelled with the peer's identity. Refusals by
 // authorization, either side's, are marked so the client gets 403.
 func (p *Proxy) dialUpstream(ctx context.Context, route Route, session header.SessionProtocol) (net.Conn, error) {
-	conn, serverID, err := p.dialSession(ctx, route, session)
+	var (
+		conn     net.Conn
+		serverID string
+		err      error
+	)
+	if route.Endpoints != nil {
+		conn, serverID, route, err = p.dialBalanced(ctx, route) // a CONNECT tunnel
+	} else {
+		conn, serverID, err = p.dialSession(ctx, route, session)
+	}
 	if err != nil {
 		p.cfg.Metrics.connectError(err)
 		p.log.Info("connecting to destination failed", zap.Stringer("target", route.Target),
@@ -56,7 +128,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, route Route, session header.Se
 		if errors.Is(err, identity.ErrUnauthorized) || errors.As(err, &alert) {
 			err = fmt.Errorf("%w: %w", httpproxy.ErrRefused, err)
 		}
-		return nil, err
+		return nil, &dialError{err}
 	}
 	tlsLabel := metrics.TLSDisabled
 	if route.Meshed {

@@ -14,19 +14,39 @@ import (
 // Metrics counts the connections the outbound proxy could not carry. A nil
 // *Metrics counts nothing.
 type Metrics struct {
-	errors *prometheus.CounterVec
+	errors  *prometheus.CounterVec
+	choices *prometheus.CounterVec
 }
 
 // NewMetrics registers the outbound metrics on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outbound_connect_errors_total",
-		Help: "Outbound connections that could not be carried to their destination, by reason.",
-	}, []string{"reason"})}
-	if err := reg.Register(m.errors); err != nil {
-		return nil, err
+	m := &Metrics{
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_connect_errors_total",
+			Help: "Outbound connections that could not be carried to their destination, by reason.",
+		}, []string{"reason"}),
+		choices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_endpoint_choices_total",
+			Help: "Endpoints of controller-resolved destinations chosen by the balancer, by outcome: connected, or failed (the next attempt tries another endpoint).",
+		}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.errors, m.choices} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) endpointChoice(connected bool) {
+	if m == nil {
+		return
+	}
+	if connected {
+		m.choices.WithLabelValues("connected").Inc()
+	} else {
+		m.choices.WithLabelValues("failed").Inc()
+	}
 }
 
 func (m *Metrics) connectError(err error) {
@@ -44,6 +64,8 @@ func connectErrorReason(err error) string {
 	switch {
 	case errors.Is(err, ErrUnmeshedRefused):
 		return "unmeshed_refused"
+	case errors.Is(err, ErrNoEndpoints):
+		return "no_endpoints"
 	case errors.Is(err, ErrLoop):
 		return "loop"
 	case errors.Is(err, ErrNoOriginalDst):

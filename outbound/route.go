@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/seed722d2a70/meshproxy/config"
+	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 	"github.com/seed722d2a70/meshproxy/ports"
 )
 
@@ -59,6 +60,12 @@ type Route struct {
 	// TLS is the client configuration that authorizes the peer; nil unless
 	// Meshed. It is shared by all routes to the destination.
 	TLS *tls.Config
+	// Endpoints, for a destination the controller resolved, are where its
+	// connections go: each picks one (resolve.go), and Meshed, DialAddr and
+	// TLS are then the chosen endpoint's. Nil for table routes.
+	Endpoints *EndpointSet
+	// Service is the Service the destination resolved to, if any.
+	Service *pb.Service
 }
 
 // TLSFunc builds the client TLS configuration for a destination from the

@@ -24,6 +24,7 @@ import (
 
 	"github.com/seed722d2a70/meshproxy/admin"
 	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/destination"
 	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/identity"
@@ -271,8 +272,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := reg.Register(learned); err != nil {
 		return err
 	}
+	disc, err := p.newDiscovery(src, authorizer)
+	if err != nil {
+		return err
+	}
+	var discovery outbound.Discovery // a nil *discovery would not be nil
+	if disc != nil {
+		defer disc.Close()
+		discovery = disc
+	}
 	out := outbound.New(outbound.Config{
-		Router: router,
+		Router:         router,
+		Discovery:      discovery,
+		ClientTLS:      clientTLS,
+		RefuseUnmeshed: p.cfg.Outbound.RefuseUnmeshed,
 		Detector: detect.New(detect.Config{
 			Timeout: p.cfg.Detect.Timeout, Direction: "outbound", Metrics: detectMetrics, Logger: p.log,
 		}),
@@ -336,6 +349,43 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return runErr
 }
 
+// newDiscovery connects to the destination controller when one is
+// configured; nil otherwise. Readiness does not depend on it: a controller
+// outage must never take pods out of service, and connections then fall
+// back to what the proxy knew or to its own table.
+func (p *Proxy) newDiscovery(src identity.Source, authorizer func([]string) (tlsAuthorizer, error)) (*discovery, error) {
+	if p.cfg.Outbound.DestinationAddr == "" {
+		return nil, nil
+	}
+	authz, err := authorizer(p.cfg.Outbound.DestinationIdentity)
+	if err != nil {
+		return nil, fmt.Errorf("destination identity: %w", err)
+	}
+	client, err := destination.NewClient(p.cfg.Outbound.DestinationAddr,
+		identity.ClientConfig(src, authz, identity.WithNextProtos("h2")), p.log.With(zap.String("component", "destination")))
+	if err != nil {
+		return nil, err
+	}
+	m, err := destination.NewResolverMetrics(p.opts.Registry)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	p.log.Info("resolving destinations with the destination controller", zap.String("addr", p.cfg.Outbound.DestinationAddr))
+	return &discovery{destination.NewResolver(client, p.cfg.Outbound.DestinationWait, m), client}, nil
+}
+
+// discovery is the resolver with the client it owns.
+type discovery struct {
+	*destination.Resolver
+	client *destination.Client
+}
+
+func (d *discovery) Close() {
+	d.Resolver.Close()
+	_ = d.client.Close()
+}
+
 // loopback6Twin listens on [::1] at ln's port when ln is on IPv4 loopback,
 // and returns nil, nil when ln is not, or the host has no IPv6 loopback.
 func loopback6Twin(ln net.Listener) (net.Listener, error) {
@@ -387,6 +437,9 @@ func checkConfig(cfg config.Config) error {
 	}
 	if _, err := outbound.NewTable(cfg.Destinations, cfg.MeshedNetworks, cfg.OpaquePorts, cfg.Outbound.RefuseUnmeshed, checkTLS); err != nil {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	if _, err := authorizer(cfg.Outbound.DestinationIdentity); err != nil {
+		return fmt.Errorf("%w: destination identity: %w", config.ErrInvalid, err)
 	}
 	for _, l := range cfg.Outbound.Listeners {
 		if _, err := outbound.ParseTarget(l.Target); err != nil {

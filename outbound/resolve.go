@@ -1,0 +1,259 @@
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/seed722d2a70/meshproxy/balance"
+	"github.com/seed722d2a70/meshproxy/destination"
+	"github.com/seed722d2a70/meshproxy/internal/header"
+	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+)
+
+// ErrNoEndpoints is returned for a Service the destination controller
+// knows, that has no ready endpoint (or none left to try).
+var ErrNoEndpoints = errors.New("no ready endpoints")
+
+// Discovery is what the destination controller says is at an address
+// (destination.Resolver); false means it has not said, and the destination
+// table decides.
+type Discovery interface {
+	Resolve(ctx context.Context, address string) (destination.State, bool)
+}
+
+// maxEndpointAttempts bounds the endpoints one connection or request tries
+// before it fails: each failed connect moves on to another endpoint.
+const maxEndpointAttempts = 3
+
+// route decides how to carry a connection to target: the destination
+// controller's answer for an IP address when it has one (a Service or a
+// pod), else the destination table.
+func (p *Proxy) route(ctx context.Context, target Target) (Route, error) {
+	if p.cfg.Discovery != nil {
+		if _, err := netip.ParseAddr(target.Host); err == nil {
+			if s, ok := p.cfg.Discovery.Resolve(ctx, target.String()); ok && s.Kind != pb.Kind_KIND_UNKNOWN {
+				return p.resolved(target, s)
+			}
+		}
+	}
+	return p.cfg.Router.Route(target)
+}
+
+// resolved is the route to a Service or pod the controller resolved:
+// its endpoints, each connection (or HTTP request) choosing one.
+func (p *Proxy) resolved(target Target, s destination.State) (Route, error) {
+	set := p.endpointSets.get(target.String(), s)
+	r := Route{Target: target, Endpoints: set, Service: s.Service}
+	if s.Service != nil {
+		r.Opaque = s.Service.Opaque
+	} else {
+		for _, ep := range s.Endpoints {
+			r.Opaque = ep.Opaque // KIND_POD: the one endpoint's word
+		}
+	}
+	if set.bal.Len() == 0 {
+		return Route{}, fmt.Errorf("%s: %w", target, ErrNoEndpoints)
+	}
+	return r, nil
+}
+
+// EndpointSet is a resolved destination's endpoints and their balancer,
+// shared by every connection to the destination so that the balancer sees
+// all of their load.
+type EndpointSet struct {
+	bal *balance.Balancer
+
+	mu       sync.Mutex
+	version  uint64
+	eps      map[string]*pb.Endpoint
+	lastUsed time.Time
+}
+
+// pick chooses an endpoint not in skip; see balance.Balancer.Pick.
+func (s *EndpointSet) pick(skip map[string]bool) (*balance.Handle, *pb.Endpoint, bool) {
+	h, ok := s.bal.Pick(skip)
+	if !ok {
+		return nil, nil, false
+	}
+	s.mu.Lock()
+	ep := s.eps[h.ID()]
+	s.mu.Unlock()
+	if ep == nil { // gone between the two locks: as if it had failed
+		h.Done()
+		skip[h.ID()] = true
+		return s.pick(skip)
+	}
+	return h, ep, true
+}
+
+// endpointSets are the EndpointSets of resolved destinations, by address.
+// Sets unused for destination.WatchIdleAfter are dropped, like the
+// resolver's watches.
+type endpointSets struct {
+	mu    sync.Mutex
+	m     map[string]*EndpointSet
+	swept time.Time
+}
+
+// get returns address's set, brought up to state s.
+func (ss *endpointSets) get(address string, s destination.State) *EndpointSet {
+	now := time.Now()
+	ss.mu.Lock()
+	if now.Sub(ss.swept) >= time.Minute {
+		ss.swept = now
+		for a, set := range ss.m {
+			set.mu.Lock()
+			idle := now.Sub(set.lastUsed) >= destination.WatchIdleAfter
+			set.mu.Unlock()
+			if idle {
+				delete(ss.m, a)
+			}
+		}
+	}
+	set := ss.m[address]
+	if set == nil {
+		if ss.m == nil {
+			ss.m = map[string]*EndpointSet{}
+		}
+		set = &EndpointSet{bal: balance.New(0)}
+		ss.m[address] = set
+	}
+	ss.mu.Unlock()
+
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	set.lastUsed = now
+	if set.eps == nil || s.Version != set.version {
+		set.version, set.eps = s.Version, s.Endpoints
+		ids := make([]string, 0, len(s.Endpoints))
+		for a := range s.Endpoints {
+			ids = append(ids, a)
+		}
+		set.bal.Update(ids)
+	}
+	return set
+}
+
+// endpointRoute is how to reach one endpoint. A meshed one is dialed over
+// mTLS, authorizing its own SPIFFE ID, with the transport header naming its
+// target port. Opaque traffic goes to the pod's inbound port (the seed's
+// retargeting: a NetworkPolicy for an opaque port must allow it); HTTP
+// keeps its port, where the pod's firewall rules hand it to its proxy. An
+// unmeshed endpoint is dialed as it is, unless unmeshed traffic is refused.
+func (p *Proxy) endpointRoute(r Route, ep *pb.Endpoint, opaque bool) (Route, error) {
+	host, portStr, err := net.SplitHostPort(ep.Address)
+	if err != nil {
+		return Route{}, fmt.Errorf("endpoint %q: %w", ep.Address, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return Route{}, fmt.Errorf("endpoint %q: bad port", ep.Address)
+	}
+	er := Route{Target: Target{Host: host, Port: uint16(port)}, Opaque: r.Opaque, DialAddr: ep.Address, Service: r.Service}
+	if !ep.Meshed {
+		if p.cfg.RefuseUnmeshed {
+			return Route{}, fmt.Errorf("%s: %w", ep.Address, ErrUnmeshedRefused)
+		}
+		return er, nil
+	}
+	cfg, err := p.tlsFor(ep.Identity)
+	if err != nil {
+		return Route{}, fmt.Errorf("endpoint %s: %w", ep.Address, err)
+	}
+	er.Meshed, er.TLS = true, cfg
+	if opaque {
+		in := ep.InboundPort
+		if in == 0 || in > 65535 {
+			in = DefaultInboundPort
+		}
+		er.DialAddr = net.JoinHostPort(host, strconv.Itoa(int(in)))
+	}
+	return er, nil
+}
+
+// tlsFor returns the client configuration that authorizes exactly id,
+// built once per identity so that sessions resume across connections.
+func (p *Proxy) tlsFor(id string) (*tls.Config, error) {
+	if cfg, ok := p.tlsByID.Load(id); ok {
+		return cfg.(*tls.Config), nil
+	}
+	if p.cfg.ClientTLS == nil {
+		return nil, errors.New("no client TLS configuration for meshed endpoints")
+	}
+	cfg, err := p.cfg.ClientTLS([]string{id})
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := p.tlsByID.LoadOrStore(id, cfg)
+	return actual.(*tls.Config), nil
+}
+
+// dialBalanced connects opaque traffic to one of r's endpoints, moving on to
+// another when one fails to connect. The returned conn holds its endpoint's
+// work in the balancer until closed; route is the endpoint's.
+func (p *Proxy) dialBalanced(ctx context.Context, r Route) (conn net.Conn, serverID string, route Route, err error) {
+	skip := map[string]bool{}
+	err = fmt.Errorf("%s: %w", r.Target, ErrNoEndpoints)
+	for range maxEndpointAttempts {
+		h, ep, ok := r.Endpoints.pick(skip)
+		if !ok {
+			break
+		}
+		er, rerr := p.endpointRoute(r, ep, true)
+		if rerr != nil {
+			h.Done()
+			return nil, "", Route{}, rerr
+		}
+		start := time.Now()
+		c, id, derr := p.dialSession(ctx, er, header.None)
+		if derr == nil {
+			h.Observe(time.Since(start))
+			p.cfg.Metrics.endpointChoice(true)
+			return &endpointConn{Conn: c, done: h.Done}, id, er, nil
+		}
+		h.Fail()
+		h.Done()
+		p.cfg.Metrics.endpointChoice(false)
+		skip[h.ID()] = true
+		err = derr
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, "", Route{}, err
+}
+
+// endpointConn releases its endpoint's unit of work in the balancer when
+// closed.
+type endpointConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *endpointConn) Close() error {
+	c.once.Do(c.done)
+	return c.Conn.Close()
+}
+
+// CloseWrite and CloseRead forward half-closes to the conn underneath.
+func (c *endpointConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("%T: %w", c.Conn, errors.ErrUnsupported)
+}
+
+func (c *endpointConn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return fmt.Errorf("%T: %w", c.Conn, errors.ErrUnsupported)
+}

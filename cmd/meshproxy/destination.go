@@ -41,6 +41,7 @@ func runDestination(ctx context.Context, env environment, args []string) error {
 	clusterDomain := fs.String("cluster-domain", controller.DefaultClusterDomain, "DNS domain of Service names")
 	opaque := fs.String("opaque-ports", config.DefaultOpaquePorts, "ports opaque where no annotation says otherwise ('none' for none)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "json or console")
 	var id config.Identity
 	fs.StringVar(&id.SPIFFESocket, "spiffe-socket", env.getenv("SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API socket of the controller's own SVID")
 	fs.StringVar(&id.CertFile, "cert-file", "", "the controller's SVID as PEM files, instead of the Workload API")
@@ -60,7 +61,7 @@ func runDestination(ctx context.Context, env environment, args []string) error {
 		id.ID = "spiffe://" + id.TrustDomain + "/meshproxy-destination"
 	}
 	id.SVIDTTL = time.Hour
-	log, level, err := newLogger(config.Log{Level: *logLevel, Format: "json"}, env.stderr)
+	log, level, err := newLogger(config.Log{Level: *logLevel, Format: *logFormat}, env.stderr)
 	if err != nil {
 		return err
 	}
@@ -104,6 +105,7 @@ func runDestination(ctx context.Context, env environment, args []string) error {
 	}
 	go func() { _ = adminSrv.Serve(adminLn) }()
 	defer adminSrv.Close()
+	log.Info("admin server listening", zap.Stringer("addr", adminLn.Addr()))
 
 	if err := src.WaitReady(ctx); err != nil {
 		return fmt.Errorf("waiting for the controller's identity: %w", err)

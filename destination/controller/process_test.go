@@ -1,18 +1,14 @@
 package controller_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +21,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/destination"
 	"github.com/seed722d2a70/meshproxy/identity"
 	"github.com/seed722d2a70/meshproxy/test/kubetest"
+	"github.com/seed722d2a70/meshproxy/test/meshtest"
 )
 
 // buildOnce builds the full meshproxy binary (the destination command is
@@ -34,107 +31,24 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "meshproxy")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy").CombinedOutput()
-	if err != nil {
-		return "", &buildError{err, string(out)}
-	}
-	return bin, nil
+	return meshtest.BuildFull(dir)
 })
 
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return "go build: " + e.err.Error() + ": " + e.out }
-
-// controllerProcess is `meshproxy destination` running as a process.
-type controllerProcess struct {
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	addrsKnown chan struct{} // closed when addr and adminAddr are set
-
-	mu              sync.Mutex
-	addr, adminAddr string
-	log             strings.Builder
-}
-
-// startController runs the controller with args, and returns once it has
-// logged its addresses.
-func startController(t *testing.T, args ...string) *controllerProcess {
+// startController runs `meshproxy destination` with args as a process.
+func startController(t *testing.T, args ...string) *meshtest.Process {
 	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &controllerProcess{
-		cmd:        exec.Command(bin, append([]string{"destination", "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...),
-		exited:     make(chan struct{}),
-		addrsKnown: make(chan struct{}),
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go p.read(stderr)
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("controller did not stop within 10 s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("controller log:\n%s", p.Log())
-		}
-	})
-	select {
-	case <-p.addrsKnown:
-	case <-p.exited:
-		t.Fatalf("controller exited: %s", p.Log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("controller logged no addresses within 30 s: %s", p.Log())
-	}
-	return p
+	return meshtest.StartProcessWith(t, bin, meshtest.ProcessOptions{Command: "destination"},
+		append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
 }
 
-// read keeps the log and finds the addresses in the first lines; the
-// admin server logs before the identity, the gRPC one after.
-func (p *controllerProcess) read(r io.Reader) {
-	defer func() { _ = p.cmd.Wait(); close(p.exited) }()
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		p.mu.Lock()
-		p.log.WriteString(line + "\n")
-		var rec struct {
-			Msg       string `json:"msg"`
-			Addr      string `json:"addr"`
-			AdminAddr string `json:"admin_addr"`
-		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "destination controller starting" && p.addr == "" {
-			p.addr, p.adminAddr = rec.Addr, rec.AdminAddr
-			close(p.addrsKnown)
-		}
-		p.mu.Unlock()
-	}
-}
-
-func (p *controllerProcess) Log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-func (p *controllerProcess) get(t *testing.T, path string) (int, string) {
+// get fetches path from the controller's admin server.
+func get(t *testing.T, p *meshtest.Process, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.adminAddr + path)
+	resp, err := http.Get("http://" + p.Admin + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,17 +81,17 @@ func TestDestinationCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	unsynced := startController(t, "-kubeconfig", kubeconfig, "-ca-dir", caDir, "-dev-trust-domain", trustDomain)
-	if code, _ := unsynced.get(t, "/live"); code != http.StatusOK {
+	if code, _ := get(t, unsynced, "/live"); code != http.StatusOK {
 		t.Errorf("/live = %d without an API server, want 200", code)
 	}
 	time.Sleep(time.Second) // long enough to have synced, had there been an API server
-	if code, _ := unsynced.get(t, "/ready"); code != http.StatusServiceUnavailable {
+	if code, _ := get(t, unsynced, "/ready"); code != http.StatusServiceUnavailable {
 		t.Errorf("/ready = %d without an API server, want 503", code)
 	}
 
 	p := startController(t, "-kubeconfig", cluster.Kubeconfig, "-ca-dir", caDir, "-dev-trust-domain", trustDomain)
 	deadline := time.Now().Add(within)
-	for code, _ := p.get(t, "/ready"); code != http.StatusOK; code, _ = p.get(t, "/ready") {
+	for code, _ := get(t, p, "/ready"); code != http.StatusOK; code, _ = get(t, p, "/ready") {
 		if time.Now().After(deadline) {
 			t.Fatalf("/ready = %d after %v", code, within)
 		}
@@ -190,7 +104,7 @@ func TestDestinationCommand(t *testing.T) {
 	svc := createService(t, cluster, service(ns, "redis", nil, app, corev1.ServicePort{Port: 6380, TargetPort: intstr.FromString("resp")}))
 
 	src := devSource(t, ca, "spiffe://"+trustDomain+"/ns/default/sa/client")
-	c, err := destination.NewClient(p.addr, identity.ClientConfig(src, tlsconfig.AuthorizeMemberOf(ca.TrustDomain()), identity.WithNextProtos("h2")), zaptest.NewLogger(t))
+	c, err := destination.NewClient(p.API, identity.ClientConfig(src, tlsconfig.AuthorizeMemberOf(ca.TrustDomain()), identity.WithNextProtos("h2")), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +116,7 @@ func TestDestinationCommand(t *testing.T) {
 	if ep := s.Endpoints[hostPort(pod.IP, 6379)]; !ep.Meshed || ep.Identity != "spiffe://"+trustDomain+"/ns/"+ns+"/sa/redis" {
 		t.Errorf("endpoint %v", ep)
 	}
-	_, metrics := p.get(t, "/metrics")
+	_, metrics := get(t, p, "/metrics")
 	for _, want := range []string{`destination_subscribers 1`, `destination_watched_objects{kind="service"}`, `destination_resolutions_total{kind="service"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

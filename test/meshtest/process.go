@@ -24,9 +24,18 @@ import (
 // Build compiles the sidecar build of cmd/meshproxy, the one pods run,
 // into dir and returns the binary's path.
 func Build(dir string) (string, error) {
-	bin := filepath.Join(dir, "meshproxy")
-	cmd := exec.Command("go", "build", "-tags", "sidecar", "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	return build(filepath.Join(dir, "meshproxy"), "-tags", "sidecar")
+}
+
+// BuildFull compiles the full cmd/meshproxy, with the Kubernetes commands
+// (destination, inject, ...), into dir as meshproxy-full.
+func BuildFull(dir string) (string, error) {
+	return build(filepath.Join(dir, "meshproxy-full"))
+}
+
+func build(bin string, flags ...string) (string, error) {
+	args := append(append([]string{"build"}, flags...), "-o", bin, "github.com/seed722d2a70/meshproxy/cmd/meshproxy")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
@@ -34,10 +43,12 @@ func Build(dir string) (string, error) {
 
 // Process is a meshproxy running as its own process.
 type Process struct {
-	Cmd       *exec.Cmd
-	LogPath   string
-	Admin     string
-	Inbound   string
+	Cmd     *exec.Cmd
+	LogPath string
+	Admin   string
+	Inbound string
+	// API is where a destination controller serves its API.
+	API       string
 	Listeners []string
 	done      chan error
 	client    *http.Client
@@ -65,6 +76,11 @@ type ProcessOptions struct {
 	// HTTPClient reaches the admin server; nil means http.DefaultClient.
 	// A proxy in a network namespace needs a client that dials there.
 	HTTPClient *http.Client
+	// Command is the meshproxy command run: "run" (the default) or
+	// "destination", the destination controller, whose readiness here is
+	// its having logged its addresses (its /ready also waits for the
+	// Kubernetes API).
+	Command string
 }
 
 // StartProcessWith is StartProcess with options.
@@ -76,7 +92,11 @@ func StartProcessWith(t testing.TB, bin string, opts ProcessOptions, args ...str
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, append([]string{"run", "-log-format", "json"}, args...)...)
+	command := opts.Command
+	if command == "" {
+		command = "run"
+	}
+	cmd := exec.Command(bin, append([]string{command, "-log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.Stderr, cmd.Stdout = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opts.Credential}
@@ -181,6 +201,9 @@ func (p *Process) parseAddrs() bool {
 			p.Listeners = append(p.Listeners, line.Addr)
 		case "proxy ready":
 			p.Inbound = line.InboundAddr
+			ready = true
+		case "destination controller starting":
+			p.API = line.Addr
 			ready = true
 		}
 	}

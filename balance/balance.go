@@ -5,7 +5,9 @@
 // in flight plus one. The estimate jumps to any slower observation at once
 // (peak) and otherwise follows observations with exponential decay; it also
 // decays toward zero while an endpoint goes unused, so an endpoint that was
-// slow once is tried again. Endpoints that failed to connect are passed over
+// slow once is tried again. Estimates below MinRTT, or within Tolerance of
+// each other, count as equal (see less), so that equally fast endpoints
+// share the load evenly. Endpoints that failed to connect are passed over
 // for a while unless nothing else is left.
 package balance
 
@@ -16,10 +18,28 @@ import (
 	"time"
 )
 
-// Defaults, as in Linkerd's proxy.
+// Defaults. Linkerd's proxy decays its estimates with a 10 s time constant;
+// on sub-millisecond latencies, where a stalled request is ten or thirty
+// times the usual, that idles the endpoint it hit for tens of seconds, and
+// three equal replicas then share one client's requests 1:30:69. A shorter
+// memory, a bounded step up and a tolerance band (see less) keep them even,
+// while an endpoint ten times slower than its peers still gets about 1%.
 const (
 	// DefaultDecay is the time constant of the latency estimate.
-	DefaultDecay = 10 * time.Second
+	DefaultDecay = 500 * time.Millisecond
+	// MinRTT is the least estimate the balancer tells apart: endpoints
+	// whose estimates are both below it count as equally fast. Differences
+	// under a millisecond are scheduling noise, not load, and one noisy
+	// peak would otherwise keep an endpoint idle for seconds.
+	MinRTT = time.Millisecond
+	// PeakStep bounds how far one observation raises an estimate: a
+	// slower observation raises it at once, but at most this many times
+	// (from at least MinRTT), so that one stalled request does not idle an
+	// endpoint while a really slower one reaches its level in a few.
+	PeakStep = 2
+	// Tolerance is the ratio of two estimates below which the balancer
+	// counts them as equal.
+	Tolerance = 4
 	// FailurePenalty is how long an endpoint that failed to connect is
 	// passed over.
 	FailurePenalty = 5 * time.Second
@@ -28,8 +48,10 @@ const (
 // Balancer holds the endpoints of one destination and their estimates. Its
 // methods are safe for concurrent use.
 type Balancer struct {
-	decay time.Duration
-	now   func() time.Time
+	decay     time.Duration
+	peakStep  float64
+	tolerance float64
+	now       func() time.Time
 
 	mu   sync.Mutex
 	eps  []*endpoint // the current set, in a stable order
@@ -50,7 +72,7 @@ func New(decay time.Duration) *Balancer {
 	if decay <= 0 {
 		decay = DefaultDecay
 	}
-	return &Balancer{decay: decay, now: time.Now, byID: map[string]*endpoint{}}
+	return &Balancer{decay: decay, peakStep: PeakStep, tolerance: Tolerance, now: time.Now, byID: map[string]*endpoint{}}
 }
 
 // Update replaces the set of endpoints with ids. Endpoints that stay keep
@@ -121,7 +143,7 @@ func (b *Balancer) Pick(skip map[string]bool) (*Handle, bool) {
 			j++
 		}
 		e = candidates[i]
-		if b.load(candidates[j], now) < b.load(e, now) {
+		if b.less(candidates[j], e, now) {
 			e = candidates[j]
 		}
 	}
@@ -129,11 +151,19 @@ func (b *Balancer) Pick(skip map[string]bool) (*Handle, bool) {
 	return &Handle{b: b, e: e, start: now}, true
 }
 
-// load is the endpoint's estimate, decayed to now, times its work plus one.
-// The estimate counts as at least 1 ns, so that work in flight still
-// weighs on endpoints not observed yet.
-func (b *Balancer) load(e *endpoint, now time.Time) float64 {
-	return max(b.estimate(e, now), 1) * float64(e.pending+1)
+// less reports whether a is the less loaded of two endpoints. Load is the
+// latency estimate (decayed to now, at least MinRTT) times the work in
+// flight plus one, except that estimates within Tolerance of each other
+// count as equal: then the work in flight alone decides. Latencies measured
+// at low load are mostly noise, and a noisy peak must not idle an endpoint
+// for the seconds its estimate takes to decay; an endpoint that is really
+// slower, or busier, still loses.
+func (b *Balancer) less(a, c *endpoint, now time.Time) bool {
+	ea, ec := max(b.estimate(a, now), float64(MinRTT)), max(b.estimate(c, now), float64(MinRTT))
+	if max(ea, ec) < b.tolerance*min(ea, ec) {
+		return a.pending < c.pending
+	}
+	return ea*float64(a.pending+1) < ec*float64(c.pending+1)
 }
 
 func (b *Balancer) estimate(e *endpoint, now time.Time) float64 {
@@ -165,7 +195,7 @@ func (h *Handle) Observe(rtt time.Duration) {
 	now := b.now()
 	est, sample := b.estimate(h.e, now), float64(rtt)
 	if sample > est {
-		h.e.rtt = sample
+		h.e.rtt = min(sample, b.peakStep*max(est, float64(MinRTT)))
 	} else {
 		w := math.Exp(-float64(now.Sub(h.e.stamp)) / float64(b.decay))
 		h.e.rtt = est*w + sample*(1-w)

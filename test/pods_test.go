@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/seed722d2a70/meshproxy/test/meshtest"
 	"github.com/seed722d2a70/meshproxy/test/netns"
 )
@@ -83,8 +85,16 @@ func (b *testBed) unmeshedPod(t *testing.T, name string) *pod {
 func (b *testBed) meshedPod(t *testing.T, name string, destinations []podDest, initArgs []string, runArgs ...string) *pod {
 	t.Helper()
 	p := b.unmeshedPod(t, name)
+	p.startProxy(t, writePodFiles(t, b.dir, b.mesh, name, meshtest.ID(name), destinations), initArgs, runArgs...)
+	return p
+}
+
+// startProxy installs the pod's interception rules (`meshproxy init` with
+// initArgs) and starts its proxy as proxyUID with the identity in files and
+// runArgs.
+func (p *pod) startProxy(t *testing.T, files podFiles, initArgs []string, runArgs ...string) {
+	t.Helper()
 	p.ns.MustRun(t, meshproxyBin, append([]string{"init", "--proxy-uid=" + strconv.Itoa(proxyUID)}, initArgs...)...)
-	files := b.podFiles(t, name, destinations)
 	args := append([]string{
 		"--transparent",
 		"--identity-cert=" + files.cert, "--identity-key=" + files.key, "--identity-bundle=" + files.bundle,
@@ -96,7 +106,6 @@ func (b *testBed) meshedPod(t *testing.T, name string, destinations []podDest, i
 		Start:      p.ns.Start,
 		HTTPClient: p.httpClient(t),
 	}, args...)
-	return p
 }
 
 // podDest is a meshed destination in a pod proxy's table.
@@ -113,11 +122,11 @@ func meshedIP(ip netip.Addr, name string) []podDest {
 
 type podFiles struct{ cert, key, bundle, config string }
 
-// podFiles writes the pod's SVID, the trust bundle and its configuration,
-// owned by the proxy's UID.
-func (b *testBed) podFiles(t *testing.T, name string, destinations []podDest) podFiles {
+// writePodFiles writes a pod's SVID (id, from mesh's CA), the trust bundle
+// and its configuration into dir/name, owned by the proxy's UID.
+func writePodFiles(t *testing.T, dir string, mesh *meshtest.Mesh, name string, id spiffeid.ID, destinations []podDest) podFiles {
 	t.Helper()
-	svid, err := b.mesh.CA.Issue(meshtest.ID(name), time.Hour)
+	svid, err := mesh.CA.Issue(id, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +134,7 @@ func (b *testBed) podFiles(t *testing.T, name string, destinations []podDest) po
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundlePEM, _, err := b.mesh.CA.MarshalPEM()
+	bundlePEM, _, err := mesh.CA.MarshalPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +143,7 @@ func (b *testBed) podFiles(t *testing.T, name string, destinations []podDest) po
 	for _, d := range destinations {
 		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q], inboundPort: %d}\n", d.Match, d.ID, d.InboundPort)
 	}
-	dir := filepath.Join(b.dir, name)
+	dir = filepath.Join(dir, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

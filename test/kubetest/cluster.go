@@ -189,6 +189,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// HostAddr is the address the API server listens on, the test process's
+// own: with KubeProxy, the node and the pods reach it too, so a server the
+// test runs for the pods (a destination controller) listens there as well.
+func (c *Cluster) HostAddr() netip.Addr { return c.apiIP }
+
 // RESTConfig returns a copy of the admin user's client configuration, free
 // to change. Client-side rate limiting is off: the cluster is the test's.
 func (c *Cluster) RESTConfig() *rest.Config {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/seed722d2a70/meshproxy/balance"
 	"github.com/seed722d2a70/meshproxy/destination"
-	"github.com/seed722d2a70/meshproxy/internal/header"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // ErrNoEndpoints is returned for a Service the destination controller

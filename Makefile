@@ -47,9 +47,9 @@ bench: build
 
 # bench-destination runs BenchmarkControllerScale: one destination
 # controller process, 10 000 endpoints across 1 000 Services and 2 000
-# subscribed clients on a real apiserver; 3 to 5 minutes on 2 cores. The
+# subscribed clients on a real apiserver; about 2 minutes on 2 cores. The
 # output goes to bench/destination.txt too; bench/destination.md reads it.
-# MESHPROXY_SCALE_PROFILE=<file> adds a CPU profile of the controller.
+# MESHPROXY_SCALE_PROFILE=<dir> adds the controller's heap and CPU profiles.
 bench-destination:
 	bash -o pipefail -c "MESHPROXY_SCALE_BENCH=1 $(GO) test -v -run '^$$' -bench ControllerScale -benchtime 1x \
 	  -timeout 20m ./destination/controller/ 2>&1 | tee bench/destination.txt"

@@ -43,11 +43,13 @@ func NewResolver(client *Client, wait time.Duration, m *ResolverMetrics) *Resolv
 	return &Resolver{client: client, wait: wait, metrics: m, ctx: ctx, stop: stop, watches: map[string]*resolverEntry{}}
 }
 
-// Resolve returns what the controller says is at address, and false when it
-// has not said yet: the address was never answered within the wait, the
-// controller being down or slow. The caller then uses its own configuration.
-// Once answered, an address keeps its last answer through outages.
-func (r *Resolver) Resolve(ctx context.Context, address string) (State, bool) {
+// Resolve returns the watch of address once the controller has answered
+// for it, and false when it has not: the address was never answered within
+// the wait, the controller being down or slow. The caller then uses its own
+// configuration. Once answered, an address keeps its last answer through
+// outages. The watch's state follows the controller's updates: callers that
+// keep it (a long-lived connection's balancer) read it again to see them.
+func (r *Resolver) Resolve(ctx context.Context, address string) (*Watch, bool) {
 	w := r.watch(address)
 	s, ok := w.State()
 	if !ok {
@@ -62,14 +64,14 @@ func (r *Resolver) Resolve(ctx context.Context, address string) (State, bool) {
 			case <-changed:
 			case <-t.C:
 				r.metrics.lookup("timeout")
-				return State{}, false
+				return nil, false
 			case <-ctx.Done():
-				return State{}, false
+				return nil, false
 			}
 		}
 	}
 	r.metrics.lookup(KindName(s.Kind))
-	return s, true
+	return w, true
 }
 
 // watch returns address's watch, starting it if there is none, and stops

@@ -22,10 +22,10 @@ import (
 var ErrNoEndpoints = errors.New("no ready endpoints")
 
 // Discovery is what the destination controller says is at an address
-// (destination.Resolver); false means it has not said, and the destination
-// table decides.
+// (destination.Resolver): a watch whose state follows the controller; false
+// means it has not said, and the destination table decides.
 type Discovery interface {
-	Resolve(ctx context.Context, address string) (destination.State, bool)
+	Resolve(ctx context.Context, address string) (*destination.Watch, bool)
 }
 
 // maxEndpointAttempts bounds the endpoints one connection or request tries
@@ -38,18 +38,21 @@ const maxEndpointAttempts = 3
 func (p *Proxy) route(ctx context.Context, target Target) (Route, error) {
 	if p.cfg.Discovery != nil {
 		if _, err := netip.ParseAddr(target.Host); err == nil {
-			if s, ok := p.cfg.Discovery.Resolve(ctx, target.String()); ok && s.Kind != pb.Kind_KIND_UNKNOWN {
-				return p.resolved(target, s)
+			if w, ok := p.cfg.Discovery.Resolve(ctx, target.String()); ok {
+				if s, _ := w.State(); s.Kind != pb.Kind_KIND_UNKNOWN {
+					return p.resolved(target, w, s)
+				}
 			}
 		}
 	}
 	return p.cfg.Router.Route(target)
 }
 
-// resolved is the route to a Service or pod the controller resolved:
-// its endpoints, each connection (or HTTP request) choosing one.
-func (p *Proxy) resolved(target Target, s destination.State) (Route, error) {
-	set := p.endpointSets.get(target.String(), s)
+// resolved is the route to a Service or pod the controller resolved, in
+// state s of watch w: its endpoints, each connection (or HTTP request)
+// choosing one.
+func (p *Proxy) resolved(target Target, w *destination.Watch, s destination.State) (Route, error) {
+	set := p.endpointSets.get(target.String(), w)
 	r := Route{Target: target, Endpoints: set, Service: s.Service}
 	if s.Service != nil {
 		r.Opaque = s.Service.Opaque
@@ -66,9 +69,11 @@ func (p *Proxy) resolved(target Target, s destination.State) (Route, error) {
 
 // EndpointSet is a resolved destination's endpoints and their balancer,
 // shared by every connection to the destination so that the balancer sees
-// all of their load.
+// all of their load. It follows the destination's watch at each choice, so
+// a connection that lives for hours (gRPC's) sees replicas come and go.
 type EndpointSet struct {
-	bal *balance.Balancer
+	bal   *balance.Balancer
+	watch *destination.Watch
 
 	mu       sync.Mutex
 	version  uint64
@@ -76,8 +81,30 @@ type EndpointSet struct {
 	lastUsed time.Time
 }
 
-// pick chooses an endpoint not in skip; see balance.Balancer.Pick.
+// refresh brings the set up to its watch's state, if that changed.
+func (s *EndpointSet) refresh(now time.Time) {
+	st, _ := s.watch.State()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastUsed = now
+	if s.eps != nil && st.Version == s.version {
+		return
+	}
+	s.version, s.eps = st.Version, st.Endpoints
+	if s.eps == nil {
+		s.eps = map[string]*pb.Endpoint{}
+	}
+	ids := make([]string, 0, len(st.Endpoints))
+	for a := range st.Endpoints {
+		ids = append(ids, a)
+	}
+	s.bal.Update(ids)
+}
+
+// pick chooses an endpoint not in skip, of the current state; see
+// balance.Balancer.Pick.
 func (s *EndpointSet) pick(skip map[string]bool) (*balance.Handle, *pb.Endpoint, bool) {
+	s.refresh(time.Now())
 	h, ok := s.bal.Pick(skip)
 	if !ok {
 		return nil, nil, false
@@ -102,8 +129,8 @@ type endpointSets struct {
 	swept time.Time
 }
 
-// get returns address's set, brought up to state s.
-func (ss *endpointSets) get(address string, s destination.State) *EndpointSet {
+// get returns address's set, following w and brought up to its state.
+func (ss *endpointSets) get(address string, w *destination.Watch) *EndpointSet {
 	now := time.Now()
 	ss.mu.Lock()
 	if now.Sub(ss.swept) >= time.Minute {
@@ -118,26 +145,15 @@ func (ss *endpointSets) get(address string, s destination.State) *EndpointSet {
 		}
 	}
 	set := ss.m[address]
-	if set == nil {
+	if set == nil || set.watch != w {
 		if ss.m == nil {
 			ss.m = map[string]*EndpointSet{}
 		}
-		set = &EndpointSet{bal: balance.New(0)}
+		set = &EndpointSet{bal: balance.New(0), watch: w}
 		ss.m[address] = set
 	}
 	ss.mu.Unlock()
-
-	set.mu.Lock()
-	defer set.mu.Unlock()
-	set.lastUsed = now
-	if set.eps == nil || s.Version != set.version {
-		set.version, set.eps = s.Version, s.Endpoints
-		ids := make([]string, 0, len(s.Endpoints))
-		for a := range s.Endpoints {
-			ids = append(ids, a)
-		}
-		set.bal.Update(ids)
-	}
+	set.refresh(now)
 	return set
 }
 

@@ -339,3 +339,127 @@ func TestKubeServiceControllerOutage(t *testing.T) {
 		t.Errorf("after the restart: %q, %v", out, err)
 	}
 }
+
+// A replica marked not ready under a steady 100 requests a second gets no
+// new request 2 s later, and no request fails: the controller's update
+// reaches the client's balancer, and an endpoint that fails to connect (a
+// pod whose app is gone, here one with nothing listening) is passed over
+// for another within the same request.
+func TestKubeServiceScaleDownUnderLoad(t *testing.T) {
+	b := newKubeBed(t)
+	const ns = "scale"
+	app := map[string]string{"app": "web"}
+	http8080 := []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	var replicas []*pod
+	for i := range 3 {
+		p := b.pod(t, kubePod{namespace: ns, name: fmt.Sprintf("web-%d", i), labels: app, ports: http8080})
+		p.serveHTTP(t, 8080)
+		replicas = append(replicas, p)
+	}
+	// Ready as far as the API knows, but nothing answers: connects fail.
+	b.pod(t, kubePod{namespace: ns, name: "web-dead", labels: app, ports: http8080, unmeshed: true})
+	vip := b.service(t, ns, "web", nil, app, corev1.ServicePort{Port: 80, TargetPort: intstr.FromString("http")})
+	client := b.pod(t, kubePod{namespace: ns, name: "client"})
+	hc := client.keepAliveClient(t)
+	url := "http://" + netip.AddrPortFrom(vip, 80).String() + "/"
+	meshtest.Eventually(t, "the Service to answer", func() bool {
+		_, err := getBody(hc, url)
+		return err == nil
+	})
+
+	type result struct {
+		sent    time.Time
+		replica string
+		err     error
+	}
+	var results []result
+	const rate, total = 100, 700 // 7 s at 100/s
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	done := make(chan result, total)
+	var marked time.Time
+	for i := range total {
+		<-tick.C
+		if i == 200 {
+			b.cluster.SetReady(t, ns, "web-2", false)
+			marked = time.Now()
+		}
+		go func(sent time.Time) {
+			body, err := getBody(hc, url)
+			r := result{sent: sent, err: err}
+			if f := strings.Fields(body); err == nil && len(f) > 0 {
+				r.replica = f[0]
+			}
+			done <- r
+		}(time.Now())
+	}
+	for range total {
+		results = append(results, <-done)
+	}
+	perReplica := map[string]int{}
+	for _, r := range results {
+		if r.err != nil {
+			t.Errorf("request sent %v after the mark failed: %v", r.sent.Sub(marked), r.err)
+			continue
+		}
+		perReplica[r.replica]++
+		if r.replica == "web-2" && r.sent.After(marked.Add(2*time.Second)) {
+			t.Errorf("web-2 got a request sent %v after it was marked not ready", r.sent.Sub(marked))
+		}
+	}
+	t.Logf("requests per replica: %v", perReplica)
+	if n := client.metric(t, "outbound_endpoint_choices_total", map[string]string{"outcome": "failed"}); n == 0 {
+		t.Errorf("no failed connect to the dead endpoint was counted; the test proves nothing about failing over")
+	}
+}
+
+// With the controller, the seed's model holds for NetworkPolicies: a policy
+// admitting only 8080 (HTTP) lets meshed HTTP through, since HTTP keeps its
+// port; a policy admitting only 6379 (opaque) drops meshed Redis, which
+// goes to 4143, until 4143 is admitted too. Real filter rules in the server
+// pod, ahead of its interception rules, as a CNI's would be.
+func TestKubeServiceNetworkPolicy(t *testing.T) {
+	b := newKubeBed(t)
+	const ns = "policy"
+	app := map[string]string{"app": "backend"}
+	server := b.pod(t, kubePod{namespace: ns, name: "backend-0", labels: app,
+		ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "resp", ContainerPort: 6379}}})
+	server.serveHTTP(t, 8080)
+	server.startRedis(t, b.dir)
+	vip := b.service(t, ns, "backend", nil, app,
+		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
+		corev1.ServicePort{Name: "resp", Port: 6379, TargetPort: intstr.FromString("resp")})
+	// A dropped SYN is only noticed when the dial times out: keep it short.
+	client := b.pod(t, kubePod{namespace: ns, name: "client", runArgs: []string{"--dial-timeout=500ms"}})
+	meshtest.Eventually(t, "the Service to answer", func() bool {
+		_, err := client.get(t, vip, 80)
+		return err == nil
+	})
+
+	admitOnly := func(ports string) {
+		t.Helper()
+		server.ns.MustRun(t, "iptables", "-t", "raw", "-F", "PREROUTING")
+		server.ns.MustRun(t, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "--syn",
+			"-m", "multiport", "!", "--dports", ports, "-j", "DROP")
+	}
+	redisPing := func() error {
+		out, err := client.redisCLI(t, netip.AddrPortFrom(vip, 6379), nil, "PING")
+		if err == nil && out != "PONG" {
+			err = fmt.Errorf("answer %q", out)
+		}
+		return err
+	}
+
+	admitOnly("8080,4191")
+	if body, err := client.get(t, vip, 80); err != nil || !strings.HasPrefix(body, "backend-0 from 127.0.0.1") {
+		t.Errorf("policy admitting 8080: meshed HTTP: %q, %v", body, err)
+	}
+	admitOnly("6379,4191")
+	if err := redisPing(); err == nil {
+		t.Errorf("policy admitting 6379 only: meshed Redis got through, though it travels to 4143")
+	}
+	admitOnly("6379,4143,4191")
+	if err := redisPing(); err != nil {
+		t.Errorf("policy admitting 6379 and 4143: meshed Redis: %v", err)
+	}
+}

@@ -26,13 +26,18 @@ type Labels struct {
 	ClientID string
 	// TargetAddr is the address the request is forwarded to.
 	TargetAddr string
+	// Dst names the Service the destination controller resolved the
+	// request's destination to; its pod is chosen per request, and so is
+	// not a label of the request metrics.
+	Dst metrics.Dst
 }
 
 func (l Labels) values(extra ...string) []string {
-	return append([]string{l.Direction, l.Authority, l.TLS, l.ServerID, l.ClientID, l.TargetAddr}, extra...)
+	return append([]string{l.Direction, l.Authority, l.TLS, l.ServerID, l.ClientID, l.TargetAddr,
+		l.Dst.Service, l.Dst.Namespace}, extra...)
 }
 
-var labelNames = []string{"direction", "authority", "tls", "server_id", "client_id", "target_addr"}
+var labelNames = []string{"direction", "authority", "tls", "server_id", "client_id", "target_addr", "dst_service", "dst_namespace"}
 
 // LatencyBuckets are Linkerd's response_latency_ms bounds, in milliseconds.
 func LatencyBuckets() []float64 {

@@ -75,8 +75,8 @@ func TestServerForwardsCountsAndShutsDown(t *testing.T) {
 			t.Fatalf("body %q", body)
 		}
 	}
-	wantRequestTotal(t, reg, `request_total{authority="svc.example",client_id="spiffe://t/c",direction="inbound",server_id="",target_addr="",tls="true"} 3`)
-	if n := testutil.ToFloat64(m.responses.WithLabelValues("inbound", "svc.example", "true", "", "spiffe://t/c", "", "200", "0", "success")); n != 3 {
+	wantRequestTotal(t, reg, `request_total{authority="svc.example",client_id="spiffe://t/c",direction="inbound",dst_namespace="",dst_service="",server_id="",target_addr="",tls="true"} 3`)
+	if n := testutil.ToFloat64(m.responses.WithLabelValues("inbound", "svc.example", "true", "", "spiffe://t/c", "", "", "", "200", "0", "success")); n != 3 {
 		t.Errorf("successful responses with grpc_status 0 = %v, want 3", n)
 	}
 
@@ -193,12 +193,12 @@ func TestResponseCutShortIsFailure(t *testing.T) {
 	if got, _ := io.ReadAll(c); len(got) >= 100000 {
 		t.Fatalf("client got the whole body (%d bytes)", len(got))
 	}
-	failed := m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "200", "", "failure")
+	failed := m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "", "", "200", "", "failure")
 	waitForCount(t, failed, 1)
 	if n := testutil.ToFloat64(failed); n != 1 {
 		t.Errorf("failed responses = %v, want 1", n)
 	}
-	if n := testutil.ToFloat64(m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "200", "", "success")); n != 0 {
+	if n := testutil.ToFloat64(m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "", "", "200", "", "success")); n != 0 {
 		t.Errorf("successful responses = %v, want 0", n)
 	}
 }
@@ -242,8 +242,8 @@ func TestRefusalAnswersOnceAndCloses(t *testing.T) {
 	if n := strings.Count(string(got), "HTTP/1.1 403"); n != 1 {
 		t.Errorf("got %d 403 answers, want 1:\n%s", n, got)
 	}
-	waitForCount(t, m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", ""), 1)
-	wantRequestTotal(t, reg, `request_total{authority="",client_id="spiffe://t/x",direction="inbound",server_id="",target_addr="",tls="true"} 1`)
+	waitForCount(t, m.requests.WithLabelValues("inbound", "", "true", "", "spiffe://t/x", "", "", ""), 1)
+	wantRequestTotal(t, reg, `request_total{authority="",client_id="spiffe://t/x",direction="inbound",dst_namespace="",dst_service="",server_id="",target_addr="",tls="true"} 1`)
 }
 
 // The authority label takes at most MaxAuthorities values, case folded;
@@ -283,7 +283,7 @@ func TestTargetAddrLabelBounded(t *testing.T) {
 	if n := testutil.CollectAndCount(m.requests); n != metrics.MaxTargetAddrs+1 {
 		t.Errorf("%d request_total series, want %d and one for %q", n, metrics.MaxTargetAddrs, metrics.OtherValue)
 	}
-	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "svc", "true", "", "", metrics.OtherValue)); got != 50 {
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "svc", "true", "", "", metrics.OtherValue, "", "")); got != 50 {
 		t.Errorf("requests under target_addr=%q: %v, want 50", metrics.OtherValue, got)
 	}
 }

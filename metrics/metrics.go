@@ -60,16 +60,27 @@ type Labels struct {
 	// src connection, the proxy's own listening address (or, for an inbound
 	// connection carrying a transport header, the local target it names).
 	TargetAddr string
+	// Dst is, on an outbound dst connection to a destination the
+	// destination controller resolved, its Service and pod; else empty.
+	Dst Dst
+}
+
+// Dst names a destination as the destination controller resolved it, in
+// Linkerd's dst_* labels.
+type Dst struct {
+	Service, Namespace, Pod string
 }
 
 // values returns the label values in the order of labelNames.
 func (l Labels) values(extra ...string) []string {
-	return append([]string{l.Direction, l.Peer, l.TLS, l.ClientID, l.ServerID, l.TargetAddr}, extra...)
+	return append([]string{l.Direction, l.Peer, l.TLS, l.ClientID, l.ServerID, l.TargetAddr,
+		l.Dst.Service, l.Dst.Namespace, l.Dst.Pod}, extra...)
 }
 
 // labelNames returns the names of the common labels, followed by extra.
 func labelNames(extra ...string) []string {
-	return append([]string{"direction", "peer", "tls", "client_id", "server_id", "target_addr"}, extra...)
+	return append([]string{"direction", "peer", "tls", "client_id", "server_id", "target_addr",
+		"dst_service", "dst_namespace", "dst_pod"}, extra...)
 }
 
 // DurationBuckets are the tcp_connection_duration_ms histogram bounds, in
@@ -159,6 +170,11 @@ func (t *Transport) Track(c net.Conn, l Labels) net.Conn {
 	}
 	if l.TargetAddr != "" {
 		l.TargetAddr = t.targets.Value(l.TargetAddr)
+		if l.TargetAddr == OtherValue {
+			// A pod per target address: past the bound, the pod would
+			// keep the series unbounded.
+			l.Dst.Pod = ""
+		}
 	}
 	vals := l.values()
 	t.openTotal.WithLabelValues(vals...).Inc()

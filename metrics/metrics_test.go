@@ -318,7 +318,7 @@ func TestNewTransportRegisters(t *testing.T) {
 			}
 			want := map[string]string{
 				"direction": "inbound", "peer": "src", "tls": "true", "client_id": "spiffe://example.org/client",
-				"server_id": "", "target_addr": "127.0.0.1:4143",
+				"server_id": "", "target_addr": "127.0.0.1:4143", "dst_service": "", "dst_namespace": "", "dst_pod": "",
 			}
 			if f.GetName() == "tcp_close_total" {
 				want["errno"] = ""

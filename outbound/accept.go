@@ -177,7 +177,7 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn, target Target) {
 		tlsLabel = "true"
 	}
 	upstream = p.cfg.Transport.Track(upstream, metrics.Labels{
-		Direction: "outbound", Peer: "dst", TLS: tlsLabel, ServerID: serverID, TargetAddr: dialed.DialAddr,
+		Direction: "outbound", Peer: "dst", TLS: tlsLabel, ServerID: serverID, TargetAddr: dialed.DialAddr, Dst: dialed.dst(),
 	})
 	if _, err := duplex.Join(ctx, conn, upstream, p.cfg.Copy); err != nil && !errors.Is(err, context.Canceled) {
 		log.Debug("connection ended with an error", zap.Error(err))

@@ -36,7 +36,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 	}
 	c := &httpproxy.Conn{
 		Upstream: route.Target.String(),
-		Labels:   httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr},
+		Labels:   httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr, Dst: route.dst()},
 		// A CONNECT tunnel is opaque bytes after the answer: it goes
 		// with no session protocol, like any opaque connection.
 		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, header.None) },
@@ -45,7 +45,10 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 		// Each request chooses its endpoint: one long-lived client
 		// connection (gRPC's) is spread over every replica.
 		c.Transport = &balancedTransport{p: p, route: route, session: session}
-		c.Labels.TLS, c.Labels.TargetAddr = metrics.TLSTrue, route.Target.String()
+		c.Labels.TargetAddr = route.Target.String()
+		if route.Endpoints.allMeshed() {
+			c.Labels.TLS = metrics.TLSTrue
+		}
 	} else {
 		c.Transport = p.upstreams.get(p, route, session)
 	}
@@ -148,7 +151,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, route Route, session header.Se
 		tlsLabel = metrics.TLSTrue
 	}
 	conn = p.cfg.Transport.Track(conn, metrics.Labels{
-		Direction: metrics.DirectionOutbound, Peer: metrics.PeerDst, TLS: tlsLabel, ServerID: serverID, TargetAddr: route.DialAddr,
+		Direction: metrics.DirectionOutbound, Peer: metrics.PeerDst, TLS: tlsLabel, ServerID: serverID, TargetAddr: route.DialAddr, Dst: route.dst(),
 	})
 	return httpproxy.WithPeerID(conn, serverID), nil
 }

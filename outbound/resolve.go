@@ -101,6 +101,20 @@ func (s *EndpointSet) refresh(now time.Time) {
 	s.bal.Update(ids)
 }
 
+// allMeshed reports whether every endpoint is meshed now, for the labels of
+// a connection whose requests each choose one.
+func (s *EndpointSet) allMeshed() bool {
+	s.refresh(time.Now())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ep := range s.eps {
+		if !ep.Meshed {
+			return false
+		}
+	}
+	return len(s.eps) > 0
+}
+
 // pick chooses an endpoint not in skip, of the current state; see
 // balance.Balancer.Pick.
 func (s *EndpointSet) pick(skip map[string]bool) (*balance.Handle, *pb.Endpoint, bool) {
@@ -172,7 +186,7 @@ func (p *Proxy) endpointRoute(r Route, ep *pb.Endpoint, opaque bool) (Route, err
 	if err != nil {
 		return Route{}, fmt.Errorf("endpoint %q: bad port", ep.Address)
 	}
-	er := Route{Target: Target{Host: host, Port: uint16(port)}, Opaque: r.Opaque, DialAddr: ep.Address, Service: r.Service}
+	er := Route{Target: Target{Host: host, Port: uint16(port)}, Opaque: r.Opaque, DialAddr: ep.Address, Service: r.Service, Endpoint: ep}
 	if !ep.Meshed {
 		if p.cfg.RefuseUnmeshed {
 			return Route{}, fmt.Errorf("%s: %w", ep.Address, ErrUnmeshedRefused)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/metrics"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 	"github.com/seed722d2a70/meshproxy/ports"
 )
@@ -64,8 +65,25 @@ type Route struct {
 	// connections go: each picks one (resolve.go), and Meshed, DialAddr and
 	// TLS are then the chosen endpoint's. Nil for table routes.
 	Endpoints *EndpointSet
-	// Service is the Service the destination resolved to, if any.
-	Service *pb.Service
+	// Service is the Service the destination resolved to, if any, and
+	// Endpoint, on a chosen endpoint's route, that endpoint.
+	Service  *pb.Service
+	Endpoint *pb.Endpoint
+}
+
+// dst is the route's destination in the dst_* metric labels.
+func (r Route) dst() metrics.Dst {
+	var d metrics.Dst
+	if r.Service != nil {
+		d.Service, d.Namespace = r.Service.Name, r.Service.Namespace
+	}
+	if r.Endpoint != nil {
+		d.Pod = r.Endpoint.Pod
+		if d.Namespace == "" {
+			d.Namespace = r.Endpoint.Namespace
+		}
+	}
+	return d
 }
 
 // TLSFunc builds the client TLS configuration for a destination from the

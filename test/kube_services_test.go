@@ -127,6 +127,10 @@ func TestKubeServiceRedisBeforeAndAfter(t *testing.T) {
 	if on4143 < 3 || to6379 < 3 {
 		t.Errorf("server proxy: %v connections on 4143, %v to 127.0.0.1:6379; want the client's 3 at least", on4143, to6379)
 	}
+	if n := client.metric(t, "tcp_open_total", map[string]string{"direction": "outbound", "peer": "dst",
+		"dst_service": "redis", "dst_namespace": ns, "dst_pod": "redis-0", "server_id": "spiffe://" + meshtest.TrustDomain + "/ns/" + ns + "/sa/redis"}); n < 3 {
+		t.Errorf("client proxy: %v connections labelled with the Service, the pod and its identity, want 3 at least", n)
+	}
 	if n := client.metric(t, "outbound_destination_lookups_total", map[string]string{"result": "service"}); n < 3 {
 		t.Errorf("client proxy resolved the Service %v times, want 3 at least", n)
 	}
@@ -192,6 +196,9 @@ func TestKubeServiceBalancing(t *testing.T) {
 			"target_addr": netip.AddrPortFrom(p.ip, 4143).String()}); n != 0 {
 			t.Errorf("%v HTTP connections went to %s:4143; HTTP keeps its port", n, p.ip)
 		}
+	}
+	if n := client.metric(t, "request_total", map[string]string{"direction": "outbound", "dst_service": "web", "dst_namespace": ns, "tls": "true"}); n < 300 {
+		t.Errorf("request_total with dst_service=web: %v, want the 300 requests at least", n)
 	}
 	if n := client.metric(t, "tcp_open_total", map[string]string{"direction": "outbound", "peer": "src"}) - srcBefore; n != 0 {
 		t.Errorf("the client opened %v new connections for the 300 requests, want none (keep-alive)", n)

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/seed722d2a70/meshproxy/config"
-	"github.com/seed722d2a70/meshproxy/metrics"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+	"github.com/seed722d2a70/meshproxy/metrics"
 	"github.com/seed722d2a70/meshproxy/ports"
 )
 

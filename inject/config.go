@@ -2,6 +2,8 @@ package inject
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +85,12 @@ type Config struct {
 	// proxy would send plain TCP to every other pod. Empty sets none.
 	MeshedNetworks []string
 
+	// DestinationAddr is the destination controller (host:port) the proxy
+	// asks what is at each destination: Services and their endpoints,
+	// identities, opaque ports. Empty: none, and the proxy routes by its
+	// meshed networks alone.
+	DestinationAddr string
+
 	// Socket is the Workload API socket's source; CSIDriver and HostSocketDir
 	// configure the two kinds; SocketDir and SocketFile locate the socket
 	// inside the proxy container.
@@ -146,6 +154,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: proxy UID %d must be above 0 (root's traffic would escape redirection)", ErrInvalidConfig, c.ProxyUID)
 	case c.ProxyUID >= 1<<32-1:
 		return fmt.Errorf("%w: proxy UID %d is not a UID (below 4294967295)", ErrInvalidConfig, c.ProxyUID)
+	case c.DestinationAddr != "" && !validHostPort(c.DestinationAddr):
+		return fmt.Errorf("%w: destination controller address %q: want host:port", ErrInvalidConfig, c.DestinationAddr)
 	case c.InboundPort == 0 || c.OutboundPort == 0 || c.AdminPort == 0:
 		return fmt.Errorf("%w: proxy ports must be set", ErrInvalidConfig)
 	case c.InboundPort == c.OutboundPort || c.InboundPort == c.AdminPort || c.OutboundPort == c.AdminPort:
@@ -177,4 +187,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: socket source %q (want csi or hostpath)", ErrInvalidConfig, c.Socket)
 	}
 	return nil
+}
+
+// validHostPort reports whether s is host:port with a port number.
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p > 0
 }

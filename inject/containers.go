@@ -22,6 +22,7 @@ const (
 	envOpaquePorts  = "MESHPROXY_OPAQUE_PORTS"
 	envSPIFFESocket = "MESHPROXY_SPIFFE_SOCKET"
 	envMeshedNets   = "MESHPROXY_MESHED_NETWORKS"
+	envDestination  = "MESHPROXY_DESTINATION_ADDR"
 )
 
 // Names of the proxy container's ports (at most 15 characters).
@@ -98,6 +99,9 @@ func (in *Injector) proxyContainer(set settings) corev1.Container {
 	}
 	if len(set.meshedNets) > 0 {
 		env = append(env, corev1.EnvVar{Name: envMeshedNets, Value: strings.Join(set.meshedNets, ",")})
+	}
+	if in.cfg.DestinationAddr != "" {
+		env = append(env, corev1.EnvVar{Name: envDestination, Value: in.cfg.DestinationAddr})
 	}
 	c := corev1.Container{
 		Name:            ProxyContainerName,

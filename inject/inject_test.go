@@ -204,6 +204,7 @@ func TestConfigValidate(t *testing.T) {
 		{"admin port on the inbound port", func(c *inject.Config) { c.AdminPort = c.InboundPort }},
 		{"outbound port on the inbound port", func(c *inject.Config) { c.OutboundPort = c.InboundPort }},
 		{"UID beyond 32 bits", func(c *inject.Config) { c.ProxyUID = 1 << 32 }},
+		{"destination controller without a port", func(c *inject.Config) { c.DestinationAddr = "meshproxy-destination" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,7 +221,10 @@ func TestConfigValidate(t *testing.T) {
 // container's arguments and environment with meshproxy run's own config
 // loader, so a renamed setting breaks this test rather than a pod.
 func TestProxyContainerRunsWithItsSettings(t *testing.T) {
-	in := newInjector(t, func(c *inject.Config) { c.InboundPort = 14143; c.OutboundPort = 14140; c.AdminPort = 14191 })
+	in := newInjector(t, func(c *inject.Config) {
+		c.InboundPort, c.OutboundPort, c.AdminPort = 14143, 14140, 14191
+		c.DestinationAddr = "meshproxy-destination.meshproxy.svc.cluster.local:8086"
+	})
 	out, _, err := in.Stream(readFile(t, "testdata/web-deployment.yaml"), inject.StreamOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -258,6 +262,9 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	}
 	if cfg.Log.Level != "debug" {
 		t.Errorf("log level %q", cfg.Log.Level)
+	}
+	if cfg.Outbound.DestinationAddr != "meshproxy-destination.meshproxy.svc.cluster.local:8086" {
+		t.Errorf("destination controller %q", cfg.Outbound.DestinationAddr)
 	}
 	if cfg.Identity.SPIFFESocket != "unix:///spiffe-workload-api/spire-agent.sock" {
 		t.Errorf("socket %q", cfg.Identity.SPIFFESocket)

@@ -1,14 +1,24 @@
 // Package netpol finds NetworkPolicies that would drop meshed traffic.
 //
-// A meshed client's proxy carries every connection to a meshed pod to the
-// pod's inbound proxy port (4143), with the original port inside the mTLS
-// stream; the seed's case is an opaque port, but HTTP goes the same way. A
-// NetworkPolicy is enforced on the packets' real destination port, so an
-// ingress rule admitting, say, Redis on 6379 or HTTP on 8080 but not 4143
-// drops every meshed connection to them; so does an egress rule of a
-// meshed client admitting 6379 toward meshed Redis pods, since its proxy
-// connects to their 4143. Check reports such rules and can add the inbound
-// port (and, when asked, the admin port) to them.
+// A meshed client's proxy carries connections to a meshed pod to the pod's
+// inbound proxy port (4143), with the original port inside the mTLS
+// stream. Which connections depends on the mode:
+//
+//   - With a destination controller (the seed's model), only opaque ones:
+//     ports the pod's Services declare opaque (their opaque-ports
+//     annotation, or the default list on the Service port or its target
+//     port), or that the pod's own annotation or the default list names.
+//     HTTP and every other port keep their port.
+//   - With meshed networks only, every connection, HTTP included: a proxy
+//     without a controller cannot know which ports the server treats as
+//     opaque.
+//
+// A NetworkPolicy is enforced on the packets' real destination port, so an
+// ingress rule admitting, say, Redis on 6379 but not 4143 drops every
+// meshed connection to it; so does an egress rule of a meshed client
+// admitting 6379 toward meshed Redis pods, since its proxy connects to
+// their 4143. Check reports such rules and can add the inbound port (and,
+// when asked, the admin port) to them.
 package netpol
 
 import (
@@ -48,14 +58,22 @@ type Options struct {
 	MeshedByDefault bool
 	// Namespace is the namespace of objects that name none.
 	Namespace string
+	// Controller checks for proxies that resolve destinations with the
+	// destination controller: only opaque ports travel to InboundPort.
+	// False checks for meshed networks only, where every port does.
+	Controller bool
+	// DefaultOpaque are the ports opaque where no annotation says
+	// otherwise, for Controller.
+	DefaultOpaque ports.Set
 }
 
 // DefaultOptions returns the options of `meshproxy netpol` without flags.
 func DefaultOptions() Options {
 	return Options{
-		InboundPort: config.DefaultInboundPort,
-		AdminPort:   config.DefaultAdminPort,
-		Namespace:   "default",
+		InboundPort:   config.DefaultInboundPort,
+		AdminPort:     config.DefaultAdminPort,
+		Namespace:     "default",
+		DefaultOpaque: ports.MustParse(config.DefaultOpaquePorts),
 	}
 }
 
@@ -80,16 +98,22 @@ type Problem struct {
 	Ports ports.Set
 	// InboundPort is the port the rule lacks.
 	InboundPort uint16
-	Fixed       bool
+	// Controller: the ports are opaque ones, with a destination controller.
+	Controller bool
+	Fixed      bool
 }
 
 // String describes the problem for a person.
 func (p Problem) String() string {
-	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits port(s) %s of %s but not %d, where meshed connections to them arrive",
-		p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
+	kind, conns := "port(s)", "connections"
+	if p.Controller {
+		kind, conns = "opaque port(s)", "opaque connections"
+	}
+	s := fmt.Sprintf("%s: NetworkPolicy %s: ingress rule %d admits %s %s of %s but not %d, where meshed %s to them arrive",
+		p.File, p.Policy, p.Rule+1, kind, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort, conns)
 	if p.Direction == networkingv1.PolicyTypeEgress {
-		s = fmt.Sprintf("%s: NetworkPolicy %s: egress rule %d admits port(s) %s of %s but not %d, where the meshed clients' connections to them go",
-			p.File, p.Policy, p.Rule+1, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort)
+		s = fmt.Sprintf("%s: NetworkPolicy %s: egress rule %d admits %s %s of %s but not %d, where the meshed clients' %s to them go",
+			p.File, p.Policy, p.Rule+1, kind, p.Ports.String(), strings.Join(p.Pods, ", "), p.InboundPort, conns)
 	}
 	if p.Fixed {
 		s += " (fixed)"
@@ -165,6 +189,20 @@ func Check(inputs []Input, o Options) (*Report, error) {
 			return nil, ob.wrap(err)
 		}
 		pods = append(pods, p)
+	}
+	if o.Controller {
+		for _, ob := range objs {
+			if ob.h.GVK() != "v1/Service" {
+				continue
+			}
+			var svc corev1.Service
+			if err := manifest.DecodeStrict(ob.body, &svc); err != nil {
+				return nil, ob.wrap(err)
+			}
+			if err := opaqueThroughService(&svc, pods, &o); err != nil {
+				return nil, ob.wrap(err)
+			}
+		}
 	}
 
 	rep := &Report{}
@@ -292,9 +330,9 @@ func checkPolicy(np *networkingv1.NetworkPolicy, pods []*pod, nsLabels map[strin
 		if len(rule.Ports) == 0 {
 			continue // every port is admitted
 		}
-		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeIngress, Rule: r, InboundPort: o.InboundPort}
+		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeIngress, Rule: r, InboundPort: o.InboundPort, Controller: o.Controller}
 		for _, p := range selected {
-			prob.add(rule.Ports, p, o, func(uint16) bool { return true })
+			prob.add(rule.Ports, p, o, func(port uint16) bool { return p.retargeted(port, o) })
 		}
 		if len(prob.Pods) == 0 {
 			continue
@@ -369,9 +407,9 @@ func checkEgress(np *networkingv1.NetworkPolicy, ns string, pods []*pod, nsLabel
 		if err != nil {
 			return nil, err
 		}
-		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeEgress, Rule: r, InboundPort: o.InboundPort}
+		prob := Problem{Policy: ns + "/" + np.Name, Direction: networkingv1.PolicyTypeEgress, Rule: r, InboundPort: o.InboundPort, Controller: o.Controller}
 		for _, p := range dests {
-			prob.add(rule.Ports, p, o, func(port uint16) bool { return !anywhere || p.declares(port) })
+			prob.add(rule.Ports, p, o, func(port uint16) bool { return (!anywhere || p.declares(port)) && p.retargeted(port, o) })
 		}
 		if len(prob.Pods) == 0 {
 			continue

@@ -50,6 +50,9 @@ func TestGolden(t *testing.T) {
 		{"unmeshed", func(o *netpol.Options) { o.MeshedByDefault = true }, "unmeshed.meshed-by-default"},
 		{"list", nil, "list"},
 		{"egress", nil, "egress"},
+		{"services", nil, "services"},
+		{"services", func(o *netpol.Options) { o.Controller = true }, "services.controller"},
+		{"mixed", func(o *netpol.Options) { o.Controller = true }, "mixed.controller"},
 	} {
 		t.Run(tc.fixed, func(t *testing.T) {
 			o := netpol.DefaultOptions()
@@ -124,6 +127,34 @@ func TestProblems(t *testing.T) {
 			"shop/web-egress Egress 3 8080 Deployment shop/web",
 		}},
 	}
+	controller := func(o *netpol.Options) { o.Controller = true }
+	tests = append(tests, []struct {
+		file string
+		edit func(*netpol.Options)
+		want []string
+	}{
+		// Meshed networks only: every admitted port of a meshed pod.
+		{"services.yaml", nil, []string{
+			"shop/web Ingress 0 8080 Deployment shop/web",
+			"shop/nats Ingress 0 4222 Deployment shop/nats",
+			"shop/db Ingress 0 13306 Deployment shop/db",
+			"shop/cache Ingress 0 6379 Deployment shop/cache",
+			"shop/cache Ingress 1 7000 Deployment shop/cache",
+		}},
+		// With the controller, only the opaque ones: HTTP keeps its
+		// port; 4222 by the Service's annotation, 13306 through the
+		// Service's port 3306, 7000 by the pod's annotation, which also
+		// takes 6379 off the default list.
+		{"services.yaml", controller, []string{
+			"shop/nats Ingress 0 4222 Deployment shop/nats",
+			"shop/db Ingress 0 13306 Deployment shop/db",
+			"shop/cache Ingress 1 7000 Deployment shop/cache",
+		}},
+		{"mixed.yaml", controller, []string{
+			"shop/store-ingress Ingress 1 5432 Deployment shop/store",
+			"shop/store-egress Egress 0 5432 Deployment shop/store",
+		}},
+	}...)
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			o := netpol.DefaultOptions()

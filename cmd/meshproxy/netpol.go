@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/seed722d2a70/meshproxy/netpol"
+	"github.com/seed722d2a70/meshproxy/ports"
 )
 
 // runNetpol checks NetworkPolicies against the workloads they select.
@@ -20,7 +21,9 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 		fmt.Fprintln(env.stderr, "usage: meshproxy netpol [flags] file ...|-\n\n"+
 			"Reports NetworkPolicy rules that admit a port of a meshed pod but not the inbound proxy\n"+
 			"port, where meshed connections arrive: ingress rules of meshed pods, and egress rules of\n"+
-			"meshed clients toward them. Exits 1 when any is left unfixed.\n"+
+			"meshed clients toward them. With -destination-controller, only opaque ports count (the\n"+
+			"pods' and their Services' opaque-ports annotations, or the default list): HTTP and the\n"+
+			"rest keep their port. Without it, every port does. Exits 1 when any is left unfixed.\n"+
 			"With -fix, files are rewritten in place (stdin is written to stdout).\n\nflags:")
 		fs.PrintDefaults()
 	}
@@ -31,6 +34,8 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	inPort := fs.Uint("inbound-port", uint(d.InboundPort), "proxy inbound port")
 	adminPort := fs.Uint("admin-port", uint(d.AdminPort), "proxy admin port")
 	namespace := fs.String("namespace", d.Namespace, "namespace of objects that name none")
+	controller := fs.Bool("destination-controller", false, "the proxies resolve destinations with a destination controller (inject -destination-addr): only opaque ports go to the inbound port")
+	opaque := fs.String("opaque-ports", d.DefaultOpaque.String(), "with -destination-controller, the ports opaque where no annotation says otherwise")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,6 +49,12 @@ func runNetpol(_ context.Context, env environment, args []string) error {
 	}
 	o.InboundPort, o.AdminPort = uint16(*inPort), uint16(*adminPort)
 	o.Fix, o.AllowAdmin, o.MeshedByDefault, o.Namespace = *fix, *allowAdmin, *meshedByDefault, *namespace
+	o.Controller = *controller
+	defaults, err := ports.Parse(*opaque)
+	if err != nil {
+		return fmt.Errorf("-opaque-ports: %w", err)
+	}
+	o.DefaultOpaque = defaults
 
 	raw, err := readInputs(fs.Args(), os.Stdin)
 	if err != nil {

@@ -44,6 +44,9 @@ bench: build
 	@scripts/bench-deps.sh
 	$(GO) build -trimpath -o bin/meshbench ./cmd/meshbench
 	bin/meshbench -meshproxy $(SIDECAR) -out bench $(BENCHFLAGS)
+	@# A Service resolved by the destination controller against a static
+	@# destination, in one run, on the Kubernetes test bed (root).
+	$(GO) test -run '^$$' -bench KubeServiceVsStatic -benchtime 1000x -count 3 ./test/ | tee bench/services.txt
 
 # bench-destination runs BenchmarkControllerScale: one destination
 # controller process, 10 000 endpoints across 1 000 Services and 2 000

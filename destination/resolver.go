@@ -88,15 +88,16 @@ func (r *Resolver) watch(address string) *Watch {
 				delete(r.watches, a)
 			}
 		}
+		r.metrics.watching(len(r.watches))
 	}
 	e := r.watches[address]
 	if e == nil {
 		ctx, cancel := context.WithCancel(r.ctx)
 		e = &resolverEntry{w: r.client.Watch(ctx, address), cancel: cancel}
 		r.watches[address] = e
+		r.metrics.watching(len(r.watches))
 	}
 	e.lastUsed = now
-	r.metrics.watching(len(r.watches))
 	return e.w
 }
 

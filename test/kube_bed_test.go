@@ -41,7 +41,7 @@ type kubeBed struct {
 	apiAddr    string // the controller's, fixed across its restarts
 }
 
-func newKubeBed(t *testing.T) *kubeBed {
+func newKubeBed(t testing.TB) *kubeBed {
 	t.Helper()
 	netns.Require(t, "iptables-restore", "iptables-save", "redis-server", "redis-cli")
 	dir, err := os.MkdirTemp("", "meshproxy-kube-")
@@ -65,7 +65,7 @@ func newKubeBed(t *testing.T) *kubeBed {
 // startController runs the destination controller on the bed's API
 // address (a free port the first time, the same one after) and waits until
 // it is ready.
-func (b *kubeBed) startController(t *testing.T) {
+func (b *kubeBed) startController(t testing.TB) {
 	t.Helper()
 	bin, err := fullBin()
 	if err != nil {
@@ -98,6 +98,8 @@ type kubePod struct {
 	unmeshed     bool
 	noController bool
 	runArgs      []string
+	// destinations are the proxy's destination table.
+	destinations []podDest
 	// id overrides the SPIFFE ID the pod's proxy presents (default, the
 	// SPIRE convention for its service account, which the controller
 	// expects).
@@ -106,7 +108,7 @@ type kubePod struct {
 
 // pod adds a pod to the cluster and returns it as the pod test bed's pod,
 // so that its helpers (servers, clients, metrics) work on it.
-func (b *kubeBed) pod(t *testing.T, k kubePod) *pod {
+func (b *kubeBed) pod(t testing.TB, k kubePod) *pod {
 	t.Helper()
 	if k.serviceAccount == "" {
 		k.serviceAccount = "default"
@@ -133,7 +135,7 @@ func (b *kubeBed) pod(t *testing.T, k kubePod) *pod {
 	if id == "" {
 		id = "spiffe://" + meshtest.TrustDomain + "/ns/" + k.namespace + "/sa/" + k.serviceAccount
 	}
-	files := writePodFiles(t, b.dir, b.mesh, k.namespace+"-"+k.name, spiffeid.RequireFromString(id), nil)
+	files := writePodFiles(t, b.dir, b.mesh, k.namespace+"-"+k.name, spiffeid.RequireFromString(id), k.destinations)
 	args := k.runArgs
 	if !k.noController {
 		args = append([]string{"--destination-addr=" + b.apiAddr}, args...)

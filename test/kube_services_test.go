@@ -28,7 +28,7 @@ import (
 )
 
 // service creates a Service and returns its ClusterIP.
-func (b *kubeBed) service(t *testing.T, ns, name string, annotations, selector map[string]string, ports ...corev1.ServicePort) netip.Addr {
+func (b *kubeBed) service(t testing.TB, ns, name string, annotations, selector map[string]string, ports ...corev1.ServicePort) netip.Addr {
 	t.Helper()
 	b.cluster.EnsureNamespace(t, ns, nil)
 	svc, err := b.cluster.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
@@ -43,7 +43,7 @@ func (b *kubeBed) service(t *testing.T, ns, name string, annotations, selector m
 
 // redisCLI runs redis-cli in the pod against addr with args, stdin as the
 // last argument when given (-x), and returns its output.
-func (p *pod) redisCLI(t *testing.T, addr netip.AddrPort, stdin []byte, args ...string) (string, error) {
+func (p *pod) redisCLI(t testing.TB, addr netip.AddrPort, stdin []byte, args ...string) (string, error) {
 	t.Helper()
 	full := []string{"20", "redis-cli", "--raw", "-h", addr.Addr().String(), "-p", strconv.Itoa(int(addr.Port()))}
 	if stdin != nil {
@@ -58,7 +58,7 @@ func (p *pod) redisCLI(t *testing.T, addr netip.AddrPort, stdin []byte, args ...
 }
 
 // keepAliveClient is an HTTP client in the pod that uses one connection.
-func (p *pod) keepAliveClient(t *testing.T) *http.Client {
+func (p *pod) keepAliveClient(t testing.TB) *http.Client {
 	tr := &http.Transport{DialContext: p.ns.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 15 * time.Second}
@@ -234,7 +234,7 @@ func TestKubeServiceBalancing(t *testing.T) {
 
 // serveGRPC runs a gRPC health server on port in the pod that names the pod
 // in each answer's "pod" header.
-func (p *pod) serveGRPC(t *testing.T, port uint16) {
+func (p *pod) serveGRPC(t testing.TB, port uint16) {
 	t.Helper()
 	ln, err := p.ns.Listen("tcp", ":"+strconv.Itoa(int(port)))
 	if err != nil {

@@ -56,7 +56,7 @@ type pod struct {
 	proxy *meshtest.Process // nil for an unmeshed pod
 }
 
-func newTestBed(t *testing.T) *testBed {
+func newTestBed(t testing.TB) *testBed {
 	t.Helper()
 	netns.Require(t, "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save", "redis-server")
 	dir, err := os.MkdirTemp("", "meshproxy-pods-")
@@ -72,7 +72,7 @@ func newTestBed(t *testing.T) *testBed {
 }
 
 // unmeshedPod adds a pod without a proxy or interception rules.
-func (b *testBed) unmeshedPod(t *testing.T, name string) *pod {
+func (b *testBed) unmeshedPod(t testing.TB, name string) *pod {
 	t.Helper()
 	ns, ips := b.lan.Pod(t, "mp"+name)
 	return &pod{name: name, ns: ns, ip: ips[0], ip6: ips[1]}
@@ -82,7 +82,7 @@ func (b *testBed) unmeshedPod(t *testing.T, name string) *pod {
 // identity spiffe://mesh.test/<name>: `meshproxy init` with initArgs
 // installs the rules, then `meshproxy run --transparent` with runArgs
 // starts the proxy as proxyUID. Destinations are its destination table.
-func (b *testBed) meshedPod(t *testing.T, name string, destinations []podDest, initArgs []string, runArgs ...string) *pod {
+func (b *testBed) meshedPod(t testing.TB, name string, destinations []podDest, initArgs []string, runArgs ...string) *pod {
 	t.Helper()
 	p := b.unmeshedPod(t, name)
 	p.startProxy(t, writePodFiles(t, b.dir, b.mesh, name, meshtest.ID(name), destinations), initArgs, runArgs...)
@@ -92,7 +92,7 @@ func (b *testBed) meshedPod(t *testing.T, name string, destinations []podDest, i
 // startProxy installs the pod's interception rules (`meshproxy init` with
 // initArgs) and starts its proxy as proxyUID with the identity in files and
 // runArgs.
-func (p *pod) startProxy(t *testing.T, files podFiles, initArgs []string, runArgs ...string) {
+func (p *pod) startProxy(t testing.TB, files podFiles, initArgs []string, runArgs ...string) {
 	t.Helper()
 	p.ns.MustRun(t, meshproxyBin, append([]string{"init", "--proxy-uid=" + strconv.Itoa(proxyUID)}, initArgs...)...)
 	args := append([]string{
@@ -124,7 +124,7 @@ type podFiles struct{ cert, key, bundle, config string }
 
 // writePodFiles writes a pod's SVID (id, from mesh's CA), the trust bundle
 // and its configuration into dir/name, owned by the proxy's UID.
-func writePodFiles(t *testing.T, dir string, mesh *meshtest.Mesh, name string, id spiffeid.ID, destinations []podDest) podFiles {
+func writePodFiles(t testing.TB, dir string, mesh *meshtest.Mesh, name string, id spiffeid.ID, destinations []podDest) podFiles {
 	t.Helper()
 	svid, err := mesh.CA.Issue(id, time.Hour)
 	if err != nil {
@@ -163,7 +163,7 @@ func writePodFiles(t *testing.T, dir string, mesh *meshtest.Mesh, name string, i
 }
 
 // dial connects from inside the pod, as an application there would.
-func (p *pod) dial(t *testing.T, ip netip.Addr, port uint16) (net.Conn, error) {
+func (p *pod) dial(t testing.TB, ip netip.Addr, port uint16) (net.Conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -171,14 +171,14 @@ func (p *pod) dial(t *testing.T, ip netip.Addr, port uint16) (net.Conn, error) {
 }
 
 // httpClient is an HTTP client whose connections start inside the pod.
-func (p *pod) httpClient(t *testing.T) *http.Client {
+func (p *pod) httpClient(t testing.TB) *http.Client {
 	tr := &http.Transport{DialContext: p.ns.DialContext, DisableKeepAlives: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 15 * time.Second}
 }
 
 // get fetches http://ip:port/ from inside the pod and returns the body.
-func (p *pod) get(t *testing.T, ip netip.Addr, port uint16) (string, error) {
+func (p *pod) get(t testing.TB, ip netip.Addr, port uint16) (string, error) {
 	t.Helper()
 	resp, err := p.httpClient(t).Get("http://" + netip.AddrPortFrom(ip, port).String() + "/")
 	if err != nil {
@@ -195,7 +195,7 @@ func (p *pod) get(t *testing.T, ip netip.Addr, port uint16) (string, error) {
 // serveHTTP runs an HTTP server on port in the pod, answering with the
 // client address it sees: 127.0.0.1 when the pod's proxy delivered the
 // request, the client pod's IP when it came directly.
-func (p *pod) serveHTTP(t *testing.T, port uint16) {
+func (p *pod) serveHTTP(t testing.TB, port uint16) {
 	t.Helper()
 	ln, err := p.ns.Listen("tcp", ":"+strconv.Itoa(int(port)))
 	if err != nil {
@@ -216,7 +216,7 @@ func (p *pod) serveHTTP(t *testing.T, port uint16) {
 // answers it with the client address it sees (127.0.0.1 when the pod's
 // proxy delivered the connection, the client's own IP when it came
 // directly) followed by the line.
-func (p *pod) serveEcho(t *testing.T, port uint16) {
+func (p *pod) serveEcho(t testing.TB, port uint16) {
 	t.Helper()
 	ln, err := p.ns.Listen("tcp", ":"+strconv.Itoa(int(port)))
 	if err != nil {
@@ -244,7 +244,7 @@ func (p *pod) serveEcho(t *testing.T, port uint16) {
 
 // echo sends a line to ip:port from inside the pod and returns what the
 // echo server answered: the client address it saw, then the line.
-func (p *pod) echo(t *testing.T, ip netip.Addr, port uint16) (string, error) {
+func (p *pod) echo(t testing.TB, ip netip.Addr, port uint16) (string, error) {
 	t.Helper()
 	c, err := p.dial(t, ip, port)
 	if err != nil {
@@ -261,7 +261,7 @@ func (p *pod) echo(t *testing.T, ip netip.Addr, port uint16) (string, error) {
 
 // startRedis runs redis-server on 6379 in the pod, listening on all its
 // addresses as it would in a container.
-func (p *pod) startRedis(t *testing.T, dir string) {
+func (p *pod) startRedis(t testing.TB, dir string) {
 	t.Helper()
 	dir = filepath.Join(dir, "redis-"+p.name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -296,7 +296,7 @@ func (p *pod) startRedis(t *testing.T, dir string) {
 }
 
 // metric is the sum of the pod proxy's series of name with the labels.
-func (p *pod) metric(t *testing.T, name string, labels map[string]string) float64 {
+func (p *pod) metric(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
 	return p.proxy.Metric(t, name, labels)
 }
@@ -305,7 +305,7 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 
 // natRules returns the pod's nat tables (IPv4 and, when present, IPv6) as
 // iptables-save prints them, without comments and counters.
-func (p *pod) natRules(t *testing.T) string {
+func (p *pod) natRules(t testing.TB) string {
 	t.Helper()
 	var out strings.Builder
 	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
@@ -324,7 +324,7 @@ func (p *pod) natRules(t *testing.T) string {
 // startDaemon starts cmd in the pod, stops it when the test ends, and waits
 // until it accepts connections on port (on the pod's loopback, which is
 // never redirected). Its output goes to a file shown if it does not come up.
-func (p *pod) startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
+func (p *pod) startDaemon(t testing.TB, cmd *exec.Cmd, port uint16) {
 	t.Helper()
 	startDaemonWith(t, cmd, port, " in "+p.ns.Name, func() error { return p.ns.Start(cmd) }, p.ns.Dial)
 }

@@ -164,7 +164,7 @@ func mariadbApp(t *testing.T) uint16 {
 
 // lookBin finds a server binary on PATH or in /usr/sbin, where Debian
 // puts daemons.
-func lookBin(t *testing.T, name string) string {
+func lookBin(t testing.TB, name string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -188,7 +188,7 @@ func startDaemon(t *testing.T, cmd *exec.Cmd, port uint16) {
 // startDaemonWith starts cmd with start, stops it when the test ends, and
 // waits until dial reaches 127.0.0.1:port (where says where that is, for
 // the error). Its output goes to a file shown if it does not come up.
-func startDaemonWith(t *testing.T, cmd *exec.Cmd, port uint16, where string, start func() error, dial func(network, addr string) (net.Conn, error)) {
+func startDaemonWith(t testing.TB, cmd *exec.Cmd, port uint16, where string, start func() error, dial func(network, addr string) (net.Conn, error)) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "daemon.log")
 	f, err := os.Create(out)

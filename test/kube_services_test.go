@@ -300,6 +300,26 @@ func TestKubeServiceDestinationHints(t *testing.T) {
 		_, err := client.get(t, apiVIP, 80)
 		return err != nil && client.metric(t, "outbound_connect_errors_total", map[string]string{"reason": "unauthorized"}) > 0
 	})
+
+	// An unmeshed endpoint: plain TCP to podIP:targetPort, or refused.
+	plainApp := map[string]string{"app": "plain-redis"}
+	plain := b.pod(t, kubePod{namespace: ns, name: "plain-redis-0", labels: plainApp, unmeshed: true,
+		ports: []corev1.ContainerPort{{ContainerPort: 6379}}})
+	plain.startRedis(t, b.dir)
+	plainVIP := netip.AddrPortFrom(b.service(t, ns, "plain-redis", nil, plainApp, corev1.ServicePort{Port: 16379, TargetPort: intstr.FromInt32(6379)}), 16379)
+	meshtest.Eventually(t, "PING to an unmeshed Service", func() bool {
+		out, _ := client.redisCLI(t, plainVIP, nil, "PING")
+		return out == "PONG"
+	})
+	if n := client.metric(t, "tcp_open_total", map[string]string{"direction": "outbound", "peer": "dst", "tls": "disabled",
+		"target_addr": netip.AddrPortFrom(plain.ip, 6379).String(), "dst_service": "plain-redis"}); n == 0 {
+		t.Errorf("no plain connection to the unmeshed endpoint %s:6379", plain.ip)
+	}
+	strict := b.pod(t, kubePod{namespace: ns, name: "strict-client", runArgs: []string{"--refuse-unmeshed"}})
+	meshtest.Eventually(t, "the unmeshed endpoint to be refused", func() bool {
+		out, _ := strict.redisCLI(t, plainVIP, nil, "PING")
+		return out != "PONG" && strict.metric(t, "outbound_connect_errors_total", map[string]string{"reason": "unmeshed_refused"}) > 0
+	})
 }
 
 // The controller stops mid-test: established connections and new ones to
@@ -328,6 +348,9 @@ func TestKubeServiceControllerOutage(t *testing.T) {
 
 	if err := b.controller.Stop(t); err != nil {
 		t.Fatal(err)
+	}
+	if !client.proxy.Ready() {
+		t.Errorf("the client's proxy is not ready while the controller is down")
 	}
 	if r, err := redisDo(established, "PING"); err != nil || r != "PONG" {
 		t.Errorf("PING on the established connection during the outage: %q, %v", r, err)

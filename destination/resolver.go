@@ -3,9 +3,11 @@ package destination
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 )
@@ -34,6 +36,7 @@ type resolverEntry struct {
 	w        *Watch
 	cancel   context.CancelFunc
 	lastUsed time.Time
+	warned   atomic.Bool // the first timeout was logged
 }
 
 // NewResolver returns a resolver over client. An address never resolved
@@ -50,7 +53,8 @@ func NewResolver(client *Client, wait time.Duration, m *ResolverMetrics) *Resolv
 // outages. The watch's state follows the controller's updates: callers that
 // keep it (a long-lived connection's balancer) read it again to see them.
 func (r *Resolver) Resolve(ctx context.Context, address string) (*Watch, bool) {
-	w := r.watch(address)
+	e := r.watch(address)
+	w := e.w
 	s, ok := w.State()
 	if !ok {
 		t := time.NewTimer(r.wait)
@@ -64,6 +68,12 @@ func (r *Resolver) Resolve(ctx context.Context, address string) (*Watch, bool) {
 			case <-changed:
 			case <-t.C:
 				r.metrics.lookup("timeout")
+				// Once per address: a controller outage would otherwise
+				// log every connection.
+				if e.warned.CompareAndSwap(false, true) {
+					r.client.log.Warn("the destination controller has not answered; the destination table decides until it does",
+						zap.String("address", address), zap.Duration("waited", r.wait))
+				}
 				return nil, false
 			case <-ctx.Done():
 				return nil, false
@@ -74,9 +84,10 @@ func (r *Resolver) Resolve(ctx context.Context, address string) (*Watch, bool) {
 	return w, true
 }
 
-// watch returns address's watch, starting it if there is none, and stops
-// the watches unused for WatchIdleAfter (checked at most once a minute).
-func (r *Resolver) watch(address string) *Watch {
+// watch returns address's entry, starting its watch if there is none, and
+// stops the watches unused for WatchIdleAfter (checked at most once a
+// minute).
+func (r *Resolver) watch(address string) *resolverEntry {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -98,7 +109,7 @@ func (r *Resolver) watch(address string) *Watch {
 		r.metrics.watching(len(r.watches))
 	}
 	e.lastUsed = now
-	return e.w
+	return e
 }
 
 // Close stops every watch and waits for them.

@@ -25,6 +25,7 @@ deps:
 # (scripts/check-tracked.sh).
 lint:
 	@scripts/check-tracked.sh
+	@GO=$(GO) scripts/check-proto.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

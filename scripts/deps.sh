@@ -10,7 +10,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=apt-missing.sh
 source "$root/scripts/apt-missing.sh"
 apt_missing deps.sh redis-server=redis-server redis-cli=redis-tools nats-server=nats-server \
-  mariadbd=mariadb-server iptables-restore=iptables ip=iproute2 mariadb=mariadb-client-core
+  mariadbd=mariadb-server iptables-restore=iptables ip=iproute2 mariadb=mariadb-client-core \
+  protoc=protobuf-compiler
 
 # SPIRE binaries, unpacked and checksum-verified by shared/spire/install.sh.
 shared="${MESHPROXY_SHARED_DIR:-$root/../shared}"

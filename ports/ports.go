@@ -108,17 +108,44 @@ func (s Set) Len() int {
 }
 
 // Ranges returns the set as sorted, maximal inclusive ranges.
+//
+// It reads the set a 64-bit word at a time and skips empty words, so its
+// cost follows the number of words with members rather than the 65 535
+// ports: the destination controller calls it for every endpoint it
+// describes.
 func (s Set) Ranges() [][2]uint16 {
+	if s.bits == nil {
+		return nil
+	}
 	var out [][2]uint16
-	for p := 1; p <= 65535; p++ {
-		if !s.Contains(uint16(p)) {
-			continue
+	open := -1 // the first port of a range that reaches the previous word's end
+	for i, w := range s.bits {
+		base := i * 64
+		if i == 0 {
+			w &^= 1 // port 0 is never a member
 		}
-		lo := p
-		for p < 65535 && s.Contains(uint16(p+1)) {
-			p++
+		if open >= 0 {
+			if w == ^uint64(0) {
+				continue // the range goes on through this word
+			}
+			n := bits.TrailingZeros64(^w) // the range's ports in this word
+			out = append(out, [2]uint16{uint16(open), uint16(base + n - 1)})
+			open = -1
+			w &^= 1<<n - 1
 		}
-		out = append(out, [2]uint16{uint16(lo), uint16(p)})
+		for w != 0 {
+			lo := bits.TrailingZeros64(w)
+			n := bits.TrailingZeros64(^(w >> lo)) // ports from lo on
+			if lo+n == 64 {
+				open = base + lo
+				break
+			}
+			out = append(out, [2]uint16{uint16(base + lo), uint16(base + lo + n - 1)})
+			w &^= (1<<n - 1) << lo
+		}
+	}
+	if open >= 0 {
+		out = append(out, [2]uint16{uint16(open), 65535})
 	}
 	return out
 }

@@ -2,6 +2,8 @@ package ports
 
 import (
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -80,3 +82,105 @@ func BenchmarkContains(b *testing.B) {
 		s.Contains(uint16(i))
 	}
 }
+
+// naiveRanges is Ranges as it was first written, port by port: the
+// reference the word-at-a-time Ranges must match.
+func naiveRanges(s Set) [][2]uint16 {
+	var out [][2]uint16
+	for p := 1; p <= 65535; p++ {
+		if !s.Contains(uint16(p)) {
+			continue
+		}
+		lo := p
+		for p < 65535 && s.Contains(uint16(p+1)) {
+			p++
+		}
+		out = append(out, [2]uint16{uint16(lo), uint16(p)})
+	}
+	return out
+}
+
+func TestRanges(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"1", "1"},
+		{"1-63", "1-63"},
+		{"63-64", "63-64"},
+		{"64", "64"},
+		{"1-64", "1-64"},
+		{"1-65535", "1-65535"},
+		{"65535", "65535"},
+		{"65472-65535", "65472-65535"}, // the last word, whole
+		{"65471-65535", "65471-65535"},
+		{"100-300", "100-300"}, // across whole words
+		{"127,128,192", "127-128,192"},
+		{"1,3,5,62,63,65,66", "1,3,5,62-63,65-66"},
+		{"25,587,3306,4444,5432,6379,9300,11211", "25,587,3306,4444,5432,6379,9300,11211"},
+	} {
+		s := MustParse(tc.in)
+		if got := s.String(); got != tc.want {
+			t.Errorf("Parse(%q).String() = %q, want %q", tc.in, got, tc.want)
+		}
+		if got, want := s.Ranges(), naiveRanges(s); !slices.Equal(got, want) {
+			t.Errorf("Parse(%q).Ranges() = %v, want %v", tc.in, got, want)
+		}
+	}
+}
+
+// TestRangesMatchesNaive compares Ranges with naiveRanges on random sets:
+// sparse and dense, single ports and runs of every length, most of them
+// meeting a word's edge somewhere.
+func TestRangesMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for i := range 2000 {
+		var s Set
+		runs, maxLen := 1+rng.IntN(40), []int{1, 3, 70, 300, 5000}[i%5]
+		for range runs {
+			first := 1 + rng.IntN(65535)
+			for p := first; p < first+1+rng.IntN(maxLen) && p <= 65535; p++ {
+				s.Add(uint16(p))
+			}
+		}
+		if got, want := s.Ranges(), naiveRanges(s); !slices.Equal(got, want) {
+			t.Fatalf("set %d (%s): Ranges() = %v, want %v", i, s, got, want)
+		}
+	}
+}
+
+// FuzzRanges builds a set from alternating gap and run lengths and
+// compares Ranges with naiveRanges.
+func FuzzRanges(f *testing.F) {
+	f.Add([]byte{0, 63, 1, 1})
+	f.Add([]byte{62, 2, 0, 255, 255, 255})
+	f.Add([]byte{255, 255, 255, 255})
+	f.Fuzz(func(t *testing.T, lengths []byte) {
+		var s Set
+		p := 1
+		for i, n := range lengths {
+			if i%2 == 1 {
+				for q := p; q < p+int(n)*8 && q <= 65535; q++ {
+					s.Add(uint16(q))
+				}
+			}
+			p += int(n) * 8
+		}
+		if got, want := s.Ranges(), naiveRanges(s); !slices.Equal(got, want) {
+			t.Fatalf("set %s: Ranges() = %v, want %v", s, got, want)
+		}
+	})
+}
+
+func BenchmarkRanges(b *testing.B) {
+	for _, in := range []string{config8, "1-65535", "1,3,5,7,9,4000-4100,65535"} {
+		s := MustParse(in)
+		b.Run(in, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Ranges()
+			}
+		})
+	}
+}
+
+// config8 is the default opaque-ports list's shape: eight single ports.
+const config8 = "25,587,3306,4444,5432,6379,9300,11211"

@@ -66,20 +66,5 @@ func spiffeID(trustDomain, namespace, serviceAccount string) string {
 	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
 }
 
-// opaquePorts returns the opaque-ports annotation of the closest layer that
-// has one (the pod, then its namespace), with explicit true, or defaults.
-// A malformed annotation counts as absent; it is logged and counted when
-// its object changes (Controller.notify), not on every answer.
-func opaquePorts(podAnnotations, nsAnnotations map[string]string, defaults ports.Set) (set ports.Set, explicit bool) {
-	for _, a := range []map[string]string{podAnnotations, nsAnnotations} {
-		if v, ok := a[inject.AnnotationOpaquePorts]; ok {
-			if s, err := ports.Parse(v); err == nil {
-				return s, true
-			}
-		}
-	}
-	return defaults, false
-}
-
 // portString is p in decimal, for addresses.
 func portString(p int32) string { return strconv.Itoa(int(p)) }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -60,11 +61,17 @@ type answer struct {
 	endpoints map[string]*pb.Endpoint
 }
 
-// resolver computes answers from the informers' stores.
+// resolver computes answers from the informers' stores. Answers share
+// parts (the port lists' ranges), so nothing may modify one once made.
 type resolver struct {
 	ix            *index
 	trustDomain   string
-	defaultOpaque ports.Set
+	defaultOpaque portList
+	lists         portLists
+}
+
+func newResolver(ix *index, trustDomain string, defaultOpaque ports.Set) *resolver {
+	return &resolver{ix: ix, trustDomain: trustDomain, defaultOpaque: newPortList(defaultOpaque)}
 }
 
 // resolve returns the answer for t and the keys of every object it read, so
@@ -201,18 +208,18 @@ func (r *resolver) service(svc *corev1.Service, port int32, deps []key) (answer,
 // list holds the Service port or its target port (so 9090 → 3306 is opaque).
 func (r *resolver) serviceOpaque(svc *corev1.Service, sp corev1.ServicePort, targetPorts []int32) bool {
 	if v, ok := svc.Annotations[inject.AnnotationOpaquePorts]; ok {
-		if set, err := ports.Parse(v); err == nil {
-			return set.Contains(uint16(sp.Port))
+		if l, ok := r.lists.parse(v); ok {
+			return l.set.Contains(uint16(sp.Port))
 		}
 	}
-	if r.defaultOpaque.Contains(uint16(sp.Port)) {
+	if r.defaultOpaque.set.Contains(uint16(sp.Port)) {
 		return true
 	}
-	if sp.TargetPort.IntVal > 0 && r.defaultOpaque.Contains(uint16(sp.TargetPort.IntVal)) {
+	if sp.TargetPort.IntVal > 0 && r.defaultOpaque.set.Contains(uint16(sp.TargetPort.IntVal)) {
 		return true
 	}
 	for _, tp := range targetPorts {
-		if r.defaultOpaque.Contains(uint16(tp)) {
+		if r.defaultOpaque.set.Contains(uint16(tp)) {
 			return true
 		}
 	}
@@ -224,7 +231,7 @@ func (r *resolver) serviceOpaque(svc *corev1.Service, sp corev1.ServicePort, tar
 func (r *resolver) pod(pod *corev1.Pod, ip string, port int32, deps []key) (answer, []key) {
 	deps = append(deps, podKey(pod.Namespace, pod.Name), namespaceKey(pod.Namespace))
 	profile, deps := r.headlessProfile(ip, port, deps)
-	opaque := r.defaultOpaque.Contains(uint16(port))
+	opaque := r.defaultOpaque.set.Contains(uint16(port))
 	if profile != nil {
 		opaque = profile.Opaque
 	}
@@ -269,14 +276,14 @@ func (r *resolver) headlessProfile(ip string, port int32, deps []key) (*pb.Servi
 func (r *resolver) endpoint(pod *corev1.Pod, ip string, port int32, serviceOpaque bool) *pb.Endpoint {
 	ep := &pb.Endpoint{Address: net.JoinHostPort(ip, portString(port)), Opaque: serviceOpaque}
 	if pod == nil {
-		ep.OpaquePorts = portRanges(r.defaultOpaque)
+		ep.OpaquePorts = r.defaultOpaque.ranges
 		return ep
 	}
 	ep.Pod, ep.Namespace = pod.Name, pod.Namespace
-	set, explicit := opaquePorts(pod.Annotations, r.namespaceAnnotations(pod.Namespace), r.defaultOpaque)
-	ep.OpaquePorts = portRanges(set)
+	list, explicit := r.opaquePorts(pod.Annotations, r.namespaceAnnotations(pod.Namespace))
+	ep.OpaquePorts = list.ranges
 	if explicit {
-		ep.Opaque = set.Contains(uint16(port))
+		ep.Opaque = list.set.Contains(uint16(port))
 	}
 	if sc := readSidecar(pod); sc.meshed && !sc.skipInbound.Contains(uint16(port)) {
 		ep.Meshed = true
@@ -297,6 +304,30 @@ func (r *resolver) namespaceAnnotations(ns string) map[string]string {
 	return nil
 }
 
+// opaquePorts returns the opaque-ports list of the closest layer that has
+// one (the pod, then its namespace), with explicit true, or the default
+// list. A malformed annotation counts as absent; it is logged and counted
+// when its object changes (Controller.notify), not on every answer.
+func (r *resolver) opaquePorts(podAnnotations, nsAnnotations map[string]string) (list portList, explicit bool) {
+	for _, a := range []map[string]string{podAnnotations, nsAnnotations} {
+		if v, ok := a[inject.AnnotationOpaquePorts]; ok {
+			if l, ok := r.lists.parse(v); ok {
+				return l, true
+			}
+		}
+	}
+	return r.defaultOpaque, false
+}
+
+// portList is a set of ports and its ranges as endpoints carry them. The
+// ranges are shared by every endpoint with that list.
+type portList struct {
+	set    ports.Set
+	ranges []*pb.PortRange
+}
+
+func newPortList(s ports.Set) portList { return portList{set: s, ranges: portRanges(s)} }
+
 func portRanges(s ports.Set) []*pb.PortRange {
 	rs := s.Ranges()
 	out := make([]*pb.PortRange, len(rs))
@@ -304,4 +335,40 @@ func portRanges(s ports.Set) []*pb.PortRange {
 		out[i] = &pb.PortRange{First: uint32(r[0]), Last: uint32(r[1])}
 	}
 	return out
+}
+
+// maxPortLists bounds portLists: a cluster holds few distinct annotation
+// values, so past this many something churns them, and the cache starts
+// over rather than grow.
+const maxPortLists = 1024
+
+// portLists remembers the opaque-ports annotation values parsed so far,
+// malformed ones included: every endpoint of every answer reads one, and
+// parsing allocates the set's 8 KiB.
+type portLists struct {
+	mu sync.Mutex
+	m  map[string]parsedList
+}
+
+type parsedList struct {
+	list portList
+	ok   bool
+}
+
+// parse returns the list v names, and false when v is malformed.
+func (l *portLists) parse(v string) (portList, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p, found := l.m[v]; found {
+		return p.list, p.ok
+	}
+	var p parsedList
+	if set, err := ports.Parse(v); err == nil {
+		p = parsedList{list: newPortList(set), ok: true}
+	}
+	if l.m == nil || len(l.m) >= maxPortLists {
+		l.m = map[string]parsedList{}
+	}
+	l.m[v] = p
+	return p.list, p.ok
 }

@@ -49,7 +49,7 @@ func TestParseTarget(t *testing.T) {
 }
 
 func TestServiceOpaque(t *testing.T) {
-	r := resolver{defaultOpaque: ports.MustParse("3306,6379")}
+	r := newResolver(nil, "", ports.MustParse("3306,6379"))
 	svc := func(annotation string, port int32, target intstr.IntOrString) (*corev1.Service, corev1.ServicePort) {
 		s := &corev1.Service{}
 		if annotation != "-" {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"time"
 
 	"go.uber.org/zap"
@@ -77,22 +76,14 @@ func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			h.Done()
 			return nil, rerr
 		}
-		// Only a request on a pooled connection measures the endpoint: a
-		// new connection's handshake would weigh on its estimate for
-		// seconds (the peak decays with a 10 s time constant).
-		var reused bool
-		traced := r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
-			GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
-		}))
+		// A request that waited for a new connection's handshake is
+		// observed too: the balancer raises an estimate at most twofold per
+		// observation, and counts estimates within fourfold as equal, so
+		// one handshake does not idle an endpoint.
 		start := time.Now()
-		resp, rtErr := t.p.upstreams.get(t.p, er, t.session).RoundTrip(traced)
+		resp, rtErr := t.p.upstreams.get(t.p, er, t.session).RoundTrip(r)
 		if rtErr == nil {
-			if reused {
-				h.Observe(time.Since(start))
-			}
-			if ce := t.p.log.Check(zap.DebugLevel, "request sent to an endpoint"); ce != nil {
-				ce.Write(zap.String("endpoint", ep.Address), zap.Duration("latency", time.Since(start)), zap.Bool("reused", reused))
-			}
+			h.Observe(time.Since(start))
 			h.Done()
 			t.p.cfg.Metrics.endpointChoice(true)
 			return resp, nil

@@ -79,6 +79,14 @@ type EndpointSet struct {
 	version  uint64
 	eps      map[string]*pb.Endpoint
 	lastUsed time.Time
+	// routes caches endpointRoute's answers for this version, by address
+	// and opaqueness: HTTP asks for one per request.
+	routes map[routeKey]Route
+}
+
+type routeKey struct {
+	addr   string
+	opaque bool
 }
 
 // refresh brings the set up to its watch's state, if that changed.
@@ -90,7 +98,7 @@ func (s *EndpointSet) refresh(now time.Time) {
 	if s.eps != nil && st.Version == s.version {
 		return
 	}
-	s.version, s.eps = st.Version, st.Endpoints
+	s.version, s.eps, s.routes = st.Version, st.Endpoints, map[routeKey]Route{}
 	if s.eps == nil {
 		s.eps = map[string]*pb.Endpoint{}
 	}
@@ -178,6 +186,28 @@ func (ss *endpointSets) get(address string, w *destination.Watch) *EndpointSet {
 // keeps its port, where the pod's firewall rules hand it to its proxy. An
 // unmeshed endpoint is dialed as it is, unless unmeshed traffic is refused.
 func (p *Proxy) endpointRoute(r Route, ep *pb.Endpoint, opaque bool) (Route, error) {
+	set := r.Endpoints
+	key := routeKey{ep.Address, opaque}
+	set.mu.Lock()
+	er, ok := set.routes[key]
+	set.mu.Unlock()
+	if ok {
+		return er, nil
+	}
+	er, err := p.newEndpointRoute(r, ep, opaque)
+	if err != nil {
+		return Route{}, err
+	}
+	set.mu.Lock()
+	if set.eps[ep.Address] == ep { // still this version's endpoint
+		set.routes[key] = er
+	}
+	set.mu.Unlock()
+	return er, nil
+}
+
+// newEndpointRoute computes endpointRoute's answer.
+func (p *Proxy) newEndpointRoute(r Route, ep *pb.Endpoint, opaque bool) (Route, error) {
 	host, portStr, err := net.SplitHostPort(ep.Address)
 	if err != nil {
 		return Route{}, fmt.Errorf("endpoint %q: %w", ep.Address, err)

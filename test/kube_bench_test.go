@@ -16,12 +16,14 @@ import (
 )
 
 // BenchmarkKubeServiceVsStatic measures what resolving a destination through
-// the destination controller costs on the data path: two client pods on one
-// bed reach the same meshed server pod, one through its Service's ClusterIP
-// (resolved by the controller, balanced over the Service's one endpoint),
-// the other at its pod IP through a static destination table. Each
-// iteration does one of each, alternately, so that both see the same
-// machine; the reported ratios are service / static:
+// the destination controller costs on the data path: one client pod reaches
+// the same meshed server pod two ways, through its Service's ClusterIP
+// (resolved by the controller, balanced over the Service's one endpoint), and
+// through a static destination: an address the controller does not know,
+// which the proxy's destination table sends to the pod. One client, one
+// proxy, one server: only the route differs. Each iteration does one of
+// each, alternately, so that both see the same machine; the reported ratios
+// are service / static:
 //
 //   - connect: a new connection, a line echoed, closed (opaque, to 4143);
 //   - http: a keep-alive GET on a connection kept open.
@@ -39,15 +41,17 @@ func BenchmarkKubeServiceVsStatic(b *testing.B) {
 		corev1.ServicePort{Name: "echo", Port: 9000, TargetPort: intstr.FromString("echo")},
 		corev1.ServicePort{Name: "http", Port: 8080, TargetPort: intstr.FromString("http")})
 	serverID := "spiffe://" + meshtest.TrustDomain + "/ns/" + ns + "/sa/server"
-	viaService := bed.pod(b, kubePod{namespace: ns, name: "via-service"})
-	static := bed.pod(b, kubePod{namespace: ns, name: "static", noController: true,
-		destinations: []podDest{{Match: server.ip.String(), ID: serverID}}, runArgs: []string{"--opaque-ports=9000"}})
+	// TEST-NET-1: no Service or pod has it, so the table decides, and
+	// dials the server pod for it.
+	staticIP := netip.MustParseAddr("192.0.2.10")
+	client := bed.pod(b, kubePod{namespace: ns, name: "client", runArgs: []string{"--opaque-ports=9000"},
+		destinations: []podDest{{Match: staticIP.String(), ID: serverID, Address: server.ip.String()}}})
 
-	echo := func(p *pod, to netip.Addr) time.Duration {
+	echo := func(to netip.Addr) time.Duration {
 		start := time.Now()
-		got, err := p.echo(b, to, 9000)
+		got, err := client.echo(b, to, 9000)
 		if err != nil || !strings.HasSuffix(got, "hello") {
-			b.Fatalf("echo from %s: %q, %v", p.name, got, err)
+			b.Fatalf("echo to %s: %q, %v", to, got, err)
 		}
 		return time.Since(start)
 	}
@@ -59,15 +63,18 @@ func BenchmarkKubeServiceVsStatic(b *testing.B) {
 		return time.Since(start)
 	}
 	meshtest.Eventually(b, "the Service to be resolved", func() bool {
-		_, err := viaService.echo(b, vip, 9000)
+		_, err := client.echo(b, vip, 9000)
 		return err == nil
 	})
-	svcHTTP, staticHTTP := newKeepAlive(b, viaService, vip, 8080), newKeepAlive(b, static, server.ip, 8080)
-	for range 20 { // warm: TLS sessions, pools
-		echo(viaService, vip)
-		echo(static, server.ip)
+	svcHTTP, staticHTTP := newKeepAlive(b, client, vip, 8080), newKeepAlive(b, client, staticIP, 8080)
+	for range 20 { // warm: TLS sessions, pools, the table's lookup of the static IP
+		echo(vip)
+		echo(staticIP)
 		get(svcHTTP)
 		get(staticHTTP)
+	}
+	if n := client.metric(b, "outbound_destination_lookups_total", map[string]string{"result": "unknown"}); n == 0 {
+		b.Fatal("the static address was not left to the table")
 	}
 
 	var svcConn, staticConn, svcReq, staticReq time.Duration
@@ -75,13 +82,13 @@ func BenchmarkKubeServiceVsStatic(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		// Alternate which goes first, so neither always follows the other.
 		if i%2 == 0 {
-			svcConn += echo(viaService, vip)
-			staticConn += echo(static, server.ip)
+			svcConn += echo(vip)
+			staticConn += echo(staticIP)
 			svcReq += get(svcHTTP)
 			staticReq += get(staticHTTP)
 		} else {
-			staticConn += echo(static, server.ip)
-			svcConn += echo(viaService, vip)
+			staticConn += echo(staticIP)
+			svcConn += echo(vip)
 			staticReq += get(staticHTTP)
 			svcReq += get(svcHTTP)
 		}

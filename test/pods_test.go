@@ -113,6 +113,7 @@ type podDest struct {
 	Match       string // IP, or IP:port
 	ID          string // SPIFFE ID its proxy presents
 	InboundPort uint16 // 0: the default, 4143
+	Address     string // dialed instead of the matched host, when set
 }
 
 // meshedIP is the destination table entry of a meshed pod.
@@ -141,7 +142,7 @@ func writePodFiles(t testing.TB, dir string, mesh *meshtest.Mesh, name string, i
 	var cfg strings.Builder
 	cfg.WriteString("destinations:\n")
 	for _, d := range destinations {
-		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q], inboundPort: %d}\n", d.Match, d.ID, d.InboundPort)
+		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q], inboundPort: %d, address: %q}\n", d.Match, d.ID, d.InboundPort, d.Address)
 	}
 	dir = filepath.Join(dir, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {

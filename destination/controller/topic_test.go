@@ -13,16 +13,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
-	metadatafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 	"github.com/seed722d2a70/meshproxy/ports"
+	"github.com/seed722d2a70/meshproxy/test/kubetest"
 )
 
-// These tests run the controller on a fake clientset and call Resolve
-// with streams of their own, which can hold a send, so that they see what
-// the subscriptions to one address share.
+// These tests run the controller on a real API server (test/kubetest) and
+// call Resolve with streams of their own, which can hold a send, so that
+// they see what the subscriptions to one address share.
 
 const (
 	testNS        = "shop"
@@ -30,24 +31,29 @@ const (
 	testAddr      = testClusterIP + ":80"
 )
 
-// fakeCluster is a controller on a fake clientset, with one Service
-// (testAddr) whose slice lists the endpoints 10.1.0.1, 10.1.0.2, …
-type fakeCluster struct {
+// topicCluster is a controller on a real API server, with one selector-less
+// Service (testAddr) whose slice, written by the test, lists the endpoints
+// 10.1.0.1, 10.1.0.2, …
+type topicCluster struct {
 	c      *Controller
-	client *fake.Clientset
+	client kubernetes.Interface
 	slice  *discoveryv1.EndpointSlice
-	rv     int
 }
 
-func newFakeCluster(t *testing.T, endpoints int) *fakeCluster {
+func newTopicCluster(t *testing.T, endpoints int) *topicCluster {
 	t.Helper()
+	k := kubetest.Start(t, kubetest.Options{})
+	k.EnsureNamespace(t, testNS, nil)
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "web", ResourceVersion: "1"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "web"},
 		Spec:       corev1.ServiceSpec{ClusterIP: testClusterIP, Ports: []corev1.ServicePort{{Port: 80}}},
+	}
+	if _, err := k.Client.CoreV1().Services(testNS).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	port, name := int32(8080), ""
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "web-1", ResourceVersion: "1",
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "web-1",
 			Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
@@ -55,9 +61,17 @@ func newFakeCluster(t *testing.T, endpoints int) *fakeCluster {
 	for i := range endpoints {
 		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.1.0.%d", i+1)}})
 	}
-	f := &fakeCluster{client: fake.NewClientset(svc, slice.DeepCopy()), slice: slice, rv: 1}
+	created, err := k.Client.DiscoveryV1().EndpointSlices(testNS).Create(context.Background(), slice, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := metadata.NewForConfig(k.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &topicCluster{client: k.Client, slice: created}
 	c, err := New(Config{
-		Client: f.client, Metadata: metadatafake.NewSimpleMetadataClient(metadatafake.NewTestScheme()),
+		Client: k.Client, Metadata: meta,
 		TrustDomain: "mesh.test", DefaultOpaque: ports.MustParse("3306"),
 	})
 	if err != nil {
@@ -82,20 +96,20 @@ func newFakeCluster(t *testing.T, endpoints int) *fakeCluster {
 }
 
 // setReady writes the slice with endpoint i (from 0) ready or not.
-func (f *fakeCluster) setReady(t *testing.T, i int, ready bool) {
+func (f *topicCluster) setReady(t *testing.T, i int, ready bool) {
 	t.Helper()
 	f.slice.Endpoints[i].Conditions.Ready = &ready
 	f.write(t)
 }
 
 // write writes the slice as it is now.
-func (f *fakeCluster) write(t *testing.T) {
+func (f *topicCluster) write(t *testing.T) {
 	t.Helper()
-	f.rv++
-	f.slice.ResourceVersion = fmt.Sprint(f.rv)
-	if _, err := f.client.DiscoveryV1().EndpointSlices(testNS).Update(context.Background(), f.slice.DeepCopy(), metav1.UpdateOptions{}); err != nil {
+	updated, err := f.client.DiscoveryV1().EndpointSlices(testNS).Update(context.Background(), f.slice, metav1.UpdateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.slice = updated
 }
 
 // testStream is a Resolve stream whose sends the test receives, and can
@@ -128,7 +142,7 @@ func (s *testStream) SendMsg(m any) error {
 }
 
 // subscribe runs Resolve(addr) until t ends.
-func (f *fakeCluster) subscribe(t *testing.T, addr string) *testStream {
+func (f *topicCluster) subscribe(t *testing.T, addr string) *testStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &testStream{ctx: ctx, sent: make(chan *sharedUpdate, 16)}
@@ -189,7 +203,7 @@ func deltaRemoving(t *testing.T, u *sharedUpdate, want ...string) {
 }
 
 func TestSubscribersOfOneAddressShareUpdates(t *testing.T) {
-	f := newFakeCluster(t, 3)
+	f := newTopicCluster(t, 3)
 	a, b := f.subscribe(t, testAddr), f.subscribe(t, testAddr)
 	all := []string{"10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080"}
 	ua, ub := a.next(t), b.next(t)
@@ -224,7 +238,7 @@ func TestSubscribersOfOneAddressShareUpdates(t *testing.T) {
 }
 
 func TestLateSubscriberGetsTheWholeAnswer(t *testing.T) {
-	f := newFakeCluster(t, 3)
+	f := newTopicCluster(t, 3)
 	a := f.subscribe(t, testAddr)
 	snapshotOf(t, a.next(t), "10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080")
 	f.setReady(t, 2, false)
@@ -241,7 +255,7 @@ func TestLateSubscriberGetsTheWholeAnswer(t *testing.T) {
 }
 
 func TestSlowSubscriberDelaysNoOther(t *testing.T) {
-	f := newFakeCluster(t, 3)
+	f := newTopicCluster(t, 3)
 	slow, fast := f.subscribe(t, testAddr), f.subscribe(t, testAddr)
 	slow.next(t)
 	fast.next(t)
@@ -266,7 +280,7 @@ func TestSlowSubscriberDelaysNoOther(t *testing.T) {
 }
 
 func TestNoUpdateWhenNothingChanged(t *testing.T) {
-	f := newFakeCluster(t, 2)
+	f := newTopicCluster(t, 2)
 	a := f.subscribe(t, testAddr)
 	a.next(t)
 	// A change that leaves the answer as it was.
@@ -283,7 +297,7 @@ func TestNoUpdateWhenNothingChanged(t *testing.T) {
 }
 
 func TestTopicDroppedWithItsLastSubscriber(t *testing.T) {
-	f := newFakeCluster(t, 1)
+	f := newTopicCluster(t, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &testStream{ctx: ctx, sent: make(chan *sharedUpdate, 16)}
 	done := make(chan error, 1)

@@ -55,6 +55,11 @@ func TestDevSourceRotatesAtHalfLife(t *testing.T) {
 	if second.ID != idServer {
 		t.Errorf("rotated ID %s", second.ID)
 	}
+	// The change is announced as the SVID is installed, and counted just
+	// after: wait for the count rather than race it.
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(m.refresh) < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if got := testutil.ToFloat64(m.refresh); got < 2 {
 		t.Errorf("identity_cert_refresh_count = %v, want >= 2", got)
 	}

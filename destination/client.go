@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,6 +31,9 @@ const (
 	KeepaliveTime    = 30 * time.Second
 	keepaliveTimeout = 10 * time.Second
 )
+
+// MaxMessageSize bounds one update: about 100 000 endpoints.
+const MaxMessageSize = 64 << 20
 
 // Client talks to one destination controller. Its connection is shared by
 // every Watch; gRPC reconnects it as needed.
@@ -50,6 +54,8 @@ func NewClient(addr string, tlsConfig *tls.Config, log *zap.Logger) (*Client, er
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: false}),
+		// A headless Service of thousands of pods is one snapshot.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("destination controller %s: %w", addr, err)
@@ -80,7 +86,12 @@ type Watch struct {
 	known   bool
 	changed chan struct{}
 	done    chan struct{}
+	used    atomic.Int64 // unix ns of the last lookup or State
 }
+
+func (w *Watch) touch(now time.Time) { w.used.Store(now.UnixNano()) }
+
+func (w *Watch) lastUsed() time.Time { return time.Unix(0, w.used.Load()) }
 
 // Backoff bounds for reconnecting a watch.
 const (
@@ -92,6 +103,7 @@ const (
 // until ctx ends.
 func (c *Client) Watch(ctx context.Context, address string) *Watch {
 	w := &Watch{changed: make(chan struct{}), done: make(chan struct{})}
+	w.touch(time.Now())
 	go func() {
 		defer close(w.done)
 		c.follow(ctx, address, w)
@@ -108,10 +120,14 @@ func (c *Client) follow(ctx context.Context, address string, w *Watch) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Said once when a stream that worked ends; the retries that
+		// follow (a controller outage, for every watched address) are
+		// debug.
+		level := zap.DebugLevel
 		if got {
-			backoff = minBackoff
+			backoff, level = minBackoff, zap.InfoLevel
 		}
-		c.log.Info("destination stream ended; reconnecting", zap.String("address", address),
+		c.log.Log(level, "destination stream ended; reconnecting", zap.String("address", address),
 			zap.Duration("backoff", backoff), zap.Error(err))
 		t := time.NewTimer(backoff/2 + rand.N(backoff/2))
 		select {
@@ -186,7 +202,9 @@ func (w *Watch) apply(u *pb.Update) {
 }
 
 // State returns the current state, and false before the first answer.
+// Reading it keeps the watch in use (see Resolver).
 func (w *Watch) State() (State, bool) {
+	w.touch(time.Now())
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.state, w.known

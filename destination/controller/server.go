@@ -164,6 +164,9 @@ func NewGRPCServer(c *Controller, src identity.Source) (*grpc.Server, error) {
 		// 32 KiB buffers would make most of the controller's memory.
 		grpc.ReadBufferSize(readBufferSize),
 		grpc.WriteBufferSize(writeBufferSize),
+		// A proxy watches at most destination.MaxWatches addresses, each a
+		// stream; more from one connection is not a proxy's doing.
+		grpc.MaxConcurrentStreams(destination.MaxWatches),
 	)
 	pb.RegisterDestinationServer(srv, c)
 	return srv, nil

@@ -11,6 +11,11 @@ import (
 	"github.com/seed722d2a70/meshproxy/ports"
 )
 
+// EnvOpaquePorts is the proxy container's opaque-ports setting, written when
+// the pod, workload or namespace is annotated; the destination controller
+// reads it back.
+const EnvOpaquePorts = "MESHPROXY_OPAQUE_PORTS"
+
 // Environment variables of `meshproxy run` the proxy container is given;
 // config derives them from the flag names (MESHPROXY_ + FLAG_NAME).
 const (
@@ -19,7 +24,7 @@ const (
 	envOutboundAddr = "MESHPROXY_OUTBOUND_ADDR"
 	envAdminAddr    = "MESHPROXY_ADMIN_ADDR"
 	envLogLevel     = "MESHPROXY_LOG_LEVEL"
-	envOpaquePorts  = "MESHPROXY_OPAQUE_PORTS"
+	envOpaquePorts  = EnvOpaquePorts
 	envSPIFFESocket = "MESHPROXY_SPIFFE_SOCKET"
 	envMeshedNets   = "MESHPROXY_MESHED_NETWORKS"
 	envDestination  = "MESHPROXY_DESTINATION_ADDR"

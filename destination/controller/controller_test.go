@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -432,13 +433,19 @@ func TestController(t *testing.T) {
 		cluster.EnsureNamespace(t, ns, nil)
 		p := meshedPod(t, cluster, ns, "manual-0", "", nil, nil, true, 4143)
 		// No selector: the slice is ours, written first, as a slow watch
-		// might deliver it.
+		// might deliver it. Its second endpoint names a pod not created
+		// yet, and its third one a pod at another address.
+		late := netip.MustParseAddr("10.1.250.2")
 		port, name, ready := int32(7000), "", true
+		ref := func(pod string) *corev1.ObjectReference { return &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod} }
 		_, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "manual-1", Labels: map[string]string{discoveryv1.LabelServiceName: "manual"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{p.IP.String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
-				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: p.Name}}},
+			Endpoints: []discoveryv1.Endpoint{
+				{Addresses: []string{p.IP.String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, TargetRef: ref(p.Name)},
+				{Addresses: []string{late.String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, TargetRef: ref("manual-late")},
+				{Addresses: []string{"10.1.250.9"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, TargetRef: ref(p.Name)},
+			},
 			Ports: []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
 		}, metav1.CreateOptions{})
 		if err != nil {
@@ -447,9 +454,33 @@ func TestController(t *testing.T) {
 		w := e.watch(t, "manual."+ns+".svc:7000")
 		waitFor(t, w, within, "unknown before the Service", func(s destination.State) bool { return s.Kind == pb.Kind_KIND_UNKNOWN })
 		createService(t, cluster, service(ns, "manual", nil, nil, corev1.ServicePort{Port: 7000}))
+		// The pod not seen yet is left out, not taken for unmeshed; the
+		// address that is not its pod's is left out for good.
 		s := waitFor(t, w, within, "the slice's endpoint", hasAddresses(hostPort(p.IP, 7000)))
 		if !s.Endpoints[hostPort(p.IP, 7000)].Meshed {
 			t.Errorf("endpoint: %s", describe(s))
+		}
+		cluster.AddPod(t, kubetest.PodSpec{Namespace: ns, Name: "manual-late", IP: late, Ready: true,
+			Annotations: map[string]string{inject.AnnotationInjected: "meshproxy:test"},
+			Containers:  []corev1.Container{{Name: inject.ProxyContainerName}}})
+		s = waitFor(t, w, within, "the late pod's endpoint", hasAddresses(hostPort(p.IP, 7000), hostPort(late, 7000)))
+		if !s.Endpoints[hostPort(late, 7000)].Meshed {
+			t.Errorf("the late pod's endpoint: %s", describe(s))
+		}
+	})
+
+	t.Run("opaque ports injection gave the proxy (a workload's annotation)", func(t *testing.T) {
+		t.Parallel()
+		ns, app := "workload", map[string]string{"app": "q"}
+		p := cluster.AddPod(t, kubetest.PodSpec{Namespace: ns, Name: "q-0", Labels: app, Ready: true,
+			Annotations: map[string]string{inject.AnnotationInjected: "meshproxy:test"},
+			Containers: []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{ContainerPort: 5672}}},
+				{Name: inject.ProxyContainerName, Env: []corev1.EnvVar{{Name: inject.EnvOpaquePorts, Value: "5672"}},
+					Ports: []corev1.ContainerPort{{Name: inject.PortNameInbound, ContainerPort: 4143}}}}})
+		svc := createService(t, cluster, service(ns, "q", nil, app, corev1.ServicePort{Port: 5672}))
+		s := waitFor(t, e.watch(t, svcAddr(svc, 5672)), within, "the pod", hasAddresses(hostPort(p.IP, 5672)))
+		if ep := s.Endpoints[hostPort(p.IP, 5672)]; !ep.Opaque || s.Service.Opaque {
+			t.Errorf("5672 is opaque for the pod (its proxy's list), not by the Service: %s", describe(s))
 		}
 	})
 

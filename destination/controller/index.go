@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/seed722d2a70/meshproxy/inject"
 )
 
 // Index names of the informers' stores.
@@ -285,6 +287,11 @@ func trimContainers(cs []corev1.Container) []corev1.Container {
 		out[i] = corev1.Container{Name: c.Name}
 		if isMeshproxyContainer(c.Name) {
 			out[i].Ports, out[i].Args, out[i].RestartPolicy = c.Ports, c.Args, c.RestartPolicy
+			for _, e := range c.Env {
+				if e.Name == inject.EnvOpaquePorts {
+					out[i].Env = []corev1.EnvVar{e}
+				}
+			}
 		}
 	}
 	return out

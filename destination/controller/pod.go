@@ -19,6 +19,10 @@ type sidecar struct {
 	// skipInbound are ports whose connections reach the app without the
 	// proxy: a peer's mTLS there would meet the app, so they are not meshed.
 	skipInbound ports.Set
+	// opaquePorts is the list injection gave the proxy
+	// (MESHPROXY_OPAQUE_PORTS: the pod's, workload's or namespace's
+	// annotation at injection), or "".
+	opaquePorts string
 }
 
 func isMeshproxyContainer(name string) bool {
@@ -30,7 +34,8 @@ func isMeshproxyContainer(name string) bool {
 // container is there: the annotation alone may outlive an uninjection done
 // by hand.
 func readSidecar(pod *corev1.Pod) sidecar {
-	if _, ok := pod.Annotations[inject.AnnotationInjected]; !ok {
+	if _, ok := pod.Annotations[inject.AnnotationInjected]; !ok || pod.Spec.HostNetwork {
+		// A hostNetwork pod's proxy would not get its own traffic.
 		return sidecar{}
 	}
 	s := sidecar{inboundPort: config.DefaultInboundPort}
@@ -40,6 +45,11 @@ func readSidecar(pod *corev1.Pod) sidecar {
 		switch c.Name {
 		case inject.ProxyContainerName:
 			s.meshed = true
+			for _, e := range c.Env {
+				if e.Name == inject.EnvOpaquePorts {
+					s.opaquePorts = e.Value
+				}
+			}
 			for _, p := range c.Ports {
 				if p.Name == inject.PortNameInbound && p.ContainerPort > 0 && p.ContainerPort <= 65535 {
 					s.inboundPort = uint16(p.ContainerPort)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func (r *resolver) resolve(t target) (answer, []key) {
 		deps := []key{ipKey(ip)}
 		if objs, _ := r.ix.services.GetIndexer().ByIndex(byClusterIP, ip); len(objs) > 0 {
 			svc := objs[0].(*corev1.Service)
-			return r.service(svc, t.port, append(deps, serviceKey(svc.Namespace, svc.Name)))
+			return r.service(svc, t.port, family(t.ip), append(deps, serviceKey(svc.Namespace, svc.Name)))
 		}
 		if pod := r.podAt(ip); pod != nil {
 			return r.pod(pod, ip, t.port, deps)
@@ -95,7 +96,7 @@ func (r *resolver) resolve(t target) (answer, []key) {
 		if !ok {
 			return answer{kind: pb.Kind_KIND_UNKNOWN}, deps
 		}
-		return r.service(obj.(*corev1.Service), t.port, deps)
+		return r.service(obj.(*corev1.Service), t.port, "", deps)
 	}
 	return answer{kind: pb.Kind_KIND_UNKNOWN}, nil
 }
@@ -146,7 +147,7 @@ func ready(c discoveryv1.EndpointConditions) bool {
 }
 
 // service answers for a Service's port: its profile and its ready endpoints.
-func (r *resolver) service(svc *corev1.Service, port int32, deps []key) (answer, []key) {
+func (r *resolver) service(svc *corev1.Service, port int32, family discoveryv1.AddressType, deps []key) (answer, []key) {
 	sp, ok := servicePort(svc, port)
 	if !ok {
 		// Nothing answers a Service address on an undeclared port.
@@ -163,7 +164,9 @@ func (r *resolver) service(svc *corev1.Service, port int32, deps []key) (answer,
 	var targetPorts []int32
 	for _, o := range slices {
 		s := o.(*discoveryv1.EndpointSlice)
-		if s.AddressType == discoveryv1.AddressTypeFQDN {
+		// A ClusterIP of one family reaches endpoints of that family (a
+		// dual-stack Service has a slice per family); a name, either.
+		if s.AddressType == discoveryv1.AddressTypeFQDN || (family != "" && s.AddressType != family) {
 			continue
 		}
 		tp, ok := slicePort(s, sp.Name)
@@ -190,17 +193,43 @@ func (r *resolver) service(svc *corev1.Service, port int32, deps []key) (answer,
 		var pod *corev1.Pod
 		if f.ref != nil && f.ref.Kind == "Pod" {
 			deps = append(deps, podKey(f.ref.Namespace, f.ref.Name))
-			if o, ok, _ := r.ix.pods.GetIndexer().GetByKey(f.ref.Namespace + "/" + f.ref.Name); ok {
-				pod = o.(*corev1.Pod)
-				if pod.Namespace != svc.Namespace {
-					deps = append(deps, namespaceKey(pod.Namespace))
-				}
+			o, ok, _ := r.ix.pods.GetIndexer().GetByKey(f.ref.Namespace + "/" + f.ref.Name)
+			if !ok {
+				// Left out until the pod arrives (which recomputes the
+				// answer): what it says decides whether the endpoint is
+				// meshed, and a guess of unmeshed would send plaintext.
+				continue
+			}
+			pod = o.(*corev1.Pod)
+			if !podHasIP(pod, f.ip) {
+				// A stale slice, or one naming a pod that is not the
+				// address's: its identity and sidecar cannot be taken
+				// for that address.
+				continue
+			}
+			if pod.Namespace != svc.Namespace {
+				deps = append(deps, namespaceKey(pod.Namespace))
 			}
 		}
 		ep := r.endpoint(pod, f.ip, f.port, profile.Opaque)
 		a.endpoints[ep.Address] = ep
 	}
 	return a, deps
+}
+
+// podHasIP reports whether ip is one of the pod's own addresses (a
+// hostNetwork pod has the node's, which is no pod's own).
+func podHasIP(pod *corev1.Pod, ip string) bool {
+	ips, _ := podIPs(pod)
+	return slices.Contains(ips, ip)
+}
+
+// family is the slice address type of ip.
+func family(ip netip.Addr) discoveryv1.AddressType {
+	if ip.Is4() {
+		return discoveryv1.AddressTypeIPv4
+	}
+	return discoveryv1.AddressTypeIPv6
 }
 
 // serviceOpaque applies the seed's rule for a Service port: the Service's
@@ -280,12 +309,14 @@ func (r *resolver) endpoint(pod *corev1.Pod, ip string, port int32, serviceOpaqu
 		return ep
 	}
 	ep.Pod, ep.Namespace = pod.Name, pod.Namespace
-	list, explicit := r.opaquePorts(pod.Annotations, r.namespaceAnnotations(pod.Namespace))
+	sc := readSidecar(pod)
+	list, explicit := r.opaquePorts(pod.Annotations[inject.AnnotationOpaquePorts], sc.opaquePorts,
+		r.namespaceAnnotations(pod.Namespace)[inject.AnnotationOpaquePorts])
 	ep.OpaquePorts = list.ranges
 	if explicit {
 		ep.Opaque = list.set.Contains(uint16(port))
 	}
-	if sc := readSidecar(pod); sc.meshed && !sc.skipInbound.Contains(uint16(port)) {
+	if sc.meshed && !sc.skipInbound.Contains(uint16(port)) {
 		ep.Meshed = true
 		ep.InboundPort = uint32(sc.inboundPort)
 		ep.Identity = spiffeID(r.trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
@@ -304,16 +335,19 @@ func (r *resolver) namespaceAnnotations(ns string) map[string]string {
 	return nil
 }
 
-// opaquePorts returns the opaque-ports list of the closest layer that has
-// one (the pod, then its namespace), with explicit true, or the default
-// list. A malformed annotation counts as absent; it is logged and counted
+// opaquePorts returns the first opaque-ports list given (non-empty
+// values, closest layer first: the pod's annotation, what injection gave
+// its proxy, which includes the workload's annotation, then the
+// namespace's annotation), with explicit true, or the default list. A
+// malformed value counts as absent; an annotation is logged and counted
 // when its object changes (Controller.notify), not on every answer.
-func (r *resolver) opaquePorts(podAnnotations, nsAnnotations map[string]string) (list portList, explicit bool) {
-	for _, a := range []map[string]string{podAnnotations, nsAnnotations} {
-		if v, ok := a[inject.AnnotationOpaquePorts]; ok {
-			if l, ok := r.lists.parse(v); ok {
-				return l, true
-			}
+func (r *resolver) opaquePorts(values ...string) (list portList, explicit bool) {
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		if l, ok := r.lists.parse(v); ok {
+			return l, true
 		}
 	}
 	return r.defaultOpaque, false

@@ -105,7 +105,15 @@ func populate(b *testing.B, cluster *kubetest.Cluster, sc scaleConfig) *world {
 		}},
 		{"pods", sc.services * sc.podsPerService, func(n int) error {
 			i, j := n/sc.podsPerService, n%sc.podsPerService
-			_, err := cluster.Client.CoreV1().Pods(w.namespace(i)).Create(ctx, w.pod(i, j), metav1.CreateOptions{})
+			pod, err := cluster.Client.CoreV1().Pods(w.namespace(i)).Create(ctx, w.pod(i, j), metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			// The controller takes a pod's endpoint only at the pod's own
+			// IP, as the kubelet would have written it.
+			ip := endpointIP(n)
+			pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+			_, err = cluster.Client.CoreV1().Pods(w.namespace(i)).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 			return err
 		}},
 		{"EndpointSlices", sc.services, func(i int) error {

@@ -24,6 +24,11 @@ const (
 	DefaultAdminPort    = 4191
 )
 
+// DefaultDestinationIDPath is the path of the destination controller's
+// SPIFFE ID as installed: its service account meshproxy-destination in the
+// namespace meshproxy (the SPIRE convention).
+const DefaultDestinationIDPath = "/ns/meshproxy/sa/meshproxy-destination"
+
 // DefaultOpaquePorts are the ports on which protocol detection is skipped
 // unless configured otherwise: protocols whose server speaks first or that
 // interact badly with detection. NATS (4222, 6222, 8222) and Galera (4567,
@@ -169,7 +174,10 @@ type Outbound struct {
 	// before the destination table; empty: none.
 	DestinationAddr string `yaml:"destinationAddr"`
 	// DestinationIdentity is whom the controller must prove to be: SPIFFE
-	// IDs, prefixes or trust domains; empty: the own trust domain.
+	// IDs, prefixes or trust domains; empty: the ID `meshproxy install`
+	// gives it in the own trust domain (DefaultDestinationIDPath). Its
+	// answers decide which identities the mesh's endpoints must present,
+	// so no other workload may pass for it.
 	DestinationIdentity []string `yaml:"destinationIdentity"`
 	// DestinationWait bounds how long a connection to a destination the
 	// controller never answered for waits before the table decides.

@@ -150,7 +150,7 @@ var settings = []setting{
 	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
 	strSetting("destination-addr", "destination controller (host:port) asked what is at each destination IP before the destination table; empty: none",
 		func(c *Config) *string { return &c.Outbound.DestinationAddr }),
-	listSetting("destination-identity", "whom the destination controller must be: SPIFFE IDs, spiffe://td/prefix/*, trust domains (default: own trust domain)",
+	listSetting("destination-identity", "whom the destination controller must be: SPIFFE IDs, spiffe://td/prefix/*, trust domains (default: spiffe://OWN-TRUST-DOMAIN/ns/meshproxy/sa/meshproxy-destination)",
 		func(c *Config) *[]string { return &c.Outbound.DestinationIdentity }),
 	durationSetting("destination-wait", "how long a connection waits for the destination controller's first answer about its destination before the table decides",
 		func(c *Config) *time.Duration { return &c.Outbound.DestinationWait }),

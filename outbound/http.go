@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -84,8 +86,15 @@ func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, rtErr := t.p.upstreams.get(t.p, er, t.session).RoundTrip(r)
 		if rtErr == nil {
 			h.Observe(time.Since(start))
-			h.Done()
 			t.p.cfg.Metrics.endpointChoice(true)
+			// The request is the endpoint's work until its response
+			// ends: a stream (gRPC's) weighs on it while it lasts. An
+			// upgraded connection's body must stay a ReadWriteCloser.
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				h.Done()
+			} else {
+				resp.Body = &doneBody{ReadCloser: resp.Body, done: h.Done}
+			}
 			return resp, nil
 		}
 		h.Done()
@@ -104,6 +113,27 @@ func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, err
+}
+
+// doneBody calls done once, when the body is read to its end (or fails) or
+// closed.
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.once.Do(b.done)
+	}
+	return n, err
+}
+
+func (b *doneBody) Close() error {
+	b.once.Do(b.done)
+	return b.ReadCloser.Close()
 }
 
 // dialError marks a failure to connect (or handshake), before any of a
@@ -157,6 +187,9 @@ type upstreamKey struct {
 	meshed   bool
 	session  header.SessionProtocol
 	tls      *tls.Config
+	// dst keeps the connections of a pod behind two Services apart, so
+	// each is counted under its own dst_service.
+	dst metrics.Dst
 }
 
 // upstreams are the pools of HTTP connections to destinations, shared by
@@ -169,7 +202,7 @@ type upstreams struct {
 }
 
 func (u *upstreams) get(p *Proxy, route Route, session header.SessionProtocol) *httpproxy.Pool {
-	key := upstreamKey{route.DialAddr, route.Target.Port, route.Meshed, session, route.TLS}
+	key := upstreamKey{route.DialAddr, route.Target.Port, route.Meshed, session, route.TLS, route.dst()}
 	return u.Get(key, time.Now(), func() *http.Transport {
 		cfg := u.cfg
 		cfg.Protocol = session

@@ -11,9 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/seed722d2a70/meshproxy/balance"
 	"github.com/seed722d2a70/meshproxy/destination"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+	"github.com/seed722d2a70/meshproxy/identity"
 	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
@@ -91,11 +94,13 @@ type routeKey struct {
 
 // refresh brings the set up to its watch's state, if that changed.
 func (s *EndpointSet) refresh(now time.Time) {
-	st, _ := s.watch.State()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Read under s.mu, so that a slower caller never installs a state
+	// older than one installed meanwhile.
+	st, _ := s.watch.State()
 	s.lastUsed = now
-	if s.eps != nil && st.Version == s.version {
+	if s.eps != nil && st.Version <= s.version {
 		return
 	}
 	s.version, s.eps, s.routes = st.Version, st.Endpoints, map[routeKey]Route{}
@@ -239,13 +244,18 @@ func (p *Proxy) newEndpointRoute(r Route, ep *pb.Endpoint, opaque bool) (Route, 
 }
 
 // tlsFor returns the client configuration that authorizes exactly id,
-// built once per identity so that sessions resume across connections.
+// built once per identity so that sessions resume across connections. id
+// must be one workload's SPIFFE ID: the controller's word is never taken
+// for a pattern (a trust domain, a prefix, "*") that would admit others.
 func (p *Proxy) tlsFor(id string) (*tls.Config, error) {
 	if cfg, ok := p.tlsByID.Load(id); ok {
 		return cfg.(*tls.Config), nil
 	}
 	if p.cfg.ClientTLS == nil {
 		return nil, errors.New("no client TLS configuration for meshed endpoints")
+	}
+	if sid, err := spiffeid.FromString(id); err != nil || sid.Path() == "" {
+		return nil, fmt.Errorf("%w: endpoint identity %q is not a workload's SPIFFE ID", identity.ErrUnauthorized, id)
 	}
 	cfg, err := p.cfg.ClientTLS([]string{id})
 	if err != nil {
@@ -255,9 +265,13 @@ func (p *Proxy) tlsFor(id string) (*tls.Config, error) {
 	return actual.(*tls.Config), nil
 }
 
-// dialBalanced connects opaque traffic to one of r's endpoints, moving on to
-// another when one fails to connect. The returned conn holds its endpoint's
-// work in the balancer until closed; route is the endpoint's.
+// dialBalanced connects a connection that is not HTTP to one of r's
+// endpoints, moving on to another when one fails to connect: to the
+// endpoint's inbound port when the destination declares the endpoint's
+// port opaque, to the port itself otherwise (over mTLS when meshed, where
+// the pod's rules hand it to its proxy), so that only opaque ports need
+// 4143 in a NetworkPolicy. The returned conn holds its endpoint's work in
+// the balancer until closed; route is the endpoint's, or r on failure.
 func (p *Proxy) dialBalanced(ctx context.Context, r Route) (conn net.Conn, serverID string, route Route, err error) {
 	skip := map[string]bool{}
 	err = fmt.Errorf("%s: %w", r.Target, ErrNoEndpoints)
@@ -266,10 +280,10 @@ func (p *Proxy) dialBalanced(ctx context.Context, r Route) (conn net.Conn, serve
 		if !ok {
 			break
 		}
-		er, rerr := p.endpointRoute(r, ep, true)
+		er, rerr := p.endpointRoute(r, ep, ep.Opaque)
 		if rerr != nil {
 			h.Done()
-			return nil, "", Route{}, rerr
+			return nil, "", r, rerr
 		}
 		start := time.Now()
 		c, id, derr := p.dialSession(ctx, er, header.None)
@@ -287,7 +301,7 @@ func (p *Proxy) dialBalanced(ctx context.Context, r Route) (conn net.Conn, serve
 			break
 		}
 	}
-	return nil, "", Route{}, err
+	return nil, "", r, err
 }
 
 // endpointConn releases its endpoint's unit of work in the balancer when

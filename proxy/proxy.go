@@ -272,7 +272,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := reg.Register(learned); err != nil {
 		return err
 	}
-	disc, err := p.newDiscovery(src, authorizer)
+	disc, err := p.newDiscovery(src, td, authorizer)
 	if err != nil {
 		return err
 	}
@@ -353,11 +353,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 // configured; nil otherwise. Readiness does not depend on it: a controller
 // outage must never take pods out of service, and connections then fall
 // back to what the proxy knew or to its own table.
-func (p *Proxy) newDiscovery(src identity.Source, authorizer func([]string) (tlsAuthorizer, error)) (*discovery, error) {
+func (p *Proxy) newDiscovery(src identity.Source, td spiffeid.TrustDomain, authorizer func([]string) (tlsAuthorizer, error)) (*discovery, error) {
 	if p.cfg.Outbound.DestinationAddr == "" {
 		return nil, nil
 	}
-	authz, err := authorizer(p.cfg.Outbound.DestinationIdentity)
+	ids := p.cfg.Outbound.DestinationIdentity
+	if len(ids) == 0 {
+		ids = []string{"spiffe://" + td.Name() + config.DefaultDestinationIDPath}
+	}
+	authz, err := authorizer(ids)
 	if err != nil {
 		return nil, fmt.Errorf("destination identity: %w", err)
 	}

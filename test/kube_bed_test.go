@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/inject"
 	"github.com/seed722d2a70/meshproxy/test/kubetest"
 	"github.com/seed722d2a70/meshproxy/test/meshtest"
@@ -72,7 +73,7 @@ func (b *kubeBed) startController(t testing.TB) {
 		t.Fatal(err)
 	}
 	files := writePodFiles(t, b.dir, b.mesh, "destination-"+strconv.FormatInt(time.Now().UnixNano(), 36),
-		spiffeid.RequireFromString("spiffe://"+meshtest.TrustDomain+"/ns/meshproxy/sa/destination"), nil)
+		spiffeid.RequireFromString("spiffe://"+meshtest.TrustDomain+config.DefaultDestinationIDPath), nil)
 	b.controller = meshtest.StartProcessWith(t, bin, meshtest.ProcessOptions{Command: "destination"},
 		"-addr", b.apiAddr, "-admin-addr", "127.0.0.1:0", "-kubeconfig", b.cluster.Kubeconfig,
 		"-cert-file", files.cert, "-key-file", files.key, "-bundle-file", files.bundle)

@@ -453,12 +453,14 @@ func TestKubeServiceNetworkPolicy(t *testing.T) {
 	const ns = "policy"
 	app := map[string]string{"app": "backend"}
 	server := b.pod(t, kubePod{namespace: ns, name: "backend-0", labels: app,
-		ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "resp", ContainerPort: 6379}}})
+		ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "resp", ContainerPort: 6379}, {Name: "echo", ContainerPort: 9000}}})
 	server.serveHTTP(t, 8080)
 	server.startRedis(t, b.dir)
+	server.serveEcho(t, 9000)
 	vip := b.service(t, ns, "backend", nil, app,
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
-		corev1.ServicePort{Name: "resp", Port: 6379, TargetPort: intstr.FromString("resp")})
+		corev1.ServicePort{Name: "resp", Port: 6379, TargetPort: intstr.FromString("resp")},
+		corev1.ServicePort{Name: "echo", Port: 9000, TargetPort: intstr.FromString("echo")})
 	// A dropped SYN is only noticed when the dial times out: keep it short.
 	client := b.pod(t, kubePod{namespace: ns, name: "client", runArgs: []string{"--dial-timeout=500ms"}})
 	meshtest.Eventually(t, "the Service to answer", func() bool {
@@ -483,6 +485,12 @@ func TestKubeServiceNetworkPolicy(t *testing.T) {
 	admitOnly("8080,4191")
 	if body, err := client.get(t, vip, 80); err != nil || !strings.HasPrefix(body, "backend-0 from 127.0.0.1") {
 		t.Errorf("policy admitting 8080: meshed HTTP: %q, %v", body, err)
+	}
+	// Not HTTP, and not declared opaque (detection finds it opaque): it
+	// keeps its port too.
+	admitOnly("9000,4191")
+	if got, err := client.echo(t, vip, 9000); err != nil || got != "127.0.0.1 hello" {
+		t.Errorf("policy admitting 9000: meshed TCP on a port not declared opaque: %q, %v", got, err)
 	}
 	admitOnly("6379,4191")
 	if err := redisPing(); err == nil {

@@ -437,7 +437,9 @@ func TestController(t *testing.T) {
 		// yet, and its third one a pod at another address.
 		late := netip.MustParseAddr("10.1.250.2")
 		port, name, ready := int32(7000), "", true
-		ref := func(pod string) *corev1.ObjectReference { return &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod} }
+		ref := func(pod string) *corev1.ObjectReference {
+			return &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}
+		}
 		_, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "manual-1", Labels: map[string]string{discoveryv1.LabelServiceName: "manual"}},
 			AddressType: discoveryv1.AddressTypeIPv4,

@@ -13,5 +13,6 @@ func kubeCommands() []command {
 		{"destination", "serve the destination API: what is at an address, from the Kubernetes API", runDestination},
 		{"install", "print the control plane's Kubernetes manifests", runInstall},
 		{"uninstall", "print the control plane's objects, for kubectl delete", runUninstall},
+		{"check", "check the cluster's meshproxy installation and meshed workloads", runCheck},
 	}
 }

@@ -109,14 +109,9 @@ func TestChecksAgainstARealAPIServer(t *testing.T) {
 		expect(t, c.Client, "webhook-ca", true, "")
 	})
 	t.Run("an object missing", func(t *testing.T) {
-		cm, err := c.Client.CoreV1().ConfigMaps(controlPlaneNS).Get(ctx, install.ConfigName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		must(t, c.Client.CoreV1().Services(controlPlaneNS).Delete(ctx, install.InjectorName, metav1.DeleteOptions{}))
 		expect(t, c.Client, "control-plane-objects", false, "Service meshproxy/meshproxy-injector not found")
 		c.Apply(t, string(manifests))
-		_ = cm
 		expect(t, c.Client, "control-plane-objects", true, "")
 	})
 	t.Run("caBundle of another CA", func(t *testing.T) {

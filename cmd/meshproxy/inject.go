@@ -47,9 +47,7 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 	hostDir := fs.String("host-socket-dir", d.HostSocketDir, "node directory holding the SPIRE agent socket, for -socket hostpath")
 	sockDir := fs.String("socket-dir", d.SocketDir, "where the socket directory is mounted in the proxy container")
 	sockFile := fs.String("socket-file", d.SocketFile, "socket file name in that directory")
-	cpu := fs.String("proxy-cpu-request", "10m", "proxy CPU request")
-	mem := fs.String("proxy-memory-request", "32Mi", "proxy memory request")
-	memLimit := fs.String("proxy-memory-limit", "256Mi", "proxy memory limit (empty: none)")
+	proxyResources := resourceFlags(fs, "proxy-", "proxy", "10m", "32Mi", "256Mi")
 	return func() (inject.Config, error) {
 		c := d
 		c.Image, c.ImagePullPolicy, c.ProxyUID = *image, corev1.PullPolicy(*pull), *uid
@@ -84,30 +82,46 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 		c.MeshedNetworks = nets
 		c.DestinationAddr = *destAddr
 		c.HostSocketDir, c.SocketDir, c.SocketFile = *hostDir, *sockDir, *sockFile
+		res, err := proxyResources()
+		if err != nil {
+			return c, err
+		}
+		c.ProxyResources = res
+		return c, c.Validate()
+	}
+}
+
+// resourceFlags registers -<prefix>cpu-request, -<prefix>memory-request and
+// -<prefix>memory-limit (empty: none) and returns a function building the
+// container resources from them.
+func resourceFlags(fs *flag.FlagSet, prefix, what, cpu, mem, memLimit string) func() (corev1.ResourceRequirements, error) {
+	cpuFlag := fs.String(prefix+"cpu-request", cpu, what+" CPU request")
+	memFlag := fs.String(prefix+"memory-request", mem, what+" memory request")
+	limitFlag := fs.String(prefix+"memory-limit", memLimit, what+" memory limit (empty: none)")
+	return func() (corev1.ResourceRequirements, error) {
 		res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}}
 		for _, q := range []struct {
 			flag, v string
 			list    *corev1.ResourceList
 			name    corev1.ResourceName
 		}{
-			{"proxy-cpu-request", *cpu, &res.Requests, corev1.ResourceCPU},
-			{"proxy-memory-request", *mem, &res.Requests, corev1.ResourceMemory},
-			{"proxy-memory-limit", *memLimit, &res.Limits, corev1.ResourceMemory},
+			{"cpu-request", *cpuFlag, &res.Requests, corev1.ResourceCPU},
+			{"memory-request", *memFlag, &res.Requests, corev1.ResourceMemory},
+			{"memory-limit", *limitFlag, &res.Limits, corev1.ResourceMemory},
 		} {
 			if q.v == "" {
 				continue
 			}
 			v, err := resource.ParseQuantity(q.v)
 			if err != nil {
-				return c, fmt.Errorf("-%s: %w", q.flag, err)
+				return res, fmt.Errorf("-%s%s: %w", prefix, q.flag, err)
 			}
 			if *q.list == nil {
 				*q.list = corev1.ResourceList{}
 			}
 			(*q.list)[q.name] = v
 		}
-		c.ProxyResources = res
-		return c, c.Validate()
+		return res, nil
 	}
 }
 

@@ -11,5 +11,8 @@ func kubeCommands() []command {
 		{"injector", "serve the Kubernetes mutating admission webhook that injects the proxy", runInjector},
 		{"netpol", "find NetworkPolicies that would drop meshed traffic", runNetpol},
 		{"destination", "serve the destination API: what is at an address, from the Kubernetes API", runDestination},
+		{"install", "print the control plane's Kubernetes manifests", runInstall},
+		{"uninstall", "print the control plane's objects, for kubectl delete", runUninstall},
+		{"check", "check the cluster's meshproxy installation and meshed workloads", runCheck},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -90,6 +91,10 @@ type Config struct {
 	// identities, opaque ports. Empty: none, and the proxy routes by its
 	// meshed networks alone.
 	DestinationAddr string
+	// DestinationIdentity is the controller's SPIFFE ID, when it is not
+	// the proxies' default (meshproxy-destination in the namespace
+	// meshproxy, see config.DefaultDestinationIDPath).
+	DestinationIdentity string
 
 	// Socket is the Workload API socket's source; CSIDriver and HostSocketDir
 	// configure the two kinds; SocketDir and SocketFile locate the socket
@@ -154,6 +159,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: proxy UID %d must be above 0 (root's traffic would escape redirection)", ErrInvalidConfig, c.ProxyUID)
 	case c.ProxyUID >= 1<<32-1:
 		return fmt.Errorf("%w: proxy UID %d is not a UID (below 4294967295)", ErrInvalidConfig, c.ProxyUID)
+	case c.DestinationIdentity != "" && !validSPIFFEID(c.DestinationIdentity):
+		return fmt.Errorf("%w: destination controller identity %q: want a SPIFFE ID", ErrInvalidConfig, c.DestinationIdentity)
 	case c.DestinationAddr != "" && !validHostPort(c.DestinationAddr):
 		return fmt.Errorf("%w: destination controller address %q: want host:port", ErrInvalidConfig, c.DestinationAddr)
 	case c.InboundPort == 0 || c.OutboundPort == 0 || c.AdminPort == 0:
@@ -197,4 +204,10 @@ func validHostPort(s string) bool {
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	return err == nil && p > 0
+}
+
+// validSPIFFEID reports whether s is one workload's SPIFFE ID.
+func validSPIFFEID(s string) bool {
+	id, err := spiffeid.FromString(s)
+	return err == nil && id.Path() != ""
 }

@@ -28,6 +28,7 @@ const (
 	envSPIFFESocket = "MESHPROXY_SPIFFE_SOCKET"
 	envMeshedNets   = "MESHPROXY_MESHED_NETWORKS"
 	envDestination  = "MESHPROXY_DESTINATION_ADDR"
+	envDestID       = "MESHPROXY_DESTINATION_IDENTITY"
 )
 
 // Names of the proxy container's ports (at most 15 characters).
@@ -107,6 +108,9 @@ func (in *Injector) proxyContainer(set settings) corev1.Container {
 	}
 	if in.cfg.DestinationAddr != "" {
 		env = append(env, corev1.EnvVar{Name: envDestination, Value: in.cfg.DestinationAddr})
+	}
+	if in.cfg.DestinationIdentity != "" {
+		env = append(env, corev1.EnvVar{Name: envDestID, Value: in.cfg.DestinationIdentity})
 	}
 	c := corev1.Container{
 		Name:            ProxyContainerName,

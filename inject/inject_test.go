@@ -205,6 +205,7 @@ func TestConfigValidate(t *testing.T) {
 		{"outbound port on the inbound port", func(c *inject.Config) { c.OutboundPort = c.InboundPort }},
 		{"UID beyond 32 bits", func(c *inject.Config) { c.ProxyUID = 1 << 32 }},
 		{"destination controller without a port", func(c *inject.Config) { c.DestinationAddr = "meshproxy-destination" }},
+		{"destination controller identity not an ID", func(c *inject.Config) { c.DestinationIdentity = "spiffe://mesh.local" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,6 +225,7 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	in := newInjector(t, func(c *inject.Config) {
 		c.InboundPort, c.OutboundPort, c.AdminPort = 14143, 14140, 14191
 		c.DestinationAddr = "meshproxy-destination.meshproxy.svc.cluster.local:8086"
+		c.DestinationIdentity = "spiffe://mesh.local/ns/mesh/sa/meshproxy-destination"
 	})
 	out, _, err := in.Stream(readFile(t, "testdata/web-deployment.yaml"), inject.StreamOptions{})
 	if err != nil {
@@ -263,8 +265,9 @@ func TestProxyContainerRunsWithItsSettings(t *testing.T) {
 	if cfg.Log.Level != "debug" {
 		t.Errorf("log level %q", cfg.Log.Level)
 	}
-	if cfg.Outbound.DestinationAddr != "meshproxy-destination.meshproxy.svc.cluster.local:8086" {
-		t.Errorf("destination controller %q", cfg.Outbound.DestinationAddr)
+	if cfg.Outbound.DestinationAddr != "meshproxy-destination.meshproxy.svc.cluster.local:8086" ||
+		!slices.Equal(cfg.Outbound.DestinationIdentity, []string{"spiffe://mesh.local/ns/mesh/sa/meshproxy-destination"}) {
+		t.Errorf("destination controller %q, %q", cfg.Outbound.DestinationAddr, cfg.Outbound.DestinationIdentity)
 	}
 	if cfg.Identity.SPIFFESocket != "unix:///spiffe-workload-api/spire-agent.sock" {
 		t.Errorf("socket %q", cfg.Identity.SPIFFESocket)

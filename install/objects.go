@@ -111,6 +111,8 @@ func injector(o *Options) []any {
 		"-image=" + o.ProxyImage,
 		"-image-pull-policy=" + string(o.ImagePullPolicy),
 		"-destination-addr=" + o.DestinationAddr(),
+		// The proxies must meet this controller, and no other workload.
+		"-destination-identity=spiffe://" + o.TrustDomain + "/ns/" + o.Namespace + "/sa/" + DestinationName,
 		"-socket=" + string(o.Socket),
 	}
 	if o.Socket == inject.SocketHostPath {

@@ -42,6 +42,8 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 		"CIDRs of the cluster's pod networks, whose destinations the proxy takes to be meshed, when the pod does not set "+inject.AnnotationMeshedNetworks+" (empty: none)")
 	destAddr := fs.String("destination-addr", d.DestinationAddr,
 		"destination controller (host:port, e.g. meshproxy-destination.meshproxy.svc.cluster.local:8086) the proxies resolve Services with (empty: none)")
+	destID := fs.String("destination-identity", d.DestinationIdentity,
+		"the destination controller's SPIFFE ID, when not spiffe://TRUST-DOMAIN/ns/meshproxy/sa/meshproxy-destination")
 	socket := fs.String("socket", string(d.Socket), "Workload API socket source: csi (SPIFFE CSI driver) or hostpath")
 	csiDriver := fs.String("csi-driver", d.CSIDriver, "CSI driver serving the Workload API socket")
 	hostDir := fs.String("host-socket-dir", d.HostSocketDir, "node directory holding the SPIRE agent socket, for -socket hostpath")
@@ -80,7 +82,7 @@ func injectFlags(fs *flag.FlagSet) func() (inject.Config, error) {
 			return c, fmt.Errorf("-meshed-networks: %w", err)
 		}
 		c.MeshedNetworks = nets
-		c.DestinationAddr = *destAddr
+		c.DestinationAddr, c.DestinationIdentity = *destAddr, *destID
 		c.HostSocketDir, c.SocketDir, c.SocketFile = *hostDir, *sockDir, *sockFile
 		res, err := proxyResources()
 		if err != nil {

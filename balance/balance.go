@@ -185,6 +185,14 @@ type Handle struct {
 // ID returns the chosen endpoint's id.
 func (h *Handle) ID() string { return h.e.id }
 
+// Pending returns the chosen endpoint's units of work in flight, this one
+// included until Done.
+func (h *Handle) Pending() int {
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	return h.e.pending
+}
+
 // Observe records a latency measured on the endpoint (a connect, a
 // response): the estimate jumps to a slower one and decays toward a faster
 // one.

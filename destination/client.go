@@ -217,5 +217,14 @@ func (w *Watch) Changed() <-chan struct{} {
 	return w.changed
 }
 
+// Fixed returns a watch that holds s and never changes: for callers with a
+// fixed answer, and tests.
+func Fixed(s State) *Watch {
+	w := &Watch{state: s, known: true, changed: make(chan struct{}), done: make(chan struct{})}
+	close(w.done)
+	w.touch(time.Now())
+	return w
+}
+
 // Done is closed when the watch has stopped, after its context ended.
 func (w *Watch) Done() <-chan struct{} { return w.done }

@@ -1,0 +1,146 @@
+package outbound
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/seed722d2a70/meshproxy/destination"
+	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
+	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/internal/tcptest"
+)
+
+// closedAddr is a loopback address where nothing listens: connects fail.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// serveHTTPApp runs an HTTP/1.1 server answering "ok" on loopback, for both
+// protocols' prior knowledge: HTTP/1.1 and h2c.
+func serveHTTPApp(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// resolvedRoute is the route of a Service whose endpoints (unmeshed, on
+// loopback) are addrs.
+func resolvedRoute(t *testing.T, p *Proxy, addrs ...string) Route {
+	t.Helper()
+	eps := map[string]*pb.Endpoint{}
+	for _, a := range addrs {
+		eps[a] = &pb.Endpoint{Address: a}
+	}
+	w := destination.Fixed(destination.State{Kind: pb.Kind_KIND_SERVICE, Service: &pb.Service{Name: "web", Namespace: "shop", Port: 80},
+		Endpoints: eps, Version: 1})
+	r, err := p.resolved(Target{Host: "10.96.0.10", Port: 80}, w, func() destination.State { s, _ := w.State(); return s }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A request whose endpoint fails to connect goes to another endpoint, for
+// HTTP/1.1 and HTTP/2 alike, when it has no body to send again; one with a
+// body fails with the connect error rather than be sent twice.
+func TestBalancedRequestsMoveOnFromEndpointsThatFailToConnect(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Config{Metrics: m})
+	defer func() { _ = p.Shutdown(t.Context()) }()
+	dead, live := closedAddr(t), serveHTTPApp(t)
+
+	for _, session := range []header.SessionProtocol{header.HTTP1, header.HTTP2} {
+		tr := &balancedTransport{p: p, route: resolvedRoute(t, p, dead, live), session: session}
+		for i := range 20 {
+			req, _ := http.NewRequest(http.MethodGet, "http://web.shop/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("session %v, GET %d: %v", session, i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "ok" {
+				t.Fatalf("session %v, GET %d: %q", session, i, body)
+			}
+		}
+	}
+	if n := testutil.ToFloat64(m.choices.WithLabelValues("failed")); n == 0 {
+		t.Error("no failed connect counted: the dead endpoint was never tried, so this proves nothing")
+	}
+
+	// Only the dead endpoint, and a body: not sent again, the connect
+	// error comes back.
+	tr := &balancedTransport{p: p, route: resolvedRoute(t, p, dead, closedAddr(t)), session: header.HTTP1}
+	req, _ := http.NewRequest(http.MethodPost, "http://web.shop/", strings.NewReader("once"))
+	_, err = tr.RoundTrip(req)
+	var de *dialError
+	if err == nil || !errors.As(err, &de) {
+		t.Errorf("POST to endpoints that refuse connections: %v, want the connect error", err)
+	}
+	if n := testutil.ToFloat64(m.choices.WithLabelValues("failed")); n == 0 {
+		t.Error("the POST's failed connect was not counted")
+	}
+}
+
+// A request's response is the endpoint's work until its body is read to
+// the end or closed.
+func TestBalancedResponseHoldsItsEndpointUntilItsBodyEnds(t *testing.T) {
+	p := New(Config{})
+	defer func() { _ = p.Shutdown(t.Context()) }()
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 4096)
+		_, _ = c.Read(buf)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	})
+	r := resolvedRoute(t, p, addr)
+	tr := &balancedTransport{p: p, route: r, session: header.HTTP1}
+	req, _ := http.NewRequest(http.MethodGet, "http://web.shop/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func() int {
+		h, _ := r.Endpoints.bal.Pick(nil)
+		defer h.Done()
+		return h.Pending() - 1 // not counting this probe
+	}
+	if n := pending(); n != 1 {
+		t.Errorf("work on the endpoint while the body is unread: %d, want 1", n)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := pending(); n != 0 {
+		t.Errorf("work on the endpoint after the body: %d, want 0", n)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/destination"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 	"github.com/seed722d2a70/meshproxy/identity"
+	"github.com/seed722d2a70/meshproxy/test/meshtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -259,17 +260,5 @@ func lookups(t *testing.T, reg *prometheus.Registry, result string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "outbound_destination_lookups_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == result {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return meshtest.Sum(mfs, "outbound_destination_lookups_total", map[string]string{"result": result})
 }

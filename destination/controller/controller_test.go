@@ -35,6 +35,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/inject"
 	"github.com/seed722d2a70/meshproxy/ports"
 	"github.com/seed722d2a70/meshproxy/test/kubetest"
+	"github.com/seed722d2a70/meshproxy/test/meshtest"
 )
 
 const trustDomain = "mesh.test"
@@ -572,19 +573,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name, typ string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "type" && l.GetValue() == typ {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return meshtest.Sum(mfs, name, map[string]string{"type": typ})
 }
 
 // clientTLS is a client configuration presenting an SVID of ca.

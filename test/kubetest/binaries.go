@@ -3,16 +3,10 @@
 package kubetest
 
 import (
-	"bytes"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
-)
 
-const modulePath = "github.com/seed722d2a70/meshproxy"
+	"github.com/seed722d2a70/meshproxy/test/internal/sharedbin"
+)
 
 // commands are the binaries the harness runs, as installed by
 // shared/kubernetes/install.sh (the four kube-* names link to kube-multi).
@@ -28,93 +22,8 @@ var commands = []string{"etcd", "kube-apiserver", "kube-controller-manager", "ku
 // skipped test would hide a missing install step.
 func Binaries(t testing.TB) string {
 	t.Helper()
-	dir, shared, err := locations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if present(dir) {
-		return dir
-	}
-	script := filepath.Join(shared, "kubernetes", "install.sh")
-	if _, err := os.Stat(script); err != nil {
-		msg := fmt.Sprintf("kubetest: the Kubernetes binaries are not in %s and %s is missing (%v); run scripts/deps.sh or set MESHPROXY_KUBE_DIR", dir, script, err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if present(dir) { // another test binary installed them while we waited
-		return dir
-	}
-	if out, err := exec.Command("bash", script, dir).CombinedOutput(); err != nil {
-		t.Fatalf("installing Kubernetes with %s: %v\n%s", script, err, out)
-	}
-	if !present(dir) {
-		t.Fatalf("%s did not install %v into %s", script, commands, dir)
-	}
-	return dir
-}
-
-// locations returns the binary directory and the shared directory, from
-// the environment or relative to the repository root.
-func locations() (dir, shared string, err error) {
-	dir, shared = os.Getenv("MESHPROXY_KUBE_DIR"), os.Getenv("MESHPROXY_SHARED_DIR")
-	if dir != "" && shared != "" {
-		return dir, shared, nil
-	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", "", err
-	}
-	if dir == "" {
-		dir = filepath.Join(root, ".cache", "kubernetes")
-	}
-	if shared == "" {
-		shared = filepath.Join(root, "..", "shared")
-	}
-	return dir, shared, nil
-}
-
-// repoRoot walks up from the working directory (a package directory under
-// go test) to meshproxy's go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module "+modulePath+"\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("kubetest: no go.mod of %s above the working directory; set MESHPROXY_KUBE_DIR and MESHPROXY_SHARED_DIR", modulePath)
-		}
-		dir = parent
-	}
-}
-
-// present reports whether every command is an executable file in dir
-// (following the links to kube-multi).
-func present(dir string) bool {
-	for _, b := range commands {
-		fi, err := os.Stat(filepath.Join(dir, b))
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			return false
-		}
-	}
-	return true
+	return sharedbin.Dir(t, sharedbin.Set{
+		Name: "Kubernetes", DirEnv: "MESHPROXY_KUBE_DIR", Cache: "kubernetes", Script: "kubernetes/install.sh",
+		Commands: commands,
+	})
 }

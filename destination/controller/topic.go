@@ -115,17 +115,41 @@ func (c *Controller) latest(tp *topic) *version {
 	if !tp.stale.Load() {
 		return tp.cur
 	}
-	for {
+	for attempt := 1; ; attempt++ {
 		tp.stale.Store(false)
 		// An event between computing and registering would find the old
-		// keys registered; gen says one came, and the answer is computed
-		// again.
+		// keys registered; gen says one came (anywhere in the cluster),
+		// and the answer is computed again. Under steady churn that could
+		// go on, holding tp.mu: after a few tries the answer is published
+		// as it is, the topic left stale and its subscribers woken, so the
+		// next computation comes after their sends.
 		g := c.gen.Load()
 		a, deps := c.res.resolve(tp.target)
 		c.register(tp, deps)
 		if c.gen.Load() == g {
 			tp.publish(&a)
 			return tp.cur
+		}
+		if attempt == maxComputeAttempts {
+			tp.publish(&a)
+			tp.stale.Store(true)
+			c.wake(tp)
+			return tp.cur
+		}
+	}
+}
+
+// maxComputeAttempts bounds latest's retries.
+const maxComputeAttempts = 3
+
+// wake wakes tp's subscribers.
+func (c *Controller) wake(tp *topic) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range tp.subs {
+		select {
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -472,6 +472,41 @@ func TestController(t *testing.T) {
 		}
 	})
 
+	t.Run("a hostNetwork pod is an unmeshed endpoint at its node's address", func(t *testing.T) {
+		t.Parallel()
+		const ns = "hostnet"
+		cluster.EnsureNamespace(t, ns, nil)
+		nodeIP := "10.1.251.2"
+		ctx := context.Background()
+		pod, err := cluster.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "exporter-0", Annotations: map[string]string{inject.AnnotationInjected: "x"}},
+			Spec: corev1.PodSpec{NodeName: cluster.NodeName, HostNetwork: true, Containers: []corev1.Container{
+				{Name: "app", Image: "none"}, {Name: inject.ProxyContainerName, Image: "none"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: nodeIP, PodIPs: []corev1.PodIP{{IP: nodeIP}}}
+		if _, err := cluster.Client.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		port, name, ready := int32(9100), "", true
+		if _, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "exporter-1", Labels: map[string]string{discoveryv1.LabelServiceName: "exporter"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{nodeIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "exporter-0"}}},
+			Ports: []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		createService(t, cluster, service(ns, "exporter", nil, nil, corev1.ServicePort{Port: 9100}))
+		s := waitFor(t, e.watch(t, "exporter."+ns+".svc:9100"), within, "the node's address", hasAddresses(nodeIP+":9100"))
+		if ep := s.Endpoints[nodeIP+":9100"]; ep.Meshed || ep.Identity != "" {
+			t.Errorf("a hostNetwork pod's endpoint: %s", describe(s))
+		}
+	})
+
 	t.Run("opaque ports injection gave the proxy (a workload's annotation)", func(t *testing.T) {
 		t.Parallel()
 		ns, app := "workload", map[string]string{"app": "q"}

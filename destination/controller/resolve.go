@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/seed722d2a70/meshproxy/config"
 	pb "github.com/seed722d2a70/meshproxy/destination/destinationpb"
 	"github.com/seed722d2a70/meshproxy/inject"
 	"github.com/seed722d2a70/meshproxy/ports"
@@ -68,11 +69,15 @@ type resolver struct {
 	ix            *index
 	trustDomain   string
 	defaultOpaque portList
-	lists         portLists
+	// proxyDefault is the list a proxy runs with when injection gave it
+	// none: config.DefaultOpaquePorts.
+	proxyDefault portList
+	lists        portLists
 }
 
 func newResolver(ix *index, trustDomain string, defaultOpaque ports.Set) *resolver {
-	return &resolver{ix: ix, trustDomain: trustDomain, defaultOpaque: newPortList(defaultOpaque)}
+	return &resolver{ix: ix, trustDomain: trustDomain, defaultOpaque: newPortList(defaultOpaque),
+		proxyDefault: newPortList(ports.MustParse(config.DefaultOpaquePorts))}
 }
 
 // resolve returns the answer for t and the keys of every object it read, so
@@ -217,11 +222,14 @@ func (r *resolver) service(svc *corev1.Service, port int32, family discoveryv1.A
 	return a, deps
 }
 
-// podHasIP reports whether ip is one of the pod's own addresses (a
-// hostNetwork pod has the node's, which is no pod's own).
+// podHasIP reports whether ip is one of the addresses the pod's status
+// gives it (for a hostNetwork pod, the node's: such an endpoint is
+// unmeshed, see readSidecar).
 func podHasIP(pod *corev1.Pod, ip string) bool {
-	ips, _ := podIPs(pod)
-	return slices.Contains(ips, ip)
+	if pod.Status.PodIP == ip {
+		return true
+	}
+	return slices.ContainsFunc(pod.Status.PodIPs, func(p corev1.PodIP) bool { return p.IP == ip })
 }
 
 // family is the slice address type of ip.
@@ -320,8 +328,28 @@ func (r *resolver) endpoint(pod *corev1.Pod, ip string, port int32, serviceOpaqu
 		ep.Meshed = true
 		ep.InboundPort = uint32(sc.inboundPort)
 		ep.Identity = spiffeID(r.trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
+		// A port the pod's own proxy takes as opaque is one it does not
+		// sniff when a connection is redirected to it: a peer's mTLS
+		// there would reach the app. Whatever the destination declares,
+		// such a port is opaque, and its connections go to the inbound
+		// port.
+		if r.proxyOpaque(sc).set.Contains(uint16(port)) {
+			ep.Opaque = true
+		}
 	}
 	return ep
+}
+
+// proxyOpaque is the opaque-port list the pod's proxy runs with: what
+// injection gave it, else the proxy's own default list (not the
+// controller's, which -opaque-ports may have changed).
+func (r *resolver) proxyOpaque(sc sidecar) portList {
+	if sc.opaquePorts != "" {
+		if l, ok := r.lists.parse(sc.opaquePorts); ok {
+			return l
+		}
+	}
+	return r.proxyDefault
 }
 
 func (r *resolver) namespaceAnnotations(ns string) map[string]string {

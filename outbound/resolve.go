@@ -55,7 +55,12 @@ func (p *Proxy) route(ctx context.Context, target Target) (Route, error) {
 // state s of watch w: its endpoints, each connection (or HTTP request)
 // choosing one.
 func (p *Proxy) resolved(target Target, w *destination.Watch, s destination.State) (Route, error) {
-	set := p.endpointSets.get(target.String(), w)
+	var again func() (*destination.Watch, bool)
+	if p.cfg.Discovery != nil {
+		addr := target.String()
+		again = func() (*destination.Watch, bool) { return p.cfg.Discovery.Resolve(context.Background(), addr) }
+	}
+	set := p.endpointSets.get(target.String(), w, again)
 	r := Route{Target: target, Endpoints: set, Service: s.Service}
 	if s.Service != nil {
 		r.Opaque = s.Service.Opaque
@@ -75,10 +80,14 @@ func (p *Proxy) resolved(target Target, w *destination.Watch, s destination.Stat
 // all of their load. It follows the destination's watch at each choice, so
 // a connection that lives for hours (gRPC's) sees replicas come and go.
 type EndpointSet struct {
-	bal   *balance.Balancer
-	watch *destination.Watch
+	bal *balance.Balancer
+	// again resolves the destination anew, when the resolver stopped the
+	// watch (unused for long, or evicted) while a connection still uses
+	// the set; nil for a fixed answer.
+	again func() (*destination.Watch, bool)
 
 	mu       sync.Mutex
+	watch    *destination.Watch
 	version  uint64
 	eps      map[string]*pb.Endpoint
 	lastUsed time.Time
@@ -92,8 +101,33 @@ type routeKey struct {
 	opaque bool
 }
 
+// follows reports whether the set follows w.
+func (s *EndpointSet) follows(w *destination.Watch) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watch == w
+}
+
 // refresh brings the set up to its watch's state, if that changed.
 func (s *EndpointSet) refresh(now time.Time) {
+	s.mu.Lock()
+	w := s.watch
+	s.mu.Unlock()
+	if s.again != nil {
+		select {
+		case <-w.Done():
+			// A long-lived connection idle for 10 min, say: its set
+			// would keep a state that no longer follows the controller.
+			if nw, ok := s.again(); ok && nw != w {
+				s.mu.Lock()
+				if s.watch == w {
+					s.watch, s.version, s.eps = nw, 0, nil
+				}
+				s.mu.Unlock()
+			}
+		default:
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Read under s.mu, so that a slower caller never installs a state
@@ -156,8 +190,9 @@ type endpointSets struct {
 	swept time.Time
 }
 
-// get returns address's set, following w and brought up to its state.
-func (ss *endpointSets) get(address string, w *destination.Watch) *EndpointSet {
+// get returns address's set, following w and brought up to its state; again
+// resolves address anew (see EndpointSet).
+func (ss *endpointSets) get(address string, w *destination.Watch, again func() (*destination.Watch, bool)) *EndpointSet {
 	now := time.Now()
 	ss.mu.Lock()
 	if now.Sub(ss.swept) >= time.Minute {
@@ -172,11 +207,14 @@ func (ss *endpointSets) get(address string, w *destination.Watch) *EndpointSet {
 		}
 	}
 	set := ss.m[address]
-	if set == nil || set.watch != w {
+	if set != nil && !set.follows(w) {
+		set = nil // the resolver started another watch of address
+	}
+	if set == nil {
 		if ss.m == nil {
 			ss.m = map[string]*EndpointSet{}
 		}
-		set = &EndpointSet{bal: balance.New(0), watch: w}
+		set = &EndpointSet{bal: balance.New(0), watch: w, again: again}
 		ss.m[address] = set
 	}
 	ss.mu.Unlock()

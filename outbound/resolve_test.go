@@ -1,11 +1,13 @@
 package outbound
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,17 +100,41 @@ func TestBalancedRequestsMoveOnFromEndpointsThatFailToConnect(t *testing.T) {
 		t.Error("no failed connect counted: the dead endpoint was never tried, so this proves nothing")
 	}
 
-	// Only the dead endpoint, and a body: not sent again, the connect
-	// error comes back.
-	tr := &balancedTransport{p: p, route: resolvedRoute(t, p, dead, closedAddr(t)), session: header.HTTP1}
-	req, _ := http.NewRequest(http.MethodPost, "http://web.shop/", strings.NewReader("once"))
-	_, err = tr.RoundTrip(req)
-	var de *dialError
-	if err == nil || !errors.As(err, &de) {
-		t.Errorf("POST to endpoints that refuse connections: %v, want the connect error", err)
+	// A body: a request whose first endpoint fails to connect is not sent
+	// to the other, the connect error comes back. Each try has a fresh
+	// balancer, whose first choice is either endpoint.
+	var received atomic.Int32
+	counting := tcptest.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		received.Add(1)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	failures, successes := 0, 0
+	for try := 0; try < 50 && failures == 0; try++ {
+		tr := &balancedTransport{p: p, route: resolvedRoute(t, p, dead, counting), session: header.HTTP1}
+		req, _ := http.NewRequest(http.MethodPost, "http://web.shop/", strings.NewReader("once"))
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			successes++
+			resp.Body.Close()
+			continue
+		}
+		var de *dialError
+		if !errors.As(err, &de) {
+			t.Fatalf("POST: %v, want the connect error", err)
+		}
+		failures++
 	}
-	if n := testutil.ToFloat64(m.choices.WithLabelValues("failed")); n == 0 {
-		t.Error("the POST's failed connect was not counted")
+	if failures == 0 {
+		t.Fatal("no POST failed in 50 tries: the dead endpoint was never chosen first, or a POST whose connect failed was sent to the other")
+	}
+	if n := int(received.Load()); n != successes {
+		t.Errorf("the live endpoint got %d POSTs for %d that succeeded: a failed one was sent again", n, successes)
 	}
 }
 
@@ -142,5 +168,27 @@ func TestBalancedResponseHoldsItsEndpointUntilItsBodyEnds(t *testing.T) {
 	resp.Body.Close()
 	if n := pending(); n != 0 {
 		t.Errorf("work on the endpoint after the body: %d, want 0", n)
+	}
+}
+
+// A set whose watch the resolver stopped (its connection idle for long)
+// resolves again at its next choice, and follows the new watch.
+func TestEndpointSetResolvesAgainWhenItsWatchStops(t *testing.T) {
+	live := serveHTTPApp(t)
+	state := func(addr string) destination.State {
+		return destination.State{Kind: pb.Kind_KIND_SERVICE, Endpoints: map[string]*pb.Endpoint{addr: {Address: addr}}, Version: 1}
+	}
+	stopped := destination.Fixed(state(closedAddr(t))) // a fixed watch is done at once
+	fresh := destination.Fixed(state(live))
+	calls := 0
+	var ss endpointSets
+	set := ss.get("10.96.0.10:80", stopped, func() (*destination.Watch, bool) { calls++; return fresh, true })
+	h, ep, ok := set.pick(map[string]bool{})
+	if !ok || ep.Address != live {
+		t.Fatalf("picked %v, want the new watch's endpoint %s", ep, live)
+	}
+	h.Done()
+	if calls == 0 || !set.follows(fresh) {
+		t.Errorf("resolved again %d times; follows the new watch: %v", calls, set.follows(fresh))
 	}
 }

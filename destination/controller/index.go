@@ -28,6 +28,21 @@ const (
 // keys of the objects they touch.
 type key string
 
+// keyBuckets is the number of buckets keys are hashed into for
+// Controller.keyGens: two keys in one bucket cost at most a needless
+// recomputation.
+const keyBuckets = 4096
+
+// bucket hashes k (FNV-1a) into one of keyBuckets.
+func (k key) bucket() int {
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h ^= uint32(k[i])
+		h *= 16777619
+	}
+	return int(h % keyBuckets)
+}
+
 func serviceKey(ns, name string) key { return key("s/" + ns + "/" + name) }
 func podKey(ns, name string) key     { return key("p/" + ns + "/" + name) }
 func ipKey(ip string) key            { return key("i/" + ip) }

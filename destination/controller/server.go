@@ -64,10 +64,14 @@ type Controller struct {
 
 	synced  chan struct{} // closed when the stores hold a full list
 	stopped chan struct{} // closed when Run returns: streams end
-	// gen counts events; a topic that saw it change while it computed
-	// recomputes, so no event falls between computing an answer and
-	// registering what it depends on.
-	gen atomic.Uint64
+	// gen counts events, and keyGens holds, per bucket of keys, the
+	// count as of the last event that touched one of them: a topic that
+	// finds one of its keys touched after it began computing computes
+	// again, so no event falls between computing an answer and
+	// registering what it depends on, and events elsewhere in the cluster
+	// cost it nothing.
+	gen     atomic.Uint64
+	keyGens [keyBuckets]atomic.Uint64
 
 	mu     sync.Mutex
 	topics map[target]*topic           // by target: one per address subscribed to
@@ -186,7 +190,10 @@ const (
 // subscriptions; it runs on the informers' handler goroutines, after the
 // store was updated.
 func (c *Controller) notify(keys []key, obj any) {
-	c.gen.Add(1)
+	g := c.gen.Add(1)
+	for _, k := range keys {
+		c.keyGens[k.bucket()].Store(g)
+	}
 	now := time.Now()
 	c.metrics.observeEvent(obj, now)
 	c.checkAnnotations(obj)

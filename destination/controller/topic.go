@@ -118,15 +118,16 @@ func (c *Controller) latest(tp *topic) *version {
 	for attempt := 1; ; attempt++ {
 		tp.stale.Store(false)
 		// An event between computing and registering would find the old
-		// keys registered; gen says one came (anywhere in the cluster),
-		// and the answer is computed again. Under steady churn that could
-		// go on, holding tp.mu: after a few tries the answer is published
-		// as it is, the topic left stale and its subscribers woken, so the
-		// next computation comes after their sends.
+		// keys registered: one of the new keys touched since g says one
+		// came, and the answer is computed again. Under steady churn of
+		// those very objects that could go on, holding tp.mu: after a few
+		// tries the answer is published as it is, the topic left stale
+		// and its subscribers woken, so the next computation comes after
+		// their sends.
 		g := c.gen.Load()
 		a, deps := c.res.resolve(tp.target)
 		c.register(tp, deps)
-		if c.gen.Load() == g {
+		if !c.touchedSince(deps, g) {
 			tp.publish(&a)
 			return tp.cur
 		}
@@ -137,6 +138,17 @@ func (c *Controller) latest(tp *topic) *version {
 			return tp.cur
 		}
 	}
+}
+
+// touchedSince reports whether an event touched one of keys (or a key in
+// one of their buckets) after event count g.
+func (c *Controller) touchedSince(keys []key, g uint64) bool {
+	for _, k := range keys {
+		if c.keyGens[k.bucket()].Load() > g {
+			return true
+		}
+	}
+	return false
 }
 
 // maxComputeAttempts bounds latest's retries.

@@ -120,8 +120,9 @@ func (c *cluster) get(ctx context.Context, kind, namespace, name string) error {
 	case "MutatingWebhookConfiguration":
 		_, err = c.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, get)
 	default:
-		// cert-manager's kinds: their Secret is what counts, and is
-		// checked by name.
+		// cert-manager's kinds (Issuer, Certificate) count as present
+		// without a lookup: their CRDs may be missing, and what they make,
+		// the injector's Secret, is what webhook-ca checks.
 	}
 	return err
 }

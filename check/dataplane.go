@@ -32,9 +32,11 @@ func checkCSIDriver(ctx context.Context, c *cluster) ([]string, error) {
 	if c.setting(ctx, install.ConfigSocket, string(inject.SocketCSI)) == string(inject.SocketHostPath) {
 		return nil, nil // the installation mounts the socket from the node
 	}
-	_, err := c.client.StorageV1().CSIDrivers().Get(ctx, inject.DefaultCSIDriver, metav1.GetOptions{})
+	// The driver the installation was made with, as its ConfigMap says.
+	driver := c.setting(ctx, install.ConfigCSIDriver, inject.DefaultCSIDriver)
+	_, err := c.client.StorageV1().CSIDrivers().Get(ctx, driver, metav1.GetOptions{})
 	if err != nil {
-		return []string{fmt.Sprintf("CSIDriver %s: %v", inject.DefaultCSIDriver, err)}, nil
+		return []string{fmt.Sprintf("CSIDriver %s: %v", driver, err)}, nil
 	}
 	return nil, nil
 }

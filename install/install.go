@@ -11,6 +11,10 @@
 package install
 
 import (
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -60,6 +64,7 @@ const (
 	ConfigProxyImage      = "proxyImage"
 	ConfigDestinationAddr = "destinationAddr"
 	ConfigSocket          = "socket"
+	ConfigCSIDriver       = "csiDriver"
 	ConfigOpaquePorts     = "opaquePorts"
 	ConfigCertManager     = "certManager"
 )
@@ -139,6 +144,11 @@ func (o *Options) Validate() error {
 		return errors.New("install: no image")
 	case o.ClusterDomain == "":
 		return errors.New("install: no cluster domain")
+	case o.TrustDomain == "":
+		// The proxies are told the controller's SPIFFE ID, which names it.
+		return errors.New("install: no trust domain")
+	case !validTrustDomain(o.TrustDomain):
+		return fmt.Errorf("install: trust domain %q is not one", o.TrustDomain)
 	case o.Replicas < 1:
 		return fmt.Errorf("install: %d replicas", o.Replicas)
 	case o.Socket != inject.SocketCSI && o.Socket != inject.SocketHostPath:
@@ -244,8 +254,15 @@ func configMap(o *Options) *corev1.ConfigMap {
 			ConfigProxyImage:      o.ProxyImage,
 			ConfigDestinationAddr: o.DestinationAddr(),
 			ConfigSocket:          string(o.Socket),
+			ConfigCSIDriver:       o.CSIDriver,
 			ConfigOpaquePorts:     o.OpaquePorts,
 			ConfigCertManager:     strconv.FormatBool(o.CertManager),
 		},
 	}
+}
+
+// validTrustDomain reports whether td is a SPIFFE trust domain name.
+func validTrustDomain(td string) bool {
+	_, err := spiffeid.TrustDomainFromString(td)
+	return err == nil && !strings.Contains(td, "/")
 }

@@ -44,7 +44,7 @@ func TestManifestsMatchGolden(t *testing.T) {
 		{"default", func(*install.Options) {}},
 		{"cert-manager", func(o *install.Options) { o.CertManager, o.TLS = true, nil }},
 		{"hostpath", func(o *install.Options) {
-			o.Namespace, o.Socket, o.TrustDomain, o.Replicas = "mesh-system", inject.SocketHostPath, "", 2
+			o.Namespace, o.Socket, o.TrustDomain, o.Replicas = "mesh-system", inject.SocketHostPath, "example.org", 2
 			o.Image, o.ProxyImage = "registry.example/meshproxy:v1", "registry.example/meshproxy-sidecar:v1"
 		}},
 	} {
@@ -134,6 +134,9 @@ func TestOptionsAreValidated(t *testing.T) {
 		"no namespace": func(o *install.Options) { o.Namespace = "" },
 		"no replicas":  func(o *install.Options) { o.Replicas = 0 },
 		"bad socket":   func(o *install.Options) { o.Socket = "nfs" },
+		// The proxies are told the controller's ID, which names it.
+		"no trust domain":  func(o *install.Options) { o.TrustDomain = "" },
+		"bad trust domain": func(o *install.Options) { o.TrustDomain = "Mesh Local" },
 	} {
 		o := install.DefaultOptions()
 		o.TLS = &install.TLS{}

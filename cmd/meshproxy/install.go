@@ -26,7 +26,7 @@ func installFlags(fs *flag.FlagSet) func() (install.Options, error) {
 	image := fs.String("image", d.Image, "image of the destination controller and the injector (the full build)")
 	proxyImage := fs.String("proxy-image", d.ProxyImage, "image the injector injects (the sidecar build)")
 	pull := fs.String("image-pull-policy", string(d.ImagePullPolicy), "image pull policy: Always, IfNotPresent or Never")
-	td := fs.String("trust-domain", d.TrustDomain, "trust domain of the workloads' SPIFFE IDs (empty: the controller's own)")
+	td := fs.String("trust-domain", d.TrustDomain, "trust domain of the workloads' and the controller's SPIFFE IDs")
 	clusterDomain := fs.String("cluster-domain", d.ClusterDomain, "DNS domain of Service names")
 	opaque := fs.String("opaque-ports", d.OpaquePorts, "the controller's default opaque ports")
 	socket := fs.String("socket", string(d.Socket), "Workload API socket source of the control plane and the proxies: csi or hostpath")

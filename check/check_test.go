@@ -199,6 +199,15 @@ type env struct {
 	ns string
 }
 
+// meshed adds injection's mark to annotations.
+func meshed(annotations map[string]string) map[string]string {
+	out := map[string]string{inject.AnnotationInjected: "meshproxy:test"}
+	for k, v := range annotations {
+		out[k] = v
+	}
+	return out
+}
+
 func (e *env) pod(t *testing.T, spec kubetest.PodSpec) {
 	t.Helper()
 	spec.Namespace = e.ns
@@ -286,20 +295,33 @@ func workloadCases() []workloadCase {
 				corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(5000)})
 		}, true, ""},
 		{"opaque on the pod only", "opaque-ports", func(t *testing.T, e *env) {
-			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: map[string]string{inject.AnnotationOpaquePorts: "5000"},
+			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: meshed(map[string]string{inject.AnnotationOpaquePorts: "5000"}),
 				Containers: []corev1.Container{{Name: "web", Ports: port("tcp", 5000)}}})
 			e.service(t, "web", nil, app, corev1.ServicePort{Port: 80, TargetPort: intstr.FromString("tcp")})
 		}, false, "Service opaque-on-the-pod-only/web port 80 → pod opaque-on-the-pod-only/web: target port 5000 is opaque on the pod (its annotation)"},
 		{"opaque on the namespace only", "opaque-ports", func(t *testing.T, e *env) {
 			e.c.EnsureNamespace(t, e.ns, map[string]string{inject.AnnotationOpaquePorts: "5000"})
-			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Containers: []corev1.Container{{Name: "web", Ports: port("tcp", 5000)}}})
+			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: meshed(nil), Containers: []corev1.Container{{Name: "web", Ports: port("tcp", 5000)}}})
 			e.service(t, "web", nil, app, corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(5000)})
 		}, false, "is opaque on the pod (its namespace's annotation)"},
-		{"opaque on the service only", "opaque-ports", func(t *testing.T, e *env) {
-			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Containers: []corev1.Container{{Name: "web", Ports: port("http", 8080)}}})
+		{"opaque on the service not in the pod list", "opaque-ports", func(t *testing.T, e *env) {
+			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: meshed(map[string]string{inject.AnnotationOpaquePorts: "9999"}),
+				Containers: []corev1.Container{{Name: "web", Ports: port("http", 8080)}}})
 			e.service(t, "web", map[string]string{inject.AnnotationOpaquePorts: "80"}, app,
 				corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(8080)})
-		}, false, "opaque on the Service, but target port 8080 is not opaque on the pod (the default list)"},
+		}, false, "opaque on the Service, but target port 8080 is not opaque on the pod (its annotation)"},
+		// Without a list of its own, the pod's endpoints follow the
+		// Service: nothing disagrees. Nor does a pod without a proxy.
+		{"opaque on the service and the pod without a list", "opaque-ports", func(t *testing.T, e *env) {
+			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: meshed(nil), Containers: []corev1.Container{{Name: "web", Ports: port("http", 8080)}}})
+			e.service(t, "web", map[string]string{inject.AnnotationOpaquePorts: "80"}, app,
+				corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(8080)})
+		}, true, ""},
+		{"an unmeshed pod annotated", "opaque-ports", func(t *testing.T, e *env) {
+			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Annotations: map[string]string{inject.AnnotationOpaquePorts: "5000"},
+				Containers: []corev1.Container{{Name: "web", Ports: port("tcp", 5000)}}})
+			e.service(t, "web", nil, app, corev1.ServicePort{Port: 80, TargetPort: intstr.FromString("tcp")})
+		}, true, ""},
 
 		{"target ports served", "target-ports", func(t *testing.T, e *env) {
 			e.pod(t, kubetest.PodSpec{Name: "web", Labels: app, Containers: []corev1.Container{{Name: "web", Ports: port("http", 8080)}}})

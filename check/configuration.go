@@ -116,26 +116,41 @@ func checkOpaquePorts(ctx context.Context, c *cluster) ([]string, error) {
 			}
 			svcOpaque = set.Contains(uint16(sp.port.Port))
 		}
-		podSet, where := defaults, "the default list"
+		if _, meshed := injected(sp.pod); !meshed {
+			return nil // no proxy of its own: its clients' proxies decide alone
+		}
+		// The pod's side, as the destination controller reads it: its
+		// annotation, what injection gave its proxy (a workload's
+		// annotation), its namespace's; an empty value counts as none.
+		// Without one, the pod's endpoints follow the Service, and there
+		// is nothing to disagree on.
 		var nsAnnotations map[string]string
 		if ns := namespaces[sp.pod.Namespace]; ns != nil {
 			nsAnnotations = ns.Annotations
 		}
+		var podSet ports.Set
+		where := ""
 		for _, layer := range []struct {
-			annotations map[string]string
-			name        string
-		}{{sp.pod.Annotations, "its annotation"}, {nsAnnotations, "its namespace's annotation"}} {
-			v, ok := layer.annotations[inject.AnnotationOpaquePorts]
-			if !ok {
+			value string
+			name  string
+		}{
+			{sp.pod.Annotations[inject.AnnotationOpaquePorts], "its annotation"},
+			{proxyEnv(sp.pod, inject.EnvOpaquePorts), "its proxy's " + inject.EnvOpaquePorts},
+			{nsAnnotations[inject.AnnotationOpaquePorts], "its namespace's annotation"},
+		} {
+			if layer.value == "" {
 				continue
 			}
-			set, err := ports.Parse(v)
+			set, err := ports.Parse(layer.value)
 			if err != nil {
 				faults = append(faults, fmt.Sprintf("%s: %s %s: %v", podName(sp.pod), layer.name, inject.AnnotationOpaquePorts, err))
 				return nil
 			}
 			podSet, where = set, layer.name
 			break
+		}
+		if where == "" {
+			return nil
 		}
 		podOpaque := podSet.Contains(sp.target)
 		switch {
@@ -247,4 +262,21 @@ func checkNetworkPolicies(ctx context.Context, c *cluster) ([]string, error) {
 		faults = append(faults, strings.TrimPrefix(p.String(), "cluster: "))
 	}
 	return faults, nil
+}
+
+// proxyEnv is the value of the pod's proxy container's variable name, or "".
+func proxyEnv(p *corev1.Pod, name string) string {
+	for _, list := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, ctr := range list {
+			if ctr.Name != inject.ProxyContainerName {
+				continue
+			}
+			for _, e := range ctr.Env {
+				if e.Name == name {
+					return e.Value
+				}
+			}
+		}
+	}
+	return ""
 }

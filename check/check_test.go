@@ -88,7 +88,7 @@ func TestChecksAgainstARealAPIServer(t *testing.T) {
 	})
 
 	o := install.DefaultOptions()
-	tls, err := install.NewTLS(o.InjectorDNSNames(), time.Now(), time.Hour)
+	tls, err := install.NewTLS(o.InjectorDNSNames(), time.Now(), install.DefaultCertValidity)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +129,21 @@ func TestChecksAgainstARealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		expect(t, c.Client, "webhook-ca", false, "certificate signed by unknown authority")
+		c.Apply(t, string(manifests))
+		expect(t, c.Client, "webhook-ca", true, "")
+	})
+	t.Run("a certificate about to expire", func(t *testing.T) {
+		short := o
+		var err error
+		if short.TLS, err = install.NewTLS(o.InjectorDNSNames(), time.Now(), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		m, err := install.Manifests(short)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Apply(t, string(m))
+		expect(t, c.Client, "webhook-ca", false, "expires within")
 		c.Apply(t, string(manifests))
 		expect(t, c.Client, "webhook-ca", true, "")
 	})

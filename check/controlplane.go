@@ -174,5 +174,13 @@ func checkWebhookCA(ctx context.Context, c *cluster) ([]string, error) {
 	if errors.Is(err, install.ErrCertMismatch) {
 		return []string{fmt.Sprintf("Secret %s/%s for %s: %v", c.o.Namespace, install.TLSSecretName, dnsName, err)}, nil
 	}
-	return nil, err
+	if err != nil {
+		return nil, err
+	}
+	// Expiring within RenewBefore: the webhook fails open, so after expiry
+	// new pods would start unmeshed without an error anywhere.
+	if err := install.VerifyServing(secret.Data["tls.crt"], caBundle, dnsName, time.Now().Add(install.RenewBefore)); errors.Is(err, install.ErrCertMismatch) {
+		return []string{fmt.Sprintf("Secret %s/%s expires within %v: run meshproxy install again (without -reuse-tls it makes a new one) and apply", c.o.Namespace, install.TLSSecretName, install.RenewBefore)}, nil
+	}
+	return nil, nil
 }

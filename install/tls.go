@@ -25,6 +25,9 @@ type TLS struct {
 // new certificate from the same CA (Reuse) needs no new caBundle.
 const (
 	DefaultCertValidity = 365 * 24 * time.Hour
+	// RenewBefore is how long before its expiry a certificate is no longer
+	// reused, and check warns.
+	RenewBefore = 30 * 24 * time.Hour
 	caValidity          = 10 * 365 * 24 * time.Hour
 )
 

@@ -94,6 +94,15 @@ func runInstall(ctx context.Context, env environment, args []string) error {
 			if o.TLS, err = clusterTLS(ctx, *kubeconfig, o.Namespace); err != nil {
 				return err
 			}
+			// Reused only while it serves the installation's names for a
+			// month more: an expired certificate would silently leave new
+			// pods unmeshed (the webhook fails open).
+			if o.TLS != nil {
+				if err := install.VerifyServing(o.TLS.CertPEM, o.TLS.CAPEM, o.InjectorDNSNames()[0], time.Now().Add(install.RenewBefore)); err != nil {
+					fmt.Fprintf(env.stderr, "meshproxy install: not reusing the injector's certificate (%v): a new one is made\n", err)
+					o.TLS = nil
+				}
+			}
 		}
 		if o.TLS == nil {
 			if o.TLS, err = install.NewTLS(o.InjectorDNSNames(), time.Now(), *validity); err != nil {

@@ -28,7 +28,7 @@ const (
 	// RenewBefore is how long before its expiry a certificate is no longer
 	// reused, and check warns.
 	RenewBefore = 30 * 24 * time.Hour
-	caValidity          = 10 * 365 * 24 * time.Hour
+	caValidity  = 10 * 365 * 24 * time.Hour
 )
 
 // NewTLS makes a CA and an ECDSA P-256 serving certificate for dnsNames,

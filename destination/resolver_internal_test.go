@@ -35,7 +35,7 @@ func TestResolverEvictsTheLeastRecentlyUsedWatch(t *testing.T) {
 
 	first := r.watch("10.0.0.1:80").w
 	time.Sleep(time.Millisecond)
-	r.watch("10.0.0.2:80")
+	second := r.watch("10.0.0.2:80").w
 	time.Sleep(time.Millisecond)
 	r.watch("10.0.0.3:80")
 	time.Sleep(time.Millisecond)
@@ -53,5 +53,10 @@ func TestResolverEvictsTheLeastRecentlyUsedWatch(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.evictions); got != 1 {
 		t.Errorf("evictions = %v, want 1", got)
+	}
+	select {
+	case <-second.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the evicted watch did not stop")
 	}
 }

@@ -1,20 +1,38 @@
 # meshproxy build, test and run targets. `make test` is the one test command.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/seed722d2a70/meshproxy/internal/release.Version=$(VERSION)
 BIN       := bin/meshproxy
 # The sidecar build leaves out the Kubernetes tools (inject, injector,
 # netpol): 4 MiB less idle RSS in every pod.
 SIDECAR   := bin/meshproxy-sidecar
 FUZZTIME  ?= 10s
 
-.PHONY: all build test deps lint fuzz bench bench-destination microbench demo clean proto
+.PHONY: all build test deps lint fuzz bench bench-destination microbench demo clean proto image push
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/meshproxy
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags sidecar -o $(SIDECAR) ./cmd/meshproxy
+
+# image builds the proxy and controller images, each for linux/amd64 and
+# linux/arm64, without a container daemon (cmd/meshimage, docs/images.md):
+# OCI layouts in bin/image/NAME/ and OCI archives in bin/image/NAME.tar.
+# The same commit gives the same digests: every timestamp is
+# SOURCE_DATE_EPOCH, by default the commit's time. REGISTRY is the
+# repository prefix of the image names; `make image REGISTRY=... push`
+# pushes them (credentials from `docker login` or `podman login`).
+REGISTRY  ?= ghcr.io/seed722d2a70
+PLATFORMS ?= amd64,arm64
+image:
+	$(GO) run ./cmd/meshimage build -out bin/image -repository $(REGISTRY) -version $(VERSION) \
+	  -platforms $(PLATFORMS) -iptables-roots $$(scripts/image-deps.sh $(subst $(comma), ,$(PLATFORMS)))
+
+push:
+	$(GO) run ./cmd/meshimage push -out bin/image -repository $(REGISTRY) -registry $(REGISTRY) -version $(VERSION)
+
+comma := ,
 
 # deps installs what the tests need (Debian packages, the SPIRE binaries from
 # ../shared/spire) when missing; it is idempotent and quick when all is there.

@@ -28,16 +28,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/seed722d2a70/meshproxy/internal/release"
 )
 
 // Names of the images, after the repository prefix.
 const (
-	ProxyName      = "meshproxy-proxy"
-	ControllerName = "meshproxy-controller"
+	ProxyName      = release.ProxyName
+	ControllerName = release.ControllerName
 )
 
 // DefaultRepository is where the project publishes its images.
-const DefaultRepository = "ghcr.io/seed722d2a70"
+const DefaultRepository = release.Repository
 
 // UID is the user both images run as; the proxy's is the one `meshproxy
 // init` exempts from redirection (netinit.DefaultProxyUID).
@@ -52,7 +54,7 @@ type Options struct {
 	Module string
 	// Go is the go command; "go" when empty.
 	Go string
-	// Version is stamped into the binaries (main.version), the tag and the
+	// Version is stamped into the binaries (release.Version), the tag and the
 	// version label.
 	Version string
 	// Revision is the commit, for the revision label.
@@ -132,7 +134,7 @@ func Build(ctx context.Context, o Options) (*Images, error) {
 func (o Options) compile(ctx context.Context, arch, tags string) ([]entry, error) {
 	out := filepath.Join(o.WorkDir, "meshproxy-"+arch+"-"+tags)
 	cmd := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false", "-tags", tags,
-		"-ldflags", "-s -w -X main.version="+o.Version, "-o", out, "./cmd/meshproxy")
+		"-ldflags", "-s -w "+release.VersionFlag(o.Version), "-o", out, "./cmd/meshproxy")
 	cmd.Dir = o.Module
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if msg, err := cmd.CombinedOutput(); err != nil {

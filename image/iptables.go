@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ func iptablesEntries(root, goarch string) ([]entry, error) {
 	libDir := "/usr/lib/" + triplet
 	var entries []entry
 	seen := map[string]bool{}
-	var elfs []string // image paths whose libraries are still to find
+	var elfs []entry // files whose libraries are still to find
 
 	addFile := func(imagePath string) error {
 		if seen[imagePath] {
@@ -53,8 +54,9 @@ func iptablesEntries(root, goarch string) ([]entry, error) {
 			return err
 		}
 		seen[imagePath] = true
-		entries = append(entries, entry{Path: imagePath, Mode: 0o755, Data: data})
-		elfs = append(elfs, imagePath)
+		e := entry{Path: imagePath, Mode: 0o755, Data: data}
+		entries = append(entries, e)
+		elfs = append(elfs, e)
 		return nil
 	}
 	if err := addFile(xtablesMulti); err != nil {
@@ -79,11 +81,11 @@ func iptablesEntries(root, goarch string) ([]entry, error) {
 	}
 
 	for len(elfs) > 0 {
-		p := elfs[0]
+		e := elfs[0]
 		elfs = elfs[1:]
-		needed, interp, err := elfDeps(filepath.Join(root, p))
+		needed, interp, err := elfDeps(e.Data)
 		if err != nil {
-			return nil, fmt.Errorf("iptables: %s: %w", p, err)
+			return nil, fmt.Errorf("iptables: %s: %w", e.Path, err)
 		}
 		if interp != "" && !seen[interp] {
 			// The loader's path is fixed in every binary (/lib64/... on
@@ -111,7 +113,7 @@ func iptablesEntries(root, goarch string) ([]entry, error) {
 		}
 	}
 	// The packages' licences travel with their files.
-	for _, pkg := range []string{"iptables", "libxtables12", "libnftnl11", "libmnl0", "libc6"} {
+	for _, pkg := range []string{"iptables", "libxtables12", "libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0", "libc6"} {
 		p := "/usr/share/doc/" + pkg + "/copyright"
 		if data, err := os.ReadFile(filepath.Join(root, p)); err == nil {
 			entries = append(entries, entry{Path: p, Mode: 0o644, Data: data})
@@ -141,12 +143,11 @@ func readRoot(root, imagePath string) ([]byte, error) {
 
 // elfDeps returns the shared libraries an ELF file needs and its
 // interpreter ("" for a shared library).
-func elfDeps(file string) (needed []string, interp string, err error) {
-	f, err := elf.Open(file)
+func elfDeps(data []byte) (needed []string, interp string, err error) {
+	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
 		return nil, "", err
 	}
-	defer f.Close()
 	needed, err = f.ImportedLibraries()
 	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
 		return nil, "", err

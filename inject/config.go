@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/internal/release"
 )
 
 // Names of what injection adds to a pod. Uninjection removes exactly these,
@@ -25,9 +26,13 @@ const (
 	XtablesVolumeName = "meshproxy-xtables-lock"
 )
 
+// DefaultImage is the proxy image of this build's version
+// (ghcr.io/seed722d2a70/meshproxy-proxy:VERSION, `make image`): the
+// sidecar build, with the iptables the init container runs.
+var DefaultImage = release.Image(release.ProxyName)
+
 // Defaults of Config.
 const (
-	DefaultImage     = "ghcr.io/seed722d2a70/meshproxy:latest"
 	DefaultProxyUID  = 2102 // as Linkerd's proxy, so existing policies carry over
 	DefaultCSIDriver = "csi.spiffe.io"
 	// DefaultSocketDir is where the Workload API socket's directory is

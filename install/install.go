@@ -28,6 +28,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/inject"
 	"github.com/seed722d2a70/meshproxy/internal/manifest"
+	"github.com/seed722d2a70/meshproxy/internal/release"
 )
 
 // Names of the control plane's objects. Namespaced ones live in
@@ -108,13 +109,18 @@ type Options struct {
 	TLS *TLS
 }
 
+// DefaultImage is the control-plane image of this build's version
+// (ghcr.io/seed722d2a70/meshproxy-controller:VERSION, `make image`): the
+// full build, for the destination controller and the injector.
+var DefaultImage = release.Image(release.ControllerName)
+
 // DefaultOptions returns the settings of `meshproxy install` without flags
 // (no TLS material).
 func DefaultOptions() Options {
 	d := inject.DefaultConfig()
 	return Options{
 		Namespace:       "meshproxy",
-		Image:           inject.DefaultImage,
+		Image:           DefaultImage,
 		ProxyImage:      inject.DefaultImage,
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		TrustDomain:     "mesh.local",

@@ -11,7 +11,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/apt-missing.sh"
 apt_missing deps.sh redis-server=redis-server redis-cli=redis-tools nats-server=nats-server \
   mariadbd=mariadb-server iptables-restore=iptables ip=iproute2 mariadb=mariadb-client-core \
-  protoc=protobuf-compiler
+  protoc=protobuf-compiler podman=podman runc=runc
 
 # SPIRE binaries, unpacked and checksum-verified by shared/spire/install.sh.
 shared="${MESHPROXY_SHARED_DIR:-$root/../shared}"

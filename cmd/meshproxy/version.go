@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"runtime/debug"
+
+	"github.com/seed722d2a70/meshproxy/internal/release"
 )
 
-// version is set at link time by the Makefile (-X main.version=...).
-var version = "dev"
+// version is release.Version, set at link time by the Makefile.
+var version = release.Version
 
 func runVersion(_ context.Context, env environment, args []string) error {
 	fs := flag.NewFlagSet("meshproxy version", flag.ContinueOnError)

@@ -59,9 +59,9 @@ func resolvedRoute(t *testing.T, p *Proxy, addrs ...string) Route {
 	for _, a := range addrs {
 		eps[a] = &pb.Endpoint{Address: a}
 	}
-	w := destination.Fixed(destination.State{Kind: pb.Kind_KIND_SERVICE, Service: &pb.Service{Name: "web", Namespace: "shop", Port: 80},
-		Endpoints: eps, Version: 1})
-	r, err := p.resolved(Target{Host: "10.96.0.10", Port: 80}, w, func() destination.State { s, _ := w.State(); return s }())
+	s := destination.State{Kind: pb.Kind_KIND_SERVICE, Service: &pb.Service{Name: "web", Namespace: "shop", Port: 80},
+		Endpoints: eps, Version: 1}
+	r, err := p.resolved(Target{Host: "10.96.0.10", Port: 80}, destination.Fixed(s), s)
 	if err != nil {
 		t.Fatal(err)
 	}

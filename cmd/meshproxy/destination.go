@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/seed722d2a70/meshproxy/admin"
 	"github.com/seed722d2a70/meshproxy/config"
@@ -67,11 +66,10 @@ func runDestination(ctx context.Context, env environment, args []string) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	restCfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	restCfg, err := kubeRESTConfig(*kubeconfig, "meshproxy-destination")
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return err
 	}
-	restCfg.UserAgent = "meshproxy-destination/" + version
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

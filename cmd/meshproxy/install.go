@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/seed722d2a70/meshproxy/inject"
@@ -135,13 +136,23 @@ func clusterTLS(ctx context.Context, kubeconfig, namespace string) (*install.TLS
 	return install.FromSecret(s)
 }
 
-// kubeClient is a clientset for the kubeconfig file (empty: in-cluster).
-func kubeClient(kubeconfig, agent string) (kubernetes.Interface, error) {
+// kubeRESTConfig is the client configuration of the kubeconfig file (empty:
+// in-cluster), identifying as agent.
+func kubeRESTConfig(kubeconfig, agent string) (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	cfg.UserAgent = agent + "/" + version
+	return cfg, nil
+}
+
+// kubeClient is a clientset for the kubeconfig file (empty: in-cluster).
+func kubeClient(kubeconfig, agent string) (kubernetes.Interface, error) {
+	cfg, err := kubeRESTConfig(kubeconfig, agent)
+	if err != nil {
+		return nil, err
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -1,7 +1,9 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"errors"
 	"net"
 	"net/http"
@@ -31,6 +33,10 @@ const (
 	ReasonMethod      = "bad_method"   // CONNECT where it cannot be carried: 405
 	ReasonNoUpgrade   = "bad_upgrade"  // an upgrade the upstream answered wrongly: 502
 	ReasonTunnel      = "tunnel_error" // CONNECT's upstream answer was not HTTP: 502
+	// A request head the HTTP/1 relay refused: malformed (400, 501, 505)
+	// or larger than it takes (431).
+	ReasonBadRequest   = "bad_request"
+	ReasonHeadTooLarge = "header_too_large"
 )
 
 // gRPC status codes the proxy answers with.
@@ -99,6 +105,23 @@ func (f failure) write(w http.ResponseWriter, r *http.Request) int {
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(f.status)
-	_, _ = w.Write([]byte("meshproxy: " + f.reason + "\n"))
+	_, _ = w.Write([]byte(f.text()))
+	return f.status
+}
+
+// text is the body of a proxy-made answer.
+func (f failure) text() string { return "meshproxy: " + f.reason + "\n" }
+
+// writeH1 answers with f on a connection of the HTTP/1 relay, asking the
+// client to close it when closeConn.
+func (f failure) writeH1(w *bufio.Writer, closeConn bool) int {
+	text := f.text()
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s: %s\r\nContent-Length: %d\r\n",
+		f.status, http.StatusText(f.status), http.CanonicalHeaderKey(ErrorHeader), f.reason, len(text))
+	if closeConn {
+		_, _ = w.WriteString("Connection: close\r\n")
+	}
+	_, _ = w.WriteString("\r\n")
+	_, _ = w.WriteString(text)
 	return f.status
 }

@@ -213,6 +213,9 @@ type peerConn struct {
 	id string
 }
 
+// Unwrap lets the relay's pool reach the socket (rawConn).
+func (c *peerConn) Unwrap() net.Conn { return c.Conn }
+
 // CloseWrite forwards the half-close of CONNECT tunnels.
 func (c *peerConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -24,11 +25,25 @@ type Pools[K comparable] struct {
 	swept time.Time
 }
 
-// Pool is one transport of Pools: an http.RoundTripper that records when
-// it was last used.
+// Pool is one transport of Pools: an http.RoundTripper, and an Upstream
+// for the HTTP/1 relay with connections of its own, dialed as the
+// transport's. It records when it was last used.
 type Pool struct {
 	t        *http.Transport
+	h1       *connPool
 	lastUsed atomic.Int64 // Unix nanoseconds of the last request or Get
+}
+
+// Conn lends the HTTP/1 relay a connection: Pool is its Upstream.
+func (p *Pool) Conn(ctx context.Context, _ bool) (*UpstreamConn, Lease, error) {
+	p.lastUsed.Store(time.Now().UnixNano())
+	c, err := p.h1.get(ctx)
+	return c, nil, err
+}
+
+func (p *Pool) closeIdle() {
+	p.t.CloseIdleConnections()
+	p.h1.closeIdle()
 }
 
 // RoundTrip sends r through the pool's transport.
@@ -52,7 +67,7 @@ func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *Po
 		ps.swept = now
 		for k, p := range ps.m {
 			if p.idleSince(now) >= PoolIdleAfter {
-				p.t.CloseIdleConnections()
+				p.closeIdle()
 				delete(ps.m, k)
 			}
 		}
@@ -64,7 +79,8 @@ func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *Po
 	if ps.m == nil {
 		ps.m = map[K]*Pool{}
 	}
-	p := &Pool{t: create()}
+	t := create()
+	p := &Pool{t: t, h1: newConnPool(t)}
 	p.lastUsed.Store(now.UnixNano())
 	ps.m[key] = p
 	return p
@@ -82,6 +98,6 @@ func (ps *Pools[K]) CloseIdle() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, p := range ps.m {
-		p.t.CloseIdleConnections()
+		p.closeIdle()
 	}
 }

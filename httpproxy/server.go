@@ -1,8 +1,10 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -12,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // Config configures a Server.
@@ -49,6 +52,13 @@ type Conn struct {
 	// Tunnel opens a raw connection to the upstream for a CONNECT
 	// request; nil answers CONNECT with 405.
 	Tunnel func(ctx context.Context) (net.Conn, error)
+	// Protocol is what the client speaks, as its caller found out:
+	// header.HTTP1 connections are served by the HTTP/1 relay (through
+	// H1), the others by net/http (through Transport), which also tells
+	// HTTP/1 from h2c by itself.
+	Protocol header.SessionProtocol
+	// H1 lends the HTTP/1 relay its upstream connections.
+	H1 Upstream
 	// Refuse, when not empty, answers every request 403 with this reason
 	// (e.g. the peer may not reach the port): refusing at the HTTP level
 	// tells the client why, where closing the connection would look like
@@ -66,6 +76,12 @@ type Server struct {
 	ln   *handoff
 	rp   *httputil.ReverseProxy
 	done chan struct{}
+
+	// The HTTP/1 relay's connections, and its pools: bufio readers and
+	// writers for both sides, body copy buffers.
+	h1               h1Conns
+	readers, writers sync.Pool
+	bufs             sync.Pool
 }
 
 // New returns a running Server.
@@ -80,6 +96,9 @@ func New(cfg Config) *Server {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{})}
+	s.readers.New = func() any { return bufio.NewReader(nil) }
+	s.writers.New = func() any { return bufio.NewWriter(nil) }
+	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.rp = s.reverseProxy()
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -108,6 +127,10 @@ func New(cfg Config) *Server {
 // closes it (idle, shut down), or ctx is done. It takes conn over and
 // closes it.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
+	if info.Protocol == header.HTTP1 {
+		s.serveH1(ctx, conn, info)
+		return
+	}
 	sc := &servedConn{Conn: conn, info: info, closed: make(chan struct{})}
 	if !s.ln.give(sc) {
 		_ = conn.Close()
@@ -124,9 +147,27 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
 // HTTP/2 clients GOAWAY, and waits for in-flight requests until ctx is
 // done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	var h1err error
+	var wg sync.WaitGroup
+	wg.Go(func() { h1err = s.h1.shutdown(ctx) })
 	err := s.srv.Shutdown(ctx)
 	<-s.done
-	return err
+	wg.Wait()
+	return errors.Join(err, h1err)
+}
+
+// reader returns a pooled bufio.Reader reading r.
+func (s *Server) reader(r io.Reader) *bufio.Reader {
+	br := s.readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// writer returns a pooled bufio.Writer writing to w.
+func (s *Server) writer(w io.Writer) *bufio.Writer {
+	bw := s.writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
 }
 
 type connKey struct{}

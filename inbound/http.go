@@ -28,6 +28,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint
 		tlsLabel = metrics.TLSNoIdentity
 	}
 	info := &httpproxy.Conn{
+		Protocol: session,
 		Upstream: addr,
 		Labels: httpproxy.Labels{
 			Direction: metrics.DirectionInbound, TLS: tlsLabel, ClientID: pr.ID.String(), TargetAddr: addr,
@@ -37,7 +38,8 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint
 	if refuse == "" {
 		// A refused peer reaches nothing, so it gets no pool to the
 		// workload either.
-		info.Transport = p.workloads.get(p, addr, pr, session)
+		pool := p.workloads.get(p, addr, pr, session)
+		info.Transport, info.H1 = pool, pool
 		info.Tunnel = func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) }
 	}
 	p.http.ServeConn(ctx, conn, info)

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/balance"
 	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/identity"
@@ -36,6 +37,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 		tlsLabel = metrics.TLSTrue
 	}
 	c := &httpproxy.Conn{
+		Protocol: session,
 		Upstream: route.Target.String(),
 		Labels:   httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr, Dst: route.dst()},
 		// A CONNECT tunnel is opaque bytes after the answer: it goes
@@ -45,13 +47,15 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 	if route.Endpoints != nil {
 		// Each request chooses its endpoint: one long-lived client
 		// connection (gRPC's) is spread over every replica.
-		c.Transport = &balancedTransport{p: p, route: route, session: session}
+		bt := &balancedTransport{p: p, route: route, session: session}
+		c.Transport, c.H1 = bt, bt
 		c.Labels.TargetAddr = route.Target.String()
 		if route.Endpoints.allMeshed() {
 			c.Labels.TLS = metrics.TLSTrue
 		}
 	} else {
-		c.Transport = p.upstreams.get(p, route, session)
+		pool := p.upstreams.get(p, route, session)
+		c.Transport, c.H1 = pool, pool
 	}
 	p.http.ServeConn(ctx, conn, c)
 }
@@ -66,6 +70,48 @@ type balancedTransport struct {
 }
 
 func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	var resp *http.Response
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	h, start, err := t.try(hasBody, func(pool *httpproxy.Pool) (err error) {
+		resp, err = pool.RoundTrip(r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.Observe(time.Since(start))
+	// The request is the endpoint's work until its response ends: a
+	// stream (gRPC's) weighs on it while it lasts. An upgraded
+	// connection's body must stay a ReadWriteCloser.
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.Done()
+	} else {
+		resp.Body = &doneBody{ReadCloser: resp.Body, done: h.Done}
+	}
+	return resp, nil
+}
+
+// Conn gives the HTTP/1 relay a connection to the endpoint chosen for one
+// request, and the lease through which it tells the balancer how the
+// request went.
+func (t *balancedTransport) Conn(ctx context.Context, hasBody bool) (*httpproxy.UpstreamConn, httpproxy.Lease, error) {
+	var conn *httpproxy.UpstreamConn
+	h, start, err := t.try(hasBody, func(pool *httpproxy.Pool) (err error) {
+		conn, _, err = pool.Conn(ctx, hasBody)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, &endpointLease{h: h, start: start}, nil
+}
+
+// try sends a request with send through the pool of an endpoint the
+// balancer chooses, moving on to another when one fails to connect and the
+// request has no body (nothing was sent on a failed connect, but the body
+// may have been read for it). It returns the chosen endpoint's handle and
+// when its attempt started.
+func (t *balancedTransport) try(hasBody bool, send func(*httpproxy.Pool) error) (*balance.Handle, time.Time, error) {
 	skip := map[string]bool{}
 	err := fmt.Errorf("%s: %w", t.route.Target, ErrNoEndpoints)
 	for range maxEndpointAttempts {
@@ -76,44 +122,44 @@ func (t *balancedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		er, rerr := t.p.endpointRoute(t.route, ep, false)
 		if rerr != nil {
 			h.Done()
-			return nil, rerr
+			return nil, time.Time{}, rerr
 		}
 		// A request that waited for a new connection's handshake is
 		// observed too: the balancer raises an estimate at most twofold per
 		// observation, and counts estimates within fourfold as equal, so
 		// one handshake does not idle an endpoint.
 		start := time.Now()
-		resp, rtErr := t.p.upstreams.get(t.p, er, t.session).RoundTrip(r)
-		if rtErr == nil {
-			h.Observe(time.Since(start))
+		sendErr := send(t.p.upstreams.get(t.p, er, t.session))
+		if sendErr == nil {
 			t.p.cfg.Metrics.endpointChoice(true)
-			// The request is the endpoint's work until its response
-			// ends: a stream (gRPC's) weighs on it while it lasts. An
-			// upgraded connection's body must stay a ReadWriteCloser.
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				h.Done()
-			} else {
-				resp.Body = &doneBody{ReadCloser: resp.Body, done: h.Done}
-			}
-			return resp, nil
+			return h, start, nil
 		}
 		h.Done()
 		var de *dialError
-		if !errors.As(rtErr, &de) {
-			return nil, rtErr
+		if !errors.As(sendErr, &de) {
+			return nil, time.Time{}, sendErr
 		}
 		h.Fail()
 		t.p.cfg.Metrics.endpointChoice(false)
 		skip[h.ID()] = true
-		err = rtErr
-		// Nothing was sent on a failed connect, but the body may have
-		// been read for it: only a request without one goes again.
-		if r.Body != nil && r.Body != http.NoBody {
+		err = sendErr
+		if hasBody {
 			break
 		}
 	}
-	return nil, err
+	return nil, time.Time{}, err
 }
+
+// endpointLease is a relayed HTTP/1 request's hold on its endpoint: its
+// latency is observed at the response head, and it weighs on the endpoint
+// until its response ends.
+type endpointLease struct {
+	h     *balance.Handle
+	start time.Time
+}
+
+func (l *endpointLease) Responded() { l.h.Observe(time.Since(l.start)) }
+func (l *endpointLease) Done()      { l.h.Done() }
 
 // doneBody calls done once, when the body is read to its end (or fails) or
 // closed.

@@ -1,0 +1,740 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/internal/duplex"
+)
+
+// inlineBodyMax is the largest request body sent before the response is
+// read, on the connection's own goroutine. Larger bodies, chunked ones and
+// those behind Expect: 100-continue are sent by a goroutine of their own
+// while the response is read: the upstream may answer before it has read
+// them, or to ask for them.
+const inlineBodyMax = 64 << 10
+
+// States of a relay connection, for Shutdown.
+const (
+	h1Idle     int32 = iota // waiting for a request: Shutdown closes it
+	h1Busy                  // serving one: it ends after its answer
+	h1Closed                // closed by Shutdown while idle
+	h1Switched              // upgraded or tunnelled: not HTTP any more
+)
+
+// h1Conn is one client connection served by the HTTP/1 relay, on the
+// goroutine that called ServeConn. Everything a request needs is kept here
+// and reused, so that a keep-alive request allocates next to nothing.
+type h1Conn struct {
+	s     *Server
+	ctx   context.Context
+	conn  net.Conn
+	info  *Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	state atomic.Int32
+
+	req, resp    h1Head
+	reqTrailers  h1Head // written by the request body's goroutine
+	respTrailers h1Head
+	ex           exchange
+	host         string // the last request's authority
+
+	// Per request.
+	hasBody   bool
+	bodyDone  chan error // the request body's goroutine; nil when none
+	bodySent  bool       // the whole request body went upstream
+	sent100   bool
+	headSeen  bool       // under deadlineMu: the response head arrived
+	deadlines sync.Mutex // between a body goroutine and the response read
+}
+
+// serveH1 relays the HTTP/1 requests of conn until the client closes it,
+// the relay closes it (idle, shut down, an exchange that leaves it
+// unusable), or ctx is done.
+func (s *Server) serveH1(ctx context.Context, conn net.Conn, info *Conn) {
+	c := &h1Conn{s: s, ctx: ctx, conn: conn, info: info}
+	defer conn.Close()
+	if !s.h1.add(c) {
+		return
+	}
+	defer s.h1.remove(c)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	c.br = s.reader(conn)
+	c.bw = s.writer(conn)
+	defer func() {
+		s.readers.Put(c.br)
+		s.writers.Put(c.bw)
+	}()
+	for first := true; c.readRequest(first) && c.serve(); first = false {
+	}
+}
+
+// readRequest waits for the next request and reads its head.
+func (c *h1Conn) readRequest(first bool) bool {
+	c.state.Store(h1Idle)
+	if c.s.h1.closing.Load() {
+		return false
+	}
+	if c.br.Buffered() == 0 {
+		timeout := c.s.cfg.IdleTimeout
+		if first {
+			timeout = c.s.cfg.ReadHeaderTimeout
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	if !c.state.CompareAndSwap(h1Idle, h1Busy) {
+		return false
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
+	err := c.req.read(c.br)
+	if err == nil {
+		err = c.req.parseRequest()
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.refuseHead(err)
+		return false
+	}
+	return true
+}
+
+// refuseHead answers a request head the relay will not forward, and the
+// connection is closed after: where the next request starts is unknown.
+// A client that left or stalled gets no answer.
+func (c *h1Conn) refuseHead(err error) {
+	var he *headError
+	if !errors.As(err, &he) {
+		return
+	}
+	reason := ReasonBadRequest
+	if he.status == http.StatusRequestHeaderFieldsTooLarge {
+		reason = ReasonHeadTooLarge
+	}
+	c.s.cfg.Metrics.proxyError(c.s.cfg.Direction, reason)
+	c.s.log.Info("request refused", zap.String("reason", reason), zap.Int("status", he.status), zap.Error(err))
+	failure{he.status, grpcUnavailable, reason}.writeH1(c.bw, true)
+	_ = c.bw.Flush()
+}
+
+// serve answers one request and counts it; it reports whether the
+// connection can carry another.
+func (c *h1Conn) serve() bool {
+	info := c.info
+	c.ex = exchange{start: time.Now()}
+	labels := info.Labels
+	if info.Refuse == "" {
+		// A refused client's Host names nothing it reached: it gets no
+		// series of its own.
+		labels.Authority = c.authority()
+	}
+	keep := false
+	switch {
+	case info.Refuse != "":
+		// One answer is enough: a refused client does not get to hold
+		// the connection.
+		c.fail(refusal(info.Refuse), nil, true)
+	case string(c.req.bytes(c.req.method)) == http.MethodConnect:
+		c.connect()
+	default:
+		keep = c.forward()
+	}
+	if c.ex.serverID != "" {
+		labels.ServerID = c.ex.serverID
+	}
+	c.s.cfg.Metrics.record(labels, &c.ex)
+	// The answer's last bytes go out once it is counted, as net/http
+	// flushes after the handler: a client that has its answer finds it
+	// in the metrics.
+	return c.bw.Flush() == nil && keep
+}
+
+// authority returns the request's authority, made a string only when it
+// differs from the previous request's.
+func (c *h1Conn) authority() string {
+	if h := c.req.authority(); string(h) != c.host {
+		c.host = string(h)
+	}
+	return c.host
+}
+
+// forward sends the request upstream and relays the answer.
+func (c *h1Conn) forward() bool {
+	req := &c.req
+	if c.info.H1 == nil {
+		c.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonUnreachable}, errors.New("no upstream for HTTP/1"), true)
+		return false
+	}
+	c.hasBody = req.chunked || req.contentLength > 0
+	c.bodyDone, c.bodySent, c.sent100, c.headSeen = nil, !c.hasBody, false, false
+	var (
+		up    *UpstreamConn
+		lease Lease
+		err   error
+	)
+	for attempt := 0; ; attempt++ {
+		up, lease, err = c.info.H1.Conn(c.ctx, c.hasBody)
+		if err != nil {
+			c.fail(classify(err), err, c.hasBody)
+			return !c.hasBody && req.keepAlive()
+		}
+		c.ex.serverID = up.peerID
+		c.resp.raw, c.resp.status = c.resp.raw[:0], 0
+		err = c.send(up)
+		if err == nil {
+			err = c.readResponseHead(up)
+		}
+		if err != nil && attempt == 0 && c.retryable(up, err) {
+			// A reused conn the upstream had closed: nothing of the
+			// request was taken, so it goes again on a fresh one.
+			up.release(false)
+			done(lease)
+			continue
+		}
+		break
+	}
+	if err != nil {
+		if ended, bodyErr := c.endBody(up); ended && bodyErr != nil {
+			err = bodyErr // what ended the wait for the response
+		}
+		up.release(false)
+		done(lease)
+		c.fail(c.classifyUpstream(err), err, !c.bodySent)
+		return c.bodySent && req.keepAlive() && !c.clientGone(err)
+	}
+	if lease != nil {
+		lease.Responded()
+	}
+	if c.resp.status == http.StatusSwitchingProtocols {
+		return c.switchUpgrade(up, lease)
+	}
+	ok := c.relayResponse(up)
+	done(lease)
+	return ok
+}
+
+func done(l Lease) {
+	if l != nil {
+		l.Done()
+	}
+}
+
+// classifyUpstream is classify for errors of the upstream exchange, where a
+// client that went away is told apart from an upstream that failed.
+func (c *h1Conn) classifyUpstream(err error) failure {
+	if c.clientGone(err) {
+		return failure{http.StatusBadGateway, grpcCanceled, ReasonCanceled}
+	}
+	return classify(err)
+}
+
+// clientGone reports whether err came from the client's side: a request
+// body that could not be read, or a 1xx that could not be written (the
+// only writes to the client before the response head).
+func (c *h1Conn) clientGone(err error) bool {
+	var ce *clientError
+	var we *writeError
+	return errors.As(err, &ce) || errors.As(err, &we)
+}
+
+// clientError marks an error reading the request body from the client.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+// retryable reports whether a request that failed on up can be sent again:
+// up was reused, the request has no body, is idempotent, and the upstream
+// closed without a byte of answer.
+func (c *h1Conn) retryable(up *UpstreamConn, err error) bool {
+	if !up.reused || c.hasBody || len(c.resp.raw) > 0 {
+		return false
+	}
+	switch string(c.req.bytes(c.req.method)) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// send writes the request head upstream, and the body: inline when it is
+// small and known, else by a goroutine (see inlineBodyMax).
+func (c *h1Conn) send(up *UpstreamConn) error {
+	req := &c.req
+	bw := c.s.writer(up.conn)
+	writeRequestHead(bw, req, c.info.Upstream)
+	if !c.hasBody || req.chunked || req.expectContinue || req.contentLength > inlineBodyMax {
+		err := bw.Flush()
+		if err != nil || !c.hasBody {
+			c.s.writers.Put(bw)
+			c.setResponseDeadline(up)
+			return err
+		}
+		c.bodyDone = make(chan error, 1)
+		go c.streamBody(bw, up)
+		return nil
+	}
+	defer c.s.writers.Put(bw)
+	bc := bodyCopy{dst: bw, src: c.br, bufs: &c.s.bufs}
+	err := bc.n(req.contentLength)
+	bc.release()
+	if err == nil {
+		if err = bw.Flush(); err != nil {
+			err = &writeError{err}
+		}
+	}
+	var we *writeError
+	switch {
+	case errors.As(err, &we):
+		return we.err // the upstream's failure
+	case err != nil:
+		return &clientError{err}
+	}
+	c.bodySent = true
+	c.setResponseDeadline(up)
+	return nil
+}
+
+// streamBody sends the request body; it owns bw, and reads the client
+// connection until the body ends.
+func (c *h1Conn) streamBody(bw *bufio.Writer, up *UpstreamConn) {
+	bc := bodyCopy{dst: bw, src: c.br, bufs: &c.s.bufs}
+	var err error
+	if c.req.chunked {
+		err = bc.chunked(&c.reqTrailers, false)
+	} else {
+		err = bc.n(c.req.contentLength)
+	}
+	bc.release()
+	if err == nil {
+		if ferr := bw.Flush(); ferr != nil {
+			err = &writeError{ferr}
+		}
+	}
+	c.s.writers.Put(bw)
+	var we *writeError
+	switch {
+	case err == nil:
+		c.deadlines.Lock()
+		if !c.headSeen {
+			c.setResponseDeadline(up)
+		}
+		c.deadlines.Unlock()
+	case errors.As(err, &we):
+		// The upstream's failure: its answer, or the end of its stream,
+		// is what the response read will find.
+		err = we.err
+	default:
+		// The client's: nobody waits for the answer any more.
+		err = &clientError{err}
+		_ = up.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	c.bodyDone <- err
+}
+
+// setResponseDeadline starts the wait for the response head, once the
+// request is sent, as net/http's ResponseHeaderTimeout.
+func (c *h1Conn) setResponseDeadline(up *UpstreamConn) {
+	if t := up.pool.responseTimeout; t > 0 {
+		_ = up.conn.SetReadDeadline(time.Now().Add(t))
+	}
+}
+
+// endBody waits for the request body's goroutine, if any, stopping it if
+// it is still under way: the exchange is over. It returns the goroutine's
+// error if it ended by itself, and sets bodySent.
+func (c *h1Conn) endBody(up *UpstreamConn) (ended bool, err error) {
+	if c.bodyDone == nil {
+		return false, nil
+	}
+	select {
+	case err = <-c.bodyDone:
+		ended = true
+	default:
+		// Blocked reading the client or writing the upstream: unblock it.
+		past := time.Unix(1, 0)
+		_ = c.conn.SetReadDeadline(past)
+		_ = up.conn.SetWriteDeadline(past)
+		err = <-c.bodyDone
+		_ = c.conn.SetReadDeadline(time.Time{})
+		_ = up.conn.SetWriteDeadline(time.Time{})
+	}
+	c.bodyDone = nil
+	c.bodySent = err == nil
+	return ended, err
+}
+
+// readResponseHead reads the response head, relaying 1xx answers: a 100
+// Continue once, to a client that asked for one; others as they come. An
+// HTTP/1.0 client gets none.
+func (c *h1Conn) readResponseHead(up *UpstreamConn) error {
+	c.resp.raw = c.resp.raw[:0]
+	c.resp.status = 0
+	for informational := 0; ; informational++ {
+		err := c.resp.read(up.br)
+		if err == nil {
+			err = c.resp.parseResponse()
+		}
+		if err != nil {
+			return err
+		}
+		st := c.resp.status
+		if st >= 200 || st == http.StatusSwitchingProtocols {
+			break
+		}
+		if informational == 10 {
+			return errors.New("more than 10 informational responses")
+		}
+		if c.req.minor == 0 || st == http.StatusContinue && (!c.req.expectContinue || c.sent100) {
+			continue
+		}
+		c.sent100 = c.sent100 || st == http.StatusContinue
+		writeResponseHead(c.bw, &c.resp, "")
+		_, _ = c.bw.WriteString("\r\n")
+		if err := c.bw.Flush(); err != nil {
+			return &writeError{err}
+		}
+	}
+	if up.pool.responseTimeout > 0 {
+		c.deadlines.Lock()
+		c.headSeen = true
+		_ = up.conn.SetReadDeadline(time.Time{})
+		c.deadlines.Unlock()
+	}
+	c.ex.status = c.resp.status
+	c.ex.headersAt = time.Now()
+	return nil
+}
+
+// Response body framings.
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked
+	bodyUntilClose
+)
+
+// relayResponse writes the response head and streams its body, then
+// returns up to its pool if the exchange left it clean. It reports whether
+// the client connection can carry another request.
+func (c *h1Conn) relayResponse(up *UpstreamConn) bool {
+	req, resp := &c.req, &c.resp
+	kind := bodyUntilClose
+	switch {
+	case string(req.bytes(req.method)) == http.MethodHead || resp.status == http.StatusNoContent ||
+		resp.status == http.StatusNotModified || resp.status < 200:
+		kind = bodyNone
+	case resp.chunked:
+		kind = bodyChunked
+	case resp.contentLength >= 0:
+		kind = bodyLength
+	}
+	dataOnly := kind == bodyChunked && req.minor == 0
+	closeClient := !req.keepAlive() || c.s.h1.closing.Load() || kind == bodyUntilClose || dataOnly ||
+		// The client waits for a 100 that will not come, or sends a body
+		// nobody reads: where its next request starts is unknown.
+		c.bodyDone != nil && req.expectContinue && !c.sent100
+
+	bw := c.bw
+	writeResponseHead(bw, resp, "")
+	switch {
+	case kind == bodyLength || kind == bodyNone && resp.contentLength >= 0 && resp.status != http.StatusNoContent:
+		writeContentLength(bw, resp.contentLength)
+	case kind == bodyChunked && !dataOnly:
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case closeClient:
+		_, _ = bw.WriteString("Connection: close\r\n")
+	case req.minor == 0:
+		_, _ = bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = bw.WriteString("\r\n")
+
+	bc := bodyCopy{dst: bw, src: up.br, bufs: &c.s.bufs}
+	var err error
+	switch kind {
+	case bodyLength:
+		err = bc.n(resp.contentLength)
+	case bodyChunked:
+		err = bc.chunked(&c.respTrailers, dataOnly)
+	case bodyUntilClose:
+		err = bc.n(-1)
+	}
+	bc.release()
+	switch {
+	case kind == bodyChunked && !c.respTrailers.grpcStatus.empty():
+		c.ex.grpcStatus = string(c.respTrailers.bytes(c.respTrailers.grpcStatus))
+	case !resp.grpcStatus.empty():
+		c.ex.grpcStatus = string(resp.bytes(resp.grpcStatus))
+	}
+	c.endBody(up)
+	if err != nil {
+		// The client got a truncated answer, whatever its status.
+		c.ex.failed = true
+		c.s.log.Info("response cut short", zap.String("method", string(req.bytes(req.method))),
+			zap.String("authority", c.host), zap.Int("status", resp.status), zap.Error(err))
+		up.release(false)
+		return false
+	}
+	up.release(kind != bodyUntilClose && c.bodySent && resp.keepAlive())
+	return !closeClient && c.bodySent
+}
+
+// writeRequestHead writes h upstream: origin-form target, Host first (the
+// upstream's address for an HTTP/1.0 request without one), end-to-end
+// fields, and the framing and upgrade fields the relay vouches for.
+func writeRequestHead(w *bufio.Writer, h *h1Head, upstream string) {
+	_, _ = w.Write(h.bytes(h.method))
+	_ = w.WriteByte(' ')
+	path := h.requestPath()
+	if len(path) == 0 || path[0] == '?' {
+		_ = w.WriteByte('/')
+	}
+	_, _ = w.Write(path)
+	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
+	if a := h.authority(); len(a) > 0 {
+		_, _ = w.Write(a)
+	} else {
+		_, _ = w.WriteString(upstream)
+	}
+	_, _ = w.WriteString("\r\n")
+	for _, f := range h.fields {
+		if !h.hopByHop(f) {
+			_ = writeField(w, h, f)
+		}
+	}
+	if h.teTrailers {
+		_, _ = w.WriteString("Te: trailers\r\n")
+	}
+	if h.upgrading() {
+		_, _ = w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		_, _ = w.Write(h.bytes(h.upgrade))
+		_, _ = w.WriteString("\r\n")
+	}
+	switch {
+	case h.chunked:
+		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+	case h.contentLength >= 0:
+		writeContentLength(w, h.contentLength)
+	}
+	_, _ = w.WriteString("\r\n")
+}
+
+// writeResponseHead writes a response's status line and end-to-end
+// fields, not the empty line, with extra after the fields.
+func writeResponseHead(w *bufio.Writer, h *h1Head, extra string) {
+	_, _ = w.WriteString("HTTP/1.1 ")
+	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(h.status), 10))
+	_ = w.WriteByte(' ')
+	if h.reason.empty() {
+		_, _ = w.WriteString(http.StatusText(h.status))
+	} else {
+		_, _ = w.Write(h.bytes(h.reason))
+	}
+	_, _ = w.WriteString("\r\n")
+	for _, f := range h.fields {
+		if !h.hopByHop(f) {
+			_ = writeField(w, h, f)
+		}
+	}
+	_, _ = w.WriteString(extra)
+}
+
+func writeContentLength(w *bufio.Writer, n int64) {
+	_, _ = w.WriteString("Content-Length: ")
+	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
+	_, _ = w.WriteString("\r\n")
+}
+
+// switchUpgrade relays a 101 to a request that asked for that protocol,
+// and then bytes both ways.
+func (c *h1Conn) switchUpgrade(up *UpstreamConn, lease Lease) bool {
+	done(lease)
+	req, resp := &c.req, &c.resp
+	if !req.upgrading() || !resp.connUpgrade || !equalFoldBytes(resp.bytes(resp.upgrade), req.bytes(req.upgrade)) {
+		c.endBody(up)
+		up.release(false)
+		c.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonNoUpgrade},
+			errors.New("the upstream switched to a protocol the request did not ask for"), true)
+		return false
+	}
+	c.endBody(up)
+	writeResponseHead(c.bw, resp, "Connection: Upgrade\r\nUpgrade: ")
+	_, _ = c.bw.Write(resp.bytes(resp.upgrade))
+	_, _ = c.bw.WriteString("\r\n\r\n")
+	c.join(up.conn, up.br)
+	return false
+}
+
+// connect carries a CONNECT request: a raw connection to the upstream, the
+// request on it, the answer relayed, and then bytes both ways, as a proxy
+// on the path of a CONNECT must (RFC 9110, 9.3.6).
+func (c *h1Conn) connect() {
+	if c.info.Tunnel == nil {
+		c.fail(failure{http.StatusMethodNotAllowed, grpcUnavailable, ReasonMethod}, nil, true)
+		return
+	}
+	up, err := c.info.Tunnel(c.ctx)
+	if err != nil {
+		c.fail(classify(err), err, true)
+		return
+	}
+	c.ex.serverID = PeerID(up)
+	bw := c.s.writer(up)
+	writeRequestHead(bw, &c.req, c.info.Upstream)
+	err = bw.Flush()
+	c.s.writers.Put(bw)
+	br := c.s.reader(up)
+	defer c.s.readers.Put(br)
+	if err == nil {
+		// An upstream that never answers must not hold both conns after
+		// the client has gone.
+		stop := c.watchClient(up)
+		err = c.resp.read(br)
+		stop()
+	}
+	if err == nil {
+		err = c.resp.parseResponse()
+	}
+	if err != nil {
+		_ = up.Close()
+		c.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonTunnel}, err, true)
+		return
+	}
+	c.ex.status, c.ex.headersAt = c.resp.status, time.Now()
+	// The answer goes as it came: whatever follows it is the tunnel's.
+	_, _ = c.bw.Write(c.resp.raw)
+	c.join(up, br)
+}
+
+// watchClient reads the client connection while the relay waits for up,
+// and fails up's reads if the client leaves; stop ends the watch. Only
+// CONNECT pays for this goroutine: a request's answer is bounded by the
+// response timeout instead.
+func (c *h1Conn) watchClient(up net.Conn) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := c.br.Peek(1); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			_ = up.SetReadDeadline(time.Unix(1, 0))
+		}
+	}()
+	return func() {
+		_ = c.conn.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// join sends what c.bw holds and both sides have read ahead, then copies
+// bytes both ways until both are done.
+func (c *h1Conn) join(up net.Conn, upBR *bufio.Reader) {
+	c.state.Store(h1Switched)
+	err := relayBuffered(c.bw, upBR)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err == nil {
+		err = relayBuffered(up, c.br)
+	}
+	if err != nil {
+		_ = up.Close()
+		c.ex.failed = true
+		return
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	if _, err := duplex.Join(context.WithoutCancel(c.ctx), c.conn, up, c.s.cfg.Copy); err != nil && !errors.Is(err, context.Canceled) {
+		c.s.log.Debug("switched connection ended with an error", zap.Error(err))
+	}
+}
+
+// fail answers the request itself, counting and logging why.
+func (c *h1Conn) fail(f failure, err error, closeConn bool) {
+	c.s.cfg.Metrics.proxyError(c.s.cfg.Direction, f.reason)
+	c.s.log.Info("request failed", zap.String("reason", f.reason),
+		zap.String("method", string(c.req.bytes(c.req.method))), zap.String("authority", string(c.req.authority())),
+		zap.Int("status", f.status), zap.Error(err))
+	c.ex.failed = true
+	if f.reason == ReasonCanceled {
+		// Nobody is listening any more.
+		c.ex.status = 0
+		return
+	}
+	c.ex.status = f.writeH1(c.bw, closeConn || c.s.h1.closing.Load())
+	c.ex.headersAt = time.Now()
+}
+
+// h1Conns are the relay's connections, for Shutdown.
+type h1Conns struct {
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*h1Conn]struct{}
+}
+
+func (cs *h1Conns) add(c *h1Conn) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closing.Load() {
+		return false
+	}
+	if cs.conns == nil {
+		cs.conns = map[*h1Conn]struct{}{}
+	}
+	cs.conns[c] = struct{}{}
+	return true
+}
+
+func (cs *h1Conns) remove(c *h1Conn) {
+	cs.mu.Lock()
+	delete(cs.conns, c)
+	cs.mu.Unlock()
+}
+
+// shutdown stops taking connections, closes the idle ones and waits until
+// the busy ones have answered their request in flight (with Connection:
+// close) and ended, or ctx is done. Switched connections are not waited
+// for, as net/http does not wait for hijacked ones.
+func (cs *h1Conns) shutdown(ctx context.Context) error {
+	cs.closing.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy := 0
+		cs.mu.Lock()
+		for c := range cs.conns {
+			switch {
+			case c.state.CompareAndSwap(h1Idle, h1Closed):
+				_ = c.conn.Close()
+			case c.state.Load() == h1Busy:
+				busy++
+			}
+		}
+		cs.mu.Unlock()
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

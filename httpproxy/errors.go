@@ -3,8 +3,8 @@ package httpproxy
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"

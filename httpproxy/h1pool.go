@@ -40,8 +40,8 @@ type UpstreamConn struct {
 
 	// For the check an idle conn gets before reuse; peek is made once
 	// per conn, as a RawConn callback made per call would allocate.
-	raw    syscall.RawConn
-	peek   func(fd uintptr) bool
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
 	closed  bool // what the last peek saw
 	peekBuf [1]byte
 }

@@ -201,8 +201,12 @@ func (h *h1Head) parseResponse() error {
 	if err != nil {
 		return err
 	}
-	if h.chunked && h.contentLength >= 0 {
+	switch {
+	case h.chunked && h.contentLength >= 0:
 		return badHead("both Content-Length and Transfer-Encoding")
+	case h.chunked && h.minor == 0:
+		// RFC 9112, 6.1: framing to be treated as faulty.
+		return badHead("Transfer-Encoding in an HTTP/1.0 response")
 	}
 	return nil
 }

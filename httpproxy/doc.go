@@ -3,9 +3,14 @@
 // is known to carry HTTP: the outbound after protocol detection, the inbound
 // when the transport header's session protocol says so.
 //
-// A Server serves connections handed to it one at a time (ServeConn) with a
-// single net/http server that speaks HTTP/1.1 and prior-knowledge HTTP/2
-// (h2c) on the same conns. Each request is forwarded by an
+// A Server serves connections handed to it one at a time (ServeConn). Those
+// its caller knows to carry HTTP/1 (Conn.Protocol) are served by the relay
+// of h1.go on the caller's goroutine: it parses each request head itself,
+// writes it to a pooled upstream connection, and streams the body and the
+// answer by their framing, without net/http's per-request goroutine
+// hand-offs (docs/http-fast-path.md). The others go to a single net/http
+// server that speaks HTTP/1.1 and prior-knowledge HTTP/2 (h2c) on the same
+// conns. There each request is forwarded by an
 // httputil.ReverseProxy through the round tripper the connection was handed
 // over with, so hop-by-hop headers, trailers, 1xx responses and protocol
 // switches (101, as WebSockets use) are handled the standard library's way.

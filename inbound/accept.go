@@ -46,7 +46,8 @@ type Config struct {
 	HeaderTimeout    time.Duration
 	// MaxPending and MaxPendingPerSource cap the connections whose peer
 	// has not yet authenticated, in total and per source address
-	// (pending.go); 0 means DefaultMaxPending, DefaultMaxPendingPerSource.
+	// (pending.go); 0 means config.DefaultMaxPending and
+	// config.DefaultMaxPendingPerSource.
 	MaxPending          int
 	MaxPendingPerSource int
 	// Accept counts the accept loop's failures; nil counts nothing.

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/internal/ratelog"
 )
 
@@ -30,15 +31,8 @@ import (
 //     shedding it rather than the newcomer means a peer holding sockets open
 //     for long cannot lock everyone else out.
 //
-// The defaults come from the measured cost of a pending connection
-// (BenchmarkPendingHandshakeMemory, about 3 KiB once it waits for its
-// first byte): 4096 of them are 12 MiB, a fifth of a 64 MiB budget. 256 per
-// source is four times an outbound proxy's own cap on concurrent
-// handshakes to one destination, so no well-behaved peer proxy reaches it.
-const (
-	DefaultMaxPending          = 4096
-	DefaultMaxPendingPerSource = 256
-)
+// The defaults (config.DefaultMaxPending, DefaultMaxPendingPerSource) come
+// from the measured cost of a pending connection; see there.
 
 // pendingLimiter admits connections under the caps and tracks them until
 // they authenticate or close.
@@ -58,10 +52,10 @@ type pendingLimiter struct {
 
 func newPendingLimiter(max, perSource int, m *Metrics, log *zap.Logger) *pendingLimiter {
 	if max <= 0 {
-		max = DefaultMaxPending
+		max = config.DefaultMaxPending
 	}
 	if perSource <= 0 {
-		perSource = DefaultMaxPendingPerSource
+		perSource = config.DefaultMaxPendingPerSource
 	}
 	return &pendingLimiter{
 		max: max, perSource: perSource, metrics: m, log: log, logEvery: ratelog.New(time.Second),

@@ -6,23 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-)
 
-// DefaultMaxHandshakesPerDestination caps the concurrent handshakes
-// (connect, mTLS, transport header) to one destination address. An app
-// opening connections in a tight loop then queues in the proxy instead of
-// taking a file descriptor, a goroutine and a TLS state per attempt, and a
-// peer's inbound proxy sees at most this many pending connections from us:
-// well under its per-source cap (inbound.DefaultMaxPendingPerSource).
-const DefaultMaxHandshakesPerDestination = 64
+	"github.com/seed722d2a70/meshproxy/config"
+)
 
 // ErrHandshakeQueueTimeout: the dial timeout ran out while waiting for one
 // of the destination's handshake slots. It is a timeout like any other
 // (errors.Is context.DeadlineExceeded), so it is counted as one.
 var ErrHandshakeQueueTimeout = fmt.Errorf("timed out waiting to handshake: %w", context.DeadlineExceeded)
 
-// handshakeSlots lets at most max handshakes run per destination, and
-// queues the rest in arrival order.
+// handshakeSlots lets at most max handshakes (connect, mTLS, transport
+// header) run per destination address, and queues the rest in arrival
+// order. An app opening connections in a tight loop then queues in the
+// proxy instead of taking a file descriptor, a goroutine and a TLS state
+// per attempt, and a peer's inbound proxy sees at most max pending
+// connections from us, under its per-source cap.
 type handshakeSlots struct {
 	max     int
 	metrics *Metrics
@@ -40,7 +38,7 @@ type destSlots struct {
 
 func newHandshakeSlots(max int, m *Metrics) *handshakeSlots {
 	if max <= 0 {
-		max = DefaultMaxHandshakesPerDestination
+		max = config.DefaultMaxHandshakesPerDestination
 	}
 	return &handshakeSlots{max: max, metrics: m, dests: map[string]*destSlots{}}
 }

@@ -24,6 +24,24 @@ const (
 	DefaultAdminPort    = 4191
 )
 
+// Overload limits (inbound/pending.go, outbound/handshakes.go).
+//
+// A connection pending on the inbound port (not yet authenticated) costs
+// about 5 KiB of Go memory while it waits for its first byte
+// (BenchmarkPendingHandshakeMemory: 4 KiB of goroutine stack, 1 KiB of
+// heap). Once its peer has sent a record header, crypto/tls allocates the
+// whole announced record (up to about 16 KiB) and the handshake's stack
+// grows to 8-16 KiB: about 32 KiB at worst. 1024 of them are then 32 MiB,
+// which with the proxy's own ~20 MiB stays under a 64 MiB budget; silent,
+// they are 5 MiB. 128 per source is twice an outbound proxy's own cap on
+// concurrent handshakes to one destination (64), so a well-behaved peer
+// proxy never reaches it, while it takes eight sources to fill the total.
+const (
+	DefaultMaxPending                  = 1024
+	DefaultMaxPendingPerSource         = 128
+	DefaultMaxHandshakesPerDestination = 64
+)
+
 // DefaultDestinationIDPath is the path of the destination controller's
 // SPIFFE ID as installed: its service account meshproxy-destination in the
 // namespace meshproxy (the SPIRE convention).
@@ -135,6 +153,14 @@ type Inbound struct {
 	// proven who it is and what it wants.
 	HandshakeTimeout time.Duration `yaml:"handshakeTimeout"`
 	HeaderTimeout    time.Duration `yaml:"headerTimeout"`
+
+	// MaxPending caps the connections whose peer has not yet authenticated
+	// (or, redirected, whose detection has not yet decided), and
+	// MaxPendingPerSource those from one source address. Past the total,
+	// the oldest is reset to make room; past a source's, its new one is.
+	// The defaults fit a 64 MiB memory budget (inbound/pending.go).
+	MaxPending          int `yaml:"maxPending"`
+	MaxPendingPerSource int `yaml:"maxPendingPerSource"`
 }
 
 // PortPolicy is the inbound policy of a set of workload ports, like a
@@ -163,6 +189,11 @@ type Outbound struct {
 
 	// DialTimeout bounds connecting (and the mTLS handshake) to a peer.
 	DialTimeout time.Duration `yaml:"dialTimeout"`
+
+	// MaxHandshakesPerDestination caps the concurrent handshakes (connect,
+	// mTLS, transport header) to one destination address; more wait, in
+	// order, within DialTimeout.
+	MaxHandshakesPerDestination int `yaml:"maxHandshakesPerDestination"`
 
 	// ResponseTimeout, when positive, bounds the wait for an HTTP
 	// response's headers once the request is sent; past it the client gets
@@ -261,15 +292,18 @@ func Default() Config {
 		Log:   Log{Level: "info", Format: "json"},
 		Admin: Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
 		Inbound: Inbound{
-			Addr:             fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
-			WorkloadHost:     "127.0.0.1",
-			HandshakeTimeout: 10 * time.Second,
-			HeaderTimeout:    10 * time.Second,
+			Addr:                fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
+			WorkloadHost:        "127.0.0.1",
+			HandshakeTimeout:    10 * time.Second,
+			HeaderTimeout:       10 * time.Second,
+			MaxPending:          DefaultMaxPending,
+			MaxPendingPerSource: DefaultMaxPendingPerSource,
 		},
 		Outbound: Outbound{
-			Addr:            fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
-			DialTimeout:     10 * time.Second,
-			DestinationWait: time.Second,
+			Addr:                        fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
+			DialTimeout:                 10 * time.Second,
+			DestinationWait:             time.Second,
+			MaxHandshakesPerDestination: DefaultMaxHandshakesPerDestination,
 		},
 		Identity: Identity{
 			TrustDomain: "mesh.local",
@@ -359,6 +393,22 @@ func (c *Config) Validate() error {
 	}
 	if c.Detect.SpeculateAfter < 0 || c.Detect.ServerFirstTTL < 0 || c.Detect.ServerFirstMax < 0 {
 		return fmt.Errorf("%w: detect speculateAfter, serverFirstTTL and serverFirstMax must not be negative", ErrInvalid)
+	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{
+		{"inbound max pending", c.Inbound.MaxPending},
+		{"inbound max pending per source", c.Inbound.MaxPendingPerSource},
+		{"outbound max handshakes per destination", c.Outbound.MaxHandshakesPerDestination},
+	} {
+		if l.n <= 0 {
+			return fmt.Errorf("%w: %s must be positive, got %d", ErrInvalid, l.name, l.n)
+		}
+	}
+	if c.Inbound.MaxPendingPerSource > c.Inbound.MaxPending {
+		return fmt.Errorf("%w: inbound max pending per source (%d) exceeds inbound max pending (%d)",
+			ErrInvalid, c.Inbound.MaxPendingPerSource, c.Inbound.MaxPending)
 	}
 	if c.HalfCloseTimeout < 0 {
 		return fmt.Errorf("%w: half-close timeout must not be negative, got %v", ErrInvalid, c.HalfCloseTimeout)

@@ -52,6 +52,21 @@ func durationSetting(name, usage string, field func(*Config) *time.Duration) set
 	}
 }
 
+func intSetting(name, usage string, field func(*Config) *int) setting {
+	return setting{
+		name: name, usage: usage,
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return err
+			}
+			*field(c) = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(*field(c)) },
+	}
+}
+
 func boolSetting(name, usage string, field func(*Config) *bool) setting {
 	return setting{
 		name: name, usage: usage, isBool: true,
@@ -125,6 +140,13 @@ var settings = []setting{
 		set: func(c *Config, v string) error { return c.Inbound.RequireIdentityPorts.UnmarshalText([]byte(v)) },
 	},
 
+	durationSetting("inbound-handshake-timeout", "bound on a peer's mTLS handshake on the inbound port, from accept",
+		func(c *Config) *time.Duration { return &c.Inbound.HandshakeTimeout }),
+	intSetting("inbound-max-pending", "most inbound connections not yet authenticated; past it the oldest is reset",
+		func(c *Config) *int { return &c.Inbound.MaxPending }),
+	intSetting("inbound-max-pending-per-source", "most inbound connections not yet authenticated from one source address; past it new ones are reset",
+		func(c *Config) *int { return &c.Inbound.MaxPendingPerSource }),
+
 	// Outbound.
 	{
 		name: "outbound-listener", usage: "explicit outbound listener LISTEN=TARGET, e.g. 127.0.0.1:16379=redis.demo:6379 (repeatable)",
@@ -148,6 +170,8 @@ var settings = []setting{
 		func(c *Config) *[]string { return &c.MeshedNetworks }),
 	boolSetting("refuse-unmeshed", "refuse outbound connections to destinations not in the destination table", func(c *Config) *bool { return &c.Outbound.RefuseUnmeshed }),
 	durationSetting("dial-timeout", "bound on connecting and handshaking to a peer", func(c *Config) *time.Duration { return &c.Outbound.DialTimeout }),
+	intSetting("outbound-max-handshakes-per-destination", "most concurrent outbound handshakes (connect, mTLS, header) to one destination; more wait within --dial-timeout",
+		func(c *Config) *int { return &c.Outbound.MaxHandshakesPerDestination }),
 	strSetting("destination-addr", "destination controller (host:port) asked what is at each destination IP before the destination table; empty: none",
 		func(c *Config) *string { return &c.Outbound.DestinationAddr }),
 	listSetting("destination-identity", "whom the destination controller must be: SPIFFE IDs, spiffe://td/prefix/*, trust domains (default: spiffe://OWN-TRUST-DOMAIN/ns/meshproxy/sa/meshproxy-destination)",

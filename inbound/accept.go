@@ -44,6 +44,14 @@ type Config struct {
 	// slow peer can hold: the handshake, then the header read.
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
+	// MaxPending and MaxPendingPerSource cap the connections whose peer
+	// has not yet authenticated, in total and per source address
+	// (pending.go); 0 means config.DefaultMaxPending and
+	// config.DefaultMaxPendingPerSource.
+	MaxPending          int
+	MaxPendingPerSource int
+	// Accept counts the accept loop's failures; nil counts nothing.
+	Accept *serve.Metrics
 	// DialTimeout bounds connecting to the workload.
 	DialTimeout time.Duration
 	Copy        duplex.Options
@@ -77,6 +85,7 @@ type Proxy struct {
 	tls       *tls.Config
 	dialer    net.Dialer
 	srv       *serve.Server
+	pending   *pendingLimiter
 	http      *httpproxy.Server
 	workloads workloads
 	log       *zap.Logger
@@ -99,10 +108,15 @@ func New(cfg Config) *Proxy {
 		cfg.Detector = detect.New(detect.Config{Direction: detect.Inbound, Logger: cfg.Log})
 	}
 	log := cfg.Log.With(zap.String("direction", "inbound"))
+	pending := newPendingLimiter(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.Metrics, log)
 	return &Proxy{
-		cfg: cfg,
-		tls: serverTLS(cfg.TLS),
-		srv: serve.New(log),
+		cfg:     cfg,
+		tls:     serverTLS(cfg.TLS),
+		pending: pending,
+		srv: serve.New(serve.Config{
+			Log: log, Direction: "inbound", Metrics: cfg.Accept, Admit: pending.admit,
+			OnShed: func() { cfg.Metrics.connectionShed("fd_limit") },
+		}),
 		http: httpproxy.New(httpproxy.Config{
 			Direction: metrics.DirectionInbound, Copy: cfg.Copy, Metrics: cfg.HTTP, Log: log,
 		}),
@@ -112,6 +126,10 @@ func New(cfg Config) *Proxy {
 
 // Serve accepts mesh connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error { return p.srv.Serve(ln, p.handle) }
+
+// Starved reports whether the accept loop is failing for want of file
+// descriptors; see serve.Server.Starved.
+func (p *Proxy) Starved() bool { return p.srv.Starved() }
 
 // Shutdown stops accepting and waits for connections to finish until ctx is
 // done, then closes them. HTTP peers are asked to close (Connection: close,
@@ -127,9 +145,16 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // handle carries one connection to the workload: a mesh connection
 // addressed to the inbound port, or in transparent mode one redirected from
-// an app port.
+// an app port. conn comes pending (pending.go) from the accept loop.
 func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
-	log := p.log.With(zap.Stringer("client", conn.RemoteAddr()))
+	pc, _ := conn.(*pendingConn)
+	if pc != nil {
+		defer pc.release()
+		conn = pc.Conn
+	}
+	// Lazily: most refused connections are never logged, and a logger's
+	// fields cost a buffer per connection (a silent flood's memory).
+	log := p.log.WithLazy(zap.Stringer("client", conn.RemoteAddr()))
 	if p.cfg.Transparent {
 		dst, redirected, err := p.redirectedFrom(conn)
 		if err != nil {
@@ -137,19 +162,25 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 			return
 		}
 		if redirected {
-			p.handleRedirected(ctx, log, conn, dst)
+			p.handleRedirected(ctx, log, pc, conn, dst)
 			return
 		}
 	}
-	p.handleMesh(ctx, log, conn, 0, conn.LocalAddr().String())
+	p.handleMesh(ctx, log, pc, conn, 0, conn.LocalAddr().String())
 }
 
 // handleMesh carries a mesh connection: mTLS, then the transport header
 // naming the workload port. want, when not 0, is the port the connection
 // was redirected from, which the header must name too. targetAddr labels
-// the metrics.
-func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, conn net.Conn, want uint16, targetAddr string) {
+// the metrics. The connection stops being pending once the peer has
+// authenticated.
+func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, pc *pendingConn, conn net.Conn, want uint16, targetAddr string) {
 	tc, peer, err := p.handshake(ctx, conn)
+	if pc.release() {
+		// Reset to make room for a newer connection, and counted then.
+		_ = conn.Close()
+		return
+	}
 	if err != nil {
 		p.refuse(log, conn, err)
 		return

@@ -45,6 +45,8 @@ func refusalReason(err error) string {
 type Metrics struct {
 	tlsRefused   *prometheus.CounterVec
 	headerErrors *prometheus.CounterVec
+	pending      prometheus.Gauge
+	shed         *prometheus.CounterVec
 }
 
 // NewMetrics registers the inbound metrics on reg.
@@ -58,8 +60,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "transport_header_errors_total",
 			Help: "Transport headers that could not be read, by reason.",
 		}, []string{"reason"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inbound_pending_connections",
+			Help: "Inbound connections accepted whose peer has not yet authenticated (mTLS handshake) or, redirected in transparent mode, whose protocol detection has not yet decided.",
+		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inbound_connections_shed_total",
+			Help: "Inbound connections reset unserved, by reason: source_limit (the source address had its maximum of pending connections), oldest (the oldest pending connection, reset to make room for a new one), fd_limit (out of file descriptors).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.tlsRefused, m.headerErrors} {
+	for _, c := range []prometheus.Collector{m.tlsRefused, m.headerErrors, m.pending, m.shed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -76,5 +86,17 @@ func (m *Metrics) refused(reason string) {
 func (m *Metrics) headerError(reason string) {
 	if m != nil {
 		m.headerErrors.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) pendingDelta(d float64) {
+	if m != nil {
+		m.pending.Add(d)
+	}
+}
+
+func (m *Metrics) connectionShed(reason string) {
+	if m != nil {
+		m.shed.WithLabelValues(reason).Inc()
 	}
 }

@@ -59,7 +59,18 @@ func unwrapTCP(conn net.Conn) net.Conn {
 // detection finds HTTP, so it has request metrics too (tls="no_identity"),
 // forwarded untouched otherwise. On opaque ports nothing is sniffed (see
 // Config.OpaquePorts).
-func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.Conn, dst netip.AddrPort) {
+//
+// Such a connection counts as pending (pending.go) until detection has
+// decided: it is as unauthenticated as a silent flood, and as cheap to
+// open. A peer proxy's mTLS stays pending until its handshake, as on the
+// inbound port. An unmeshed client's connection stops being pending once
+// detection has seen its first bytes (or, on a port without detection, at
+// once): from then on it is an app connection like any the app would have
+// taken without the mesh, bounded by the app's own limits, and must not be
+// shed for strangers' floods to the inbound port. Detection is not
+// shortened to the handshake timeout, so server-first protocols still get
+// their full detection wait.
+func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, pc *pendingConn, conn net.Conn, dst netip.AddrPort) {
 	port := dst.Port()
 	log = log.With(zap.Uint16("port", port), zap.Bool("redirected", true))
 	// Before reading anything: a connection to one of the proxy's own
@@ -77,7 +88,7 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.
 			return
 		}
 		if res.TLS && slices.Contains(res.ALPN, header.ALPN) {
-			p.handleMesh(ctx, log, conn, port, dst.String())
+			p.handleMesh(ctx, log, pc, conn, port, dst.String())
 			return
 		}
 		switch res.Protocol {
@@ -86,6 +97,10 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, conn net.
 		case detect.HTTP2:
 			session = header.HTTP2
 		}
+	}
+	if pc.release() {
+		_ = conn.Close() // shed to make room, and counted then
+		return
 	}
 	_, err := p.cfg.Policy.CheckUnauthenticated(port)
 	if err != nil && session == header.None {

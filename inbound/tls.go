@@ -6,8 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -98,13 +103,30 @@ func serverTLS(base *tls.Config) *tls.Config {
 // handshake completes the mTLS handshake within HandshakeTimeout. The TLS
 // configuration verifies the peer's SVID against the trust bundle on every
 // handshake, resumed or not; here we only read the result.
+//
+// A pending connection's memory is mostly what waits on it (see
+// BenchmarkPendingHandshakeMemory), so until the peer's first byte arrives
+// only a goroutine with a shallow stack waits, on the bare socket: no TLS
+// state, no buffers, no timer. The deadline and shutdown go through the
+// socket too, rather than HandshakeContext's cancelable context, which
+// costs a second goroutine per handshake.
 func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
-	defer cancel()
+	if err := conn.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout)); err != nil {
+		return nil, peer{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if err := awaitFirstByte(conn); err != nil {
+		return nil, peer{}, fmt.Errorf("mTLS handshake: waiting for the ClientHello: %w", err)
+	}
 	var offer offered
-	ctx = context.WithValue(ctx, offeredKey{}, &offer)
+	// Without cancellation, Done is nil and crypto/tls starts no watcher.
+	hctx := context.WithValue(context.WithoutCancel(ctx), offeredKey{}, &offer)
 	tc := tls.Server(conn, p.tls)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := tc.HandshakeContext(hctx); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) {
 			return nil, peer{}, fmt.Errorf("%w: %w", ErrPlaintext, err)
@@ -113,6 +135,9 @@ func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, 
 			return nil, peer{}, fmt.Errorf("%w: %w", refusal, err)
 		}
 		return nil, peer{}, fmt.Errorf("mTLS handshake: %w", err)
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, peer{}, err
 	}
 	cs := tc.ConnectionState()
 	if cs.NegotiatedProtocol != header.ALPN {
@@ -123,4 +148,36 @@ func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, 
 		return tc, peer{}, err
 	}
 	return tc, peer{ID: id, Chains: [][]*x509.Certificate{cs.PeerCertificates}}, nil
+}
+
+// awaitFirstByte waits, within conn's read deadline, until conn has bytes
+// to read (or is closed), without reading them. Connections that cannot
+// tell (not sockets) return at once.
+func awaitFirstByte(conn net.Conn) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var peekErr error
+	err = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return false // wait until readable
+		case err != nil:
+			peekErr = err
+		case n == 0:
+			peekErr = io.EOF
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return peekErr
 }

@@ -59,8 +59,14 @@ type Config struct {
 	// connection whose original destination is one of them on a loopback
 	// address is refused as a loop.
 	OwnPorts ports.Set
-	// DialTimeout bounds connecting and the mTLS handshake to a peer.
+	// DialTimeout bounds connecting and the mTLS handshake to a peer,
+	// queueing for a handshake slot included.
 	DialTimeout time.Duration
+	// MaxHandshakesPerDestination caps the concurrent handshakes to one
+	// destination address (handshakes.go); 0 means the default.
+	MaxHandshakesPerDestination int
+	// Accept counts the accept loops' failures; nil counts nothing.
+	Accept *serve.Metrics
 	// Copy configures the two-way copy of established connections.
 	Copy duplex.Options
 	// Transport counts the tcp_* metrics and Metrics the failures; nil
@@ -81,6 +87,7 @@ type Proxy struct {
 	cfg       Config
 	dialer    net.Dialer
 	srv       *serve.Server
+	slots     *handshakeSlots
 	http      *httpproxy.Server
 	upstreams upstreams
 	log       *zap.Logger
@@ -100,7 +107,11 @@ func New(cfg Config) *Proxy {
 	log := cfg.Log.With(zap.String("direction", "outbound"))
 	return &Proxy{
 		cfg: cfg,
-		srv: serve.New(log),
+		srv: serve.New(serve.Config{
+			Log: log, Direction: "outbound", Metrics: cfg.Accept,
+			OnShed: func() { cfg.Metrics.connectionShed("fd_limit") },
+		}),
+		slots: newHandshakeSlots(cfg.MaxHandshakesPerDestination, cfg.Metrics),
 		http: httpproxy.New(httpproxy.Config{
 			Direction: metrics.DirectionOutbound, Copy: cfg.Copy, Metrics: cfg.HTTP, Log: log,
 		}),
@@ -115,6 +126,10 @@ func New(cfg Config) *Proxy {
 func (p *Proxy) ServeExplicit(ln net.Listener, target Target) error {
 	return p.srv.Serve(ln, func(ctx context.Context, c net.Conn) { p.handle(ctx, c, target) })
 }
+
+// Starved reports whether an accept loop is failing for want of file
+// descriptors; see serve.Server.Starved.
+func (p *Proxy) Starved() bool { return p.srv.Starved() }
 
 // Shutdown stops accepting and waits for connections to finish until ctx is
 // done, then closes them. HTTP clients are asked to close (Connection:

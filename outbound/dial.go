@@ -33,6 +33,11 @@ func (p *Proxy) dial(ctx context.Context, route Route) (net.Conn, string, Route,
 func (p *Proxy) dialSession(ctx context.Context, route Route, proto header.SessionProtocol) (net.Conn, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
+	release, err := p.slots.acquire(ctx, route.DialAddr)
+	if err != nil {
+		return nil, "", err
+	}
+	defer release()
 	raw, err := p.dialer.DialContext(ctx, "tcp", route.DialAddr)
 	if err != nil {
 		return nil, "", err

@@ -16,6 +16,8 @@ import (
 type Metrics struct {
 	errors  *prometheus.CounterVec
 	choices *prometheus.CounterVec
+	pending prometheus.Gauge
+	shed    *prometheus.CounterVec
 }
 
 // NewMetrics registers the outbound metrics on reg.
@@ -29,8 +31,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "outbound_endpoint_choices_total",
 			Help: "Endpoints of controller-resolved destinations chosen by the balancer, by outcome: connected, or failed (the next attempt tries another endpoint).",
 		}, []string{"outcome"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbound_pending_connections",
+			Help: "Outbound connections handshaking with their destination (connect, mTLS, transport header) or queued to, under the per-destination cap.",
+		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_connections_shed_total",
+			Help: "Outbound connections given up unserved, by reason: handshake_queue_timeout (the dial timeout ran out queued for a handshake slot), fd_limit (out of file descriptors).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.errors, m.choices} {
+	for _, c := range []prometheus.Collector{m.errors, m.choices, m.pending, m.shed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -85,4 +95,16 @@ func connectErrorReason(err error) string {
 		return "dns"
 	}
 	return identity.RefusalReason(err)
+}
+
+func (m *Metrics) pendingDelta(d float64) {
+	if m != nil {
+		m.pending.Add(d)
+	}
+}
+
+func (m *Metrics) connectionShed(reason string) {
+	if m != nil {
+		m.shed.WithLabelValues(reason).Inc()
+	}
 }

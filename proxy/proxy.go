@@ -30,6 +30,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/identity"
 	"github.com/seed722d2a70/meshproxy/inbound"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
 	"github.com/seed722d2a70/meshproxy/outbound"
 	"github.com/seed722d2a70/meshproxy/ports"
@@ -64,6 +65,9 @@ type Proxy struct {
 
 	listening atomic.Bool
 	src       atomic.Pointer[identity.Source]
+	// accepting are the inbound and outbound proxies, set before listening
+	// is: Ready asks them whether they are out of file descriptors.
+	accepting []interface{ Starved() bool }
 	readyCh   chan struct{} // closed when first ready
 	addrs     Addrs
 }
@@ -92,9 +96,20 @@ func New(cfg config.Config, opts Options) (*Proxy, error) {
 // identity: what /ready answers. It is computed on each call, so an SVID
 // that expires while the SPIRE agent is away makes the proxy not ready
 // without any event having to say so.
+//
+// It is false too while an accept loop fails for want of file descriptors:
+// the pod then leaves its Services' endpoints until descriptors free up.
 func (p *Proxy) Ready() bool {
 	src := p.src.Load()
-	return p.listening.Load() && src != nil && (*src).Ready()
+	if !p.listening.Load() || src == nil || !(*src).Ready() {
+		return false
+	}
+	for _, a := range p.accepting {
+		if a.Starved() {
+			return false
+		}
+	}
+	return true
 }
 
 // WaitReady blocks until the proxy first becomes ready or ctx is done, and
@@ -183,6 +198,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	acceptMetrics, err := serve.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	authorizer := authorizerFor(td)
 
 	// One buffer pool for every copy through TLS: steady-state copying
@@ -244,19 +263,22 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Timeout: p.cfg.Detect.Timeout, Direction: detect.Inbound, Metrics: detectMetrics, Logger: p.log,
 	})
 	in := inbound.New(inbound.Config{
-		TLS:              identity.ServerConfig(src, tlsconfig.AuthorizeAny()),
-		Policy:           policy,
-		WorkloadHost:     p.cfg.Inbound.WorkloadHost,
-		HandshakeTimeout: p.cfg.Inbound.HandshakeTimeout,
-		HeaderTimeout:    p.cfg.Inbound.HeaderTimeout,
-		Transparent:      p.cfg.Transparent,
-		Detector:         inDetector,
-		OpaquePorts:      p.cfg.OpaquePorts,
-		Copy:             copyOpts,
-		Metrics:          inMetrics,
-		Transport:        transport,
-		HTTP:             httpMetrics,
-		Log:              p.log,
+		TLS:                 identity.ServerConfig(src, tlsconfig.AuthorizeAny()),
+		Policy:              policy,
+		WorkloadHost:        p.cfg.Inbound.WorkloadHost,
+		HandshakeTimeout:    p.cfg.Inbound.HandshakeTimeout,
+		HeaderTimeout:       p.cfg.Inbound.HeaderTimeout,
+		MaxPending:          p.cfg.Inbound.MaxPending,
+		MaxPendingPerSource: p.cfg.Inbound.MaxPendingPerSource,
+		Accept:              acceptMetrics,
+		Transparent:         p.cfg.Transparent,
+		Detector:            inDetector,
+		OpaquePorts:         p.cfg.OpaquePorts,
+		Copy:                copyOpts,
+		Metrics:             inMetrics,
+		Transport:           transport,
+		HTTP:                httpMetrics,
+		Log:                 p.log,
 	})
 
 	clientTLS := newClientTLSFunc(src, authorizer)
@@ -289,18 +311,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Detector: detect.New(detect.Config{
 			Timeout: p.cfg.Detect.Timeout, Direction: "outbound", Metrics: detectMetrics, Logger: p.log,
 		}),
-		DetectMetrics:   detectMetrics,
-		ServerFirst:     outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
-		SpeculateAfter:  p.cfg.Detect.SpeculateAfter,
-		NoSpeculate:     p.cfg.Detect.NoSpeculatePorts,
-		OwnPorts:        own,
-		DialTimeout:     p.cfg.Outbound.DialTimeout,
-		Copy:            copyOpts,
-		Transport:       transport,
-		Metrics:         outMetrics,
-		HTTP:            httpMetrics,
-		ResponseTimeout: p.cfg.Outbound.ResponseTimeout,
-		Log:             p.log,
+		DetectMetrics:               detectMetrics,
+		ServerFirst:                 outbound.NewServerFirst(p.cfg.Detect.ServerFirstMax, p.cfg.Detect.ServerFirstTTL, learned),
+		SpeculateAfter:              p.cfg.Detect.SpeculateAfter,
+		NoSpeculate:                 p.cfg.Detect.NoSpeculatePorts,
+		OwnPorts:                    own,
+		DialTimeout:                 p.cfg.Outbound.DialTimeout,
+		MaxHandshakesPerDestination: p.cfg.Outbound.MaxHandshakesPerDestination,
+		Accept:                      acceptMetrics,
+		Copy:                        copyOpts,
+		Transport:                   transport,
+		Metrics:                     outMetrics,
+		HTTP:                        httpMetrics,
+		ResponseTimeout:             p.cfg.Outbound.ResponseTimeout,
+		Log:                         p.log,
 	})
 	if p.cfg.Path != "" {
 		go p.watchDestinations(ctx, router, clientTLS)
@@ -324,6 +348,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("proxy ready", zap.Stringer("inbound_addr", inLn.Addr()), zap.Stringer("outbound_addr", outLn.Addr()),
 		zap.Bool("transparent", p.cfg.Transparent))
 	p.src.Store(&src)
+	p.accepting = []interface{ Starved() bool }{in, out}
 	p.listening.Store(true)
 	close(p.readyCh)
 

@@ -15,6 +15,9 @@ import (
 var meshproxyBin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floodHelperEnv); spec != "" {
+		os.Exit(floodHelper(spec))
+	}
 	dir, err := os.MkdirTemp("", "meshproxy-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,6 +1,10 @@
 // Package serve runs accept loops and tracks the connections they hand out,
 // so that a proxy can stop accepting, let connections drain, and then close
 // what is left: the lifecycle both the inbound and outbound proxies share.
+//
+// An accept loop also outlives running out of file descriptors (fds.go):
+// it backs off, sheds what waits in the kernel's backlog, reports itself
+// starved until descriptors free up, and recovers without a restart.
 package serve
 
 import (
@@ -12,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/seed722d2a70/meshproxy/internal/ratelog"
 )
 
 // Handler serves one accepted connection and closes it before returning.
@@ -23,7 +29,12 @@ type Handler func(ctx context.Context, conn net.Conn)
 // Handler run in a goroutine per connection, and drains them together. The
 // zero value is not usable; use New.
 type Server struct {
-	log *zap.Logger
+	log       *zap.Logger
+	direction string
+	metrics   *Metrics
+	onShed    func()
+	admit     func(net.Conn) net.Conn
+	fds       fdState
 
 	ctx    context.Context // canceled when draining is over
 	cancel context.CancelFunc
@@ -36,10 +47,36 @@ type Server struct {
 	loops     sync.WaitGroup
 }
 
+// Config configures a Server. Every field is optional.
+type Config struct {
+	Log *zap.Logger
+	// Direction labels the metrics: inbound or outbound.
+	Direction string
+	// Metrics counts accept failures; nil counts nothing.
+	Metrics *Metrics
+	// OnShed is called for each connection closed unserved because the
+	// process is out of file descriptors (see fds.go).
+	OnShed func()
+	// Admit, when set, is called in the accept loop for each accepted
+	// connection, and must not block: it returns the connection to serve
+	// (possibly wrapped), or nil when it has closed the connection instead.
+	Admit func(net.Conn) net.Conn
+}
+
 // New returns a server with no listeners yet.
-func New(log *zap.Logger) *Server {
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.OnShed == nil {
+		cfg.OnShed = func() {}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{log: log, ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{}}
+	return &Server{
+		log: cfg.Log, direction: cfg.Direction, metrics: cfg.Metrics, onShed: cfg.OnShed, admit: cfg.Admit,
+		fds: fdState{spare: -1, logEvery: ratelog.New(time.Second)},
+		ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{},
+	}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -59,10 +96,20 @@ func (s *Server) Serve(ln net.Listener, h Handler) error {
 	s.loops.Add(1)
 	s.mu.Unlock()
 	defer s.loops.Done()
+	s.fds.reserve()
 
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
+		if err != nil && outOfFDs(err) {
+			s.metrics.acceptError(s.direction, err)
+			s.fds.starved(s.log, err)
+			if conn, err = s.acceptWithSpare(ln, err); errors.Is(err, errShed) {
+				continue // maybe more are waiting
+			}
+		} else if err != nil {
+			s.metrics.acceptError(s.direction, err)
+		}
 		if err != nil {
 			if s.isClosing() {
 				return ErrServerClosed
@@ -74,7 +121,9 @@ func (s *Server) Serve(ln net.Listener, h Handler) error {
 			// with the bounds net/http's Serve loop uses (5 ms doubling
 			// to 1 s), rather than spinning or giving up.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+			if !outOfFDs(err) {
+				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+			}
 			select {
 			case <-time.After(delay):
 			case <-s.ctx.Done():
@@ -83,6 +132,12 @@ func (s *Server) Serve(ln net.Listener, h Handler) error {
 			continue
 		}
 		delay = 0
+		s.fds.recovered()
+		if s.admit != nil {
+			if conn = s.admit(conn); conn == nil {
+				continue
+			}
+		}
 		s.conns.Add(1)
 		s.active.Add(1)
 		go func() {
@@ -112,6 +167,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.loops.Wait()
+	s.fds.release()
 
 	drained := make(chan struct{})
 	go func() {

@@ -32,7 +32,7 @@ func listen(t *testing.T) net.Listener {
 }
 
 func TestShutdownDrains(t *testing.T) {
-	s := New(zap.NewNop())
+	s := New(Config{Log: zap.NewNop()})
 	ln := listen(t)
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln, echo) }()
@@ -78,7 +78,7 @@ func TestShutdownDrains(t *testing.T) {
 }
 
 func TestShutdownDeadlineCutsConnections(t *testing.T) {
-	s := New(zap.NewNop())
+	s := New(Config{Log: zap.NewNop()})
 	ln := listen(t)
 	go func() { _ = s.Serve(ln, echo) }()
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -107,7 +107,7 @@ func TestShutdownDeadlineCutsConnections(t *testing.T) {
 }
 
 func TestServeAfterShutdown(t *testing.T) {
-	s := New(zap.NewNop())
+	s := New(Config{Log: zap.NewNop()})
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestServeAfterShutdown(t *testing.T) {
 // connection is open, and says so.
 func TestShutdownExpiredGraceIdle(t *testing.T) {
 	for range 100 { // the drained goroutine must not win by luck
-		s := New(zap.NewNop())
+		s := New(Config{Log: zap.NewNop()})
 		ln := listen(t)
 		served := make(chan error, 1)
 		go func() { served <- s.Serve(ln, echo) }()

@@ -1,0 +1,135 @@
+package serve
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+)
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) uint64 {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count file descriptors: %v", err)
+	}
+	return uint64(len(entries))
+}
+
+// Out of file descriptors, the accept loop stays up, counts the failure,
+// resets the connection waiting in the backlog with its spare descriptor,
+// and reports itself starved; once descriptors are free again it says so
+// by itself and serves the next client.
+func TestAcceptOutOfFDs(t *testing.T) {
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shed atomic.Int64
+	s := New(Config{Log: zap.NewNop(), Direction: "inbound", Metrics: m, OnShed: func() { shed.Add(1) }})
+	ln := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln, echo) }()
+	defer func() {
+		_ = s.Shutdown(t.Context())
+		<-served
+	}()
+	// A client first, so the loop is known to be running with its spare.
+	first, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	for s.active.Load() != 0 { // its server side closed too
+		time.Sleep(time.Millisecond)
+	}
+
+	limit := old
+	limit.Cur = openFDs(t) + 16
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		t.Skipf("cannot lower the open-file limit: %v", err)
+	}
+	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) }()
+	var fillers []int
+	closeFillers := func() {
+		for _, fd := range fillers {
+			_ = syscall.Close(fd)
+		}
+		fillers = nil
+	}
+	defer closeFillers()
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	// One descriptor free: the client's socket takes it, the server has
+	// none left for its side.
+	_ = syscall.Close(fillers[len(fillers)-1])
+	fillers = fillers[:len(fillers)-1]
+	// The client sees a reset, when connecting or reading.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if err == nil || os.IsTimeout(err) {
+		t.Fatalf("client in the backlog: %v, want a reset at once", err)
+	}
+	t.Logf("client in the backlog: %v", err)
+	if n := testutil.ToFloat64(m.errors.WithLabelValues("inbound", "emfile")); n < 1 {
+		t.Errorf("accept_errors_total{reason=emfile} = %v, want at least 1", n)
+	}
+	if shed.Load() < 1 {
+		t.Error("no connection counted as shed")
+	}
+	// The client's socket may be gone (a reset while connecting): take
+	// any descriptor free again.
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	if !s.Starved() {
+		t.Error("Starved() = false while out of descriptors")
+	}
+
+	if c != nil {
+		c.Close()
+	}
+	closeFillers()
+	if s.Starved() {
+		t.Error("Starved() = true with descriptors free again")
+	}
+	good, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if _, err := good.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2)
+	_ = good.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(good, buf); err != nil || string(buf) != "ok" {
+		t.Fatalf("after recovery: %q, %v", buf, err)
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/internal/ratelog"
 	"github.com/seed722d2a70/meshproxy/internal/serve"
 	"github.com/seed722d2a70/meshproxy/metrics"
 	"github.com/seed722d2a70/meshproxy/ports"
@@ -81,11 +82,15 @@ type Config struct {
 // Proxy is an inbound proxy. Create one with New, serve with Serve, stop
 // with Shutdown.
 type Proxy struct {
-	cfg       Config
-	tls       *tls.Config
-	dialer    net.Dialer
-	srv       *serve.Server
-	pending   *pendingLimiter
+	cfg     Config
+	tls     *tls.Config
+	dialer  net.Dialer
+	srv     *serve.Server
+	pending *pendingLimiter
+	// refusals limits refusal log lines to one a second per reason: a
+	// flood of bad peers would otherwise cost a line per connection. The
+	// metrics keep the exact count.
+	refusals  *ratelog.Keyed
 	http      *httpproxy.Server
 	workloads workloads
 	log       *zap.Logger
@@ -110,9 +115,10 @@ func New(cfg Config) *Proxy {
 	log := cfg.Log.With(zap.String("direction", "inbound"))
 	pending := newPendingLimiter(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.Metrics, log)
 	return &Proxy{
-		cfg:     cfg,
-		tls:     serverTLS(cfg.TLS),
-		pending: pending,
+		cfg:      cfg,
+		tls:      serverTLS(cfg.TLS),
+		pending:  pending,
+		refusals: ratelog.NewKeyed(time.Second),
 		srv: serve.New(serve.Config{
 			Log: log, Direction: "inbound", Metrics: cfg.Accept, Admit: pending.admit,
 			OnShed: func() { cfg.Metrics.connectionShed("fd_limit") },
@@ -226,7 +232,7 @@ func (p *Proxy) httpRefusal(log *zap.Logger, err error) string {
 	}
 	reason := refusalReason(err)
 	p.cfg.Metrics.refused(reason)
-	log.Info("HTTP connection refused", zap.String("reason", reason), zap.Error(err))
+	p.logRefusal(log, "HTTP connection refused", reason, err)
 	return reason
 }
 
@@ -236,6 +242,20 @@ func (p *Proxy) httpRefusal(log *zap.Logger, err error) string {
 func (p *Proxy) refuse(log *zap.Logger, conn net.Conn, err error) {
 	reason := refusalReason(err)
 	p.cfg.Metrics.refused(reason)
-	log.Info("connection refused", zap.String("reason", reason), zap.Error(err))
+	p.logRefusal(log, "connection refused", reason, err)
 	_ = conn.Close()
+}
+
+// logRefusal logs a refusal unless one with the same reason was logged
+// within the last second; the line then says how many it stands for.
+func (p *Proxy) logRefusal(log *zap.Logger, msg, reason string, err error) {
+	ok, suppressed := p.refusals.Allow(reason, time.Now())
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("reason", reason), zap.Error(err)}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed", suppressed))
+	}
+	log.Info(msg, fields...)
 }

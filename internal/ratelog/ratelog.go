@@ -36,3 +36,30 @@ func (l *Limiter) Allow(now time.Time) (ok bool, suppressed int) {
 	suppressed, l.suppressed = l.suppressed, 0
 	return true, suppressed
 }
+
+// Keyed is a Limiter per key, for events of a few kinds (refusal reasons,
+// say) where one kind's flood must not hide another's first line. Keys
+// must come from a small fixed set: each one keeps a Limiter for good.
+type Keyed struct {
+	every time.Duration
+
+	mu sync.Mutex
+	m  map[string]*Limiter
+}
+
+// NewKeyed returns a Keyed letting one event of each key through per every.
+func NewKeyed(every time.Duration) *Keyed {
+	return &Keyed{every: every, m: map[string]*Limiter{}}
+}
+
+// Allow is Limiter.Allow for key's events.
+func (k *Keyed) Allow(key string, now time.Time) (ok bool, suppressed int) {
+	k.mu.Lock()
+	l, found := k.m[key]
+	if !found {
+		l = New(k.every)
+		k.m[key] = l
+	}
+	k.mu.Unlock()
+	return l.Allow(now)
+}

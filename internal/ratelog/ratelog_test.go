@@ -28,3 +28,29 @@ func TestLimiter(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyedLimitsEachKeyAlone(t *testing.T) {
+	k := NewKeyed(time.Second)
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		key            string
+		at             time.Duration
+		ok             bool
+		wantSuppressed int
+	}{
+		{"a", 0, true, 0},
+		{"a", 10 * time.Millisecond, false, 0},
+		{"b", 20 * time.Millisecond, true, 0}, // a's flood does not hide b
+		{"a", 30 * time.Millisecond, false, 0},
+		{"b", 40 * time.Millisecond, false, 0},
+		{"a", time.Second, true, 2},
+		{"b", time.Second, false, 0},
+		{"b", 1020 * time.Millisecond, true, 2},
+	}
+	for _, s := range steps {
+		ok, n := k.Allow(s.key, t0.Add(s.at))
+		if ok != s.ok || n != s.wantSuppressed {
+			t.Errorf("Allow(%q) at +%v = %v, %d; want %v, %d", s.key, s.at, ok, n, s.ok, s.wantSuppressed)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +73,7 @@ func newSoakPlan(d time.Duration) soakPlan {
 		warmUp:       d / 5,
 		agentRestart: d / 2,
 		flood:        d * 7 / 10,
-		settle:       min(time.Minute, d/10),
+		settle:       min(2*time.Minute, d/10),
 	}
 }
 
@@ -287,6 +288,8 @@ func TestSoak(t *testing.T) {
 
 // sampleSoak reads each proxy's RSS and fds from /proc and its goroutines
 // and SVID refreshes from its metrics, with the traffic counts so far.
+// Goroutines are the median of a few scrapes: requests in flight make a
+// single one jumpy.
 func sampleSoak(t *testing.T, proxies []*pod, tr *soakTraffic, at time.Duration, event string) soakSample {
 	t.Helper()
 	s := soakSample{at: at, event: event}
@@ -301,10 +304,16 @@ func sampleSoak(t *testing.T, proxies []*pod, tr *soakTraffic, at time.Duration,
 			t.Fatal(err)
 		}
 		families := p.proxy.Scrape(t)
+		goroutines := []float64{meshtest.Sum(families, "go_goroutines", nil)}
+		for range 4 {
+			time.Sleep(200 * time.Millisecond)
+			goroutines = append(goroutines, p.metric(t, "go_goroutines", nil))
+		}
+		slices.Sort(goroutines)
 		s.proxies = append(s.proxies, proxySample{
 			rss:        rss,
 			fds:        float64(len(fds)),
-			goroutines: meshtest.Sum(families, "go_goroutines", nil),
+			goroutines: goroutines[len(goroutines)/2],
 			heap:       meshtest.Sum(families, "go_memstats_heap_inuse_bytes", nil),
 			rotations:  meshtest.Sum(families, "identity_cert_refresh_count", nil),
 			ready:      p.proxy.Ready(),

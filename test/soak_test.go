@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -213,6 +214,7 @@ func TestSoak(t *testing.T) {
 			break
 		}
 		var event string
+		flood := false
 		switch {
 		case res.agentRestartAt == 0 && elapsed >= plan.agentRestart:
 			for i, p := range proxies {
@@ -225,15 +227,18 @@ func TestSoak(t *testing.T) {
 			res.agentDown = time.Since(start) - elapsed
 			event = "agent restart"
 		case floodDone == nil && elapsed >= plan.flood:
-			floodDone = make(chan soakFlood, 1)
-			targets := []netip.Addr{client.ip, server.ip}
-			run(func(ctx context.Context) { floodDone <- floodInbound(ctx, attacker, targets, start) })
-			event = "flood"
+			flood, event = true, "flood"
 		}
 		if elapsed >= next || event != "" {
 			// After an agent restart, time has moved on.
 			res.samples = append(res.samples, sampleSoak(t, proxies, traffic, time.Since(start), event))
 			next = elapsed.Truncate(soakSampleEvery) + soakSampleEvery
+		}
+		if flood {
+			// Started after the sample, which shows the state before it.
+			floodDone = make(chan soakFlood, 1)
+			targets := []netip.Addr{client.ip, server.ip}
+			run(func(ctx context.Context) { floodDone <- floodInbound(ctx, attacker, targets, start) })
 		}
 		select {
 		case f := <-floodDone:
@@ -245,26 +250,9 @@ func TestSoak(t *testing.T) {
 	res.samples = append(res.samples, sampleSoak(t, proxies, traffic, time.Since(start), "end"))
 	for i, p := range proxies {
 		res.rotationsEnd = append(res.rotationsEnd, p.metric(t, "identity_cert_refresh_count", nil))
-		var resets float64
-		for _, f := range p.proxy.Scrape(t) {
-			if f.GetName() != "tcp_close_total" {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				var labels []string
-				reset := false
-				for _, l := range m.GetLabel() {
-					labels = append(labels, l.GetName()+"="+l.GetValue())
-					reset = reset || l.GetName() == "errno" && (l.GetValue() == "ECONNRESET" || l.GetValue() == "EPIPE")
-				}
-				if reset {
-					resets += m.GetCounter().GetValue()
-					res.proxyResetSeries = append(res.proxyResetSeries, fmt.Sprintf("%s proxy: %.0f × {%s}",
-						res.proxies[i], m.GetCounter().GetValue(), strings.Join(labels, ", ")))
-				}
-			}
-		}
+		resets, series := resetSeries(p.proxy.Scrape(t), res.proxies[i]+" proxy")
 		res.proxyResets = append(res.proxyResets, resets)
+		res.proxyResetSeries = append(res.proxyResetSeries, series...)
 	}
 	cancel()
 	load.Wait()
@@ -284,6 +272,31 @@ func TestSoak(t *testing.T) {
 	for _, v := range verdict {
 		t.Error(v)
 	}
+}
+
+// resetSeries sums the proxy's tcp_close_total series of connections that
+// ended in ECONNRESET or EPIPE, and describes each with its labels.
+func resetSeries(families []*dto.MetricFamily, proxy string) (float64, []string) {
+	var total float64
+	var series []string
+	for _, f := range families {
+		if f.GetName() != "tcp_close_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			reset := false
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+				reset = reset || l.GetName() == "errno" && (l.GetValue() == "ECONNRESET" || l.GetValue() == "EPIPE")
+			}
+			if reset {
+				total += m.GetCounter().GetValue()
+				series = append(series, fmt.Sprintf("%s: %.0f × {%s}", proxy, m.GetCounter().GetValue(), strings.Join(labels, ", ")))
+			}
+		}
+	}
+	return total, series
 }
 
 // sampleSoak reads each proxy's RSS and fds from /proc and its goroutines
@@ -387,19 +400,12 @@ func (tr *soakTraffic) loadRedisLong(ctx context.Context, client *pod, addr stri
 			c.Close()
 		}
 	}()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, 100*time.Millisecond, func(i int) {
 		if c == nil {
 			var err error
 			if c, err = dialIn(ctx, client, addr); err != nil {
 				tr.fail(ctx, &tr.redis, "redis (long-lived connection)", start, err)
-				continue
+				return
 			}
 		}
 		if err := tr.redisSetGet(c, "long:"+strconv.Itoa(i%100), value); err != nil {
@@ -407,13 +413,12 @@ func (tr *soakTraffic) loadRedisLong(ctx context.Context, client *pod, addr stri
 			c.Close()
 			c = nil
 		}
-	}
+	})
 }
 
-// loadRedisFresh opens a new Redis connection every second for a PING, a
-// SET and a GET.
-func (tr *soakTraffic) loadRedisFresh(ctx context.Context, client *pod, addr string, start time.Time) {
-	tick := time.NewTicker(time.Second)
+// every calls f with 0, 1, ... every period until ctx is done.
+func every(ctx context.Context, period time.Duration, f func(i int)) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		select {
@@ -421,6 +426,14 @@ func (tr *soakTraffic) loadRedisFresh(ctx context.Context, client *pod, addr str
 			return
 		case <-tick.C:
 		}
+		f(i)
+	}
+}
+
+// loadRedisFresh opens a new Redis connection every second for a PING, a
+// SET and a GET.
+func (tr *soakTraffic) loadRedisFresh(ctx context.Context, client *pod, addr string, start time.Time) {
+	every(ctx, time.Second, func(i int) {
 		err := func() error {
 			c, err := dialIn(ctx, client, addr)
 			if err != nil {
@@ -436,7 +449,7 @@ func (tr *soakTraffic) loadRedisFresh(ctx context.Context, client *pod, addr str
 		if err != nil {
 			tr.fail(ctx, &tr.redis, "redis (fresh connection)", start, err)
 		}
-	}
+	})
 }
 
 // redisSetGet sets key to value and reads it back: two requests.
@@ -531,20 +544,13 @@ func recvWithin(ctx context.Context, s grpc.ClientStream, m *[]byte) error {
 // loadGRPCServerStreams makes a server-streaming call of 50 messages every
 // second.
 func (tr *soakTraffic) loadGRPCServerStreams(ctx context.Context, cc *grpc.ClientConn, start time.Time) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, time.Second, func(int) {
 		if err := serverStream(ctx, cc, 50); err != nil {
 			tr.fail(ctx, &tr.grpc, "grpc server stream", start, err)
-			continue
+			return
 		}
 		tr.grpc.ok.Add(1)
-	}
+	})
 }
 
 func serverStream(ctx context.Context, cc *grpc.ClientConn, n int) error {

@@ -108,11 +108,16 @@ func grpcEchoApp(t testing.TB) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveGRPCEcho(t, ln)
+	return meshtest.Port(ln.Addr())
+}
+
+// serveGRPCEcho serves the echo service on ln until the test ends.
+func serveGRPCEcho(t testing.TB, ln net.Listener) {
 	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
 	srv.RegisterService(&echoService, struct{}{})
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
-	return meshtest.Port(ln.Addr())
 }
 
 // grpcClient connects to addr (the client proxy's listener) in plaintext,

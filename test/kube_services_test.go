@@ -66,7 +66,17 @@ func (p *pod) keepAliveClient(t testing.TB) *http.Client {
 
 // getBody fetches url with c and returns the body of a 200 answer.
 func getBody(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	return doBody(c, req)
+}
+
+// doBody sends req and returns the body of the answer, an error unless it
+// is 200 OK.
+func doBody(c *http.Client, req *http.Request) (string, error) {
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
 	}

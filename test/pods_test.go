@@ -94,14 +94,21 @@ func (b *testBed) meshedPod(t testing.TB, name string, destinations []podDest, i
 // runArgs.
 func (p *pod) startProxy(t testing.TB, files podFiles, initArgs []string, runArgs ...string) {
 	t.Helper()
-	p.ns.MustRun(t, meshproxyBin, append([]string{"init", "--proxy-uid=" + strconv.Itoa(proxyUID)}, initArgs...)...)
-	args := append([]string{
-		"--transparent",
+	p.startProxyBinary(t, meshproxyBin, initArgs, append([]string{
 		"--identity-cert=" + files.cert, "--identity-key=" + files.key, "--identity-bundle=" + files.bundle,
 		"--config=" + files.config,
-		"--dial-timeout=2s", "--shutdown-grace=1s",
-	}, runArgs...)
-	p.proxy = meshtest.StartProcessWith(t, meshproxyBin, meshtest.ProcessOptions{
+	}, runArgs...)...)
+}
+
+// startProxyBinary installs the pod's interception rules (`meshproxy init`
+// with initArgs) and starts bin, a meshproxy binary, as the pod's proxy
+// running as proxyUID with runArgs, which give its identity and
+// configuration. A copy of the binary lets SPIRE tell proxies apart by path.
+func (p *pod) startProxyBinary(t testing.TB, bin string, initArgs []string, runArgs ...string) {
+	t.Helper()
+	p.ns.MustRun(t, meshproxyBin, append([]string{"init", "--proxy-uid=" + strconv.Itoa(proxyUID)}, initArgs...)...)
+	args := append([]string{"--transparent", "--dial-timeout=2s", "--shutdown-grace=1s"}, runArgs...)
+	p.proxy = meshtest.StartProcessWith(t, bin, meshtest.ProcessOptions{
 		Credential: &syscall.Credential{Uid: proxyUID, Gid: proxyUID},
 		Start:      p.ns.Start,
 		HTTPClient: p.httpClient(t),
@@ -139,28 +146,43 @@ func writePodFiles(t testing.TB, dir string, mesh *meshtest.Mesh, name string, i
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir = filepath.Join(dir, name)
+	f := podFiles{
+		cert: filepath.Join(dir, "svid.pem"), key: filepath.Join(dir, "svid-key.pem"),
+		bundle: filepath.Join(dir, "bundle.pem"), config: writePodConfig(t, dir, destinations),
+	}
+	for path, data := range map[string][]byte{f.cert: certPEM, f.key: keyPEM, f.bundle: bundlePEM} {
+		writeProxyFile(t, path, data)
+	}
+	return f
+}
+
+// writePodConfig creates dir and writes there a proxy configuration with
+// the destinations, owned by the proxy's UID, and returns its path.
+func writePodConfig(t testing.TB, dir string, destinations []podDest) string {
+	t.Helper()
 	var cfg strings.Builder
 	cfg.WriteString("destinations:\n")
 	for _, d := range destinations {
 		fmt.Fprintf(&cfg, "  - {match: %q, identity: [%q], inboundPort: %d, address: %q}\n", d.Match, d.ID, d.InboundPort, d.Address)
 	}
-	dir = filepath.Join(dir, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f := podFiles{
-		cert: filepath.Join(dir, "svid.pem"), key: filepath.Join(dir, "svid-key.pem"),
-		bundle: filepath.Join(dir, "bundle.pem"), config: filepath.Join(dir, "meshproxy.yaml"),
+	path := filepath.Join(dir, "meshproxy.yaml")
+	writeProxyFile(t, path, []byte(cfg.String()))
+	return path
+}
+
+// writeProxyFile writes a file only the proxy's UID may read.
+func writeProxyFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	for path, data := range map[string][]byte{f.cert: certPEM, f.key: keyPEM, f.bundle: bundlePEM, f.config: []byte(cfg.String())} {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(path, proxyUID, proxyUID); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Chown(path, proxyUID, proxyUID); err != nil {
+		t.Fatal(err)
 	}
-	return f
 }
 
 // dial connects from inside the pod, as an application there would.
@@ -181,16 +203,7 @@ func (p *pod) httpClient(t testing.TB) *http.Client {
 // get fetches http://ip:port/ from inside the pod and returns the body.
 func (p *pod) get(t testing.TB, ip netip.Addr, port uint16) (string, error) {
 	t.Helper()
-	resp, err := p.httpClient(t).Get("http://" + netip.AddrPortFrom(ip, port).String() + "/")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("status %s", resp.Status)
-	}
-	return string(body), err
+	return getBody(p.httpClient(t), "http://"+netip.AddrPortFrom(ip, port).String()+"/")
 }
 
 // serveHTTP runs an HTTP server on port in the pod, answering with the
@@ -202,6 +215,11 @@ func (p *pod) serveHTTP(t testing.TB, port uint16) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.serveHTTPOn(t, ln)
+}
+
+// serveHTTPOn is serveHTTP on a listener the caller opened in the pod.
+func (p *pod) serveHTTPOn(t testing.TB, ln net.Listener) {
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)

@@ -166,7 +166,8 @@ func TestInboundFloodHeldUnder64MiBWhileGoodPeersGetThrough(t *testing.T) {
 	}
 }
 
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
+// mib is a byte count in MiB.
+func mib[T int64 | float64](b T) float64 { return float64(b) / (1 << 20) }
 
 // forceGC makes the proxy whose admin server is at admin collect garbage.
 func forceGC(t *testing.T, admin string) {

@@ -257,7 +257,6 @@ func (r *soakResult) csv() string {
 	return b.String()
 }
 
-func mib(bytes float64) float64 { return bytes / (1 << 20) }
 
 func (r *soakResult) markdown(csvName string) string {
 	var b strings.Builder

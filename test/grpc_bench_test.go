@@ -9,14 +9,16 @@ import (
 )
 
 // BenchmarkGRPCUnaryConcurrent measures unary calls from 50 concurrent
-// callers sharing one client connection, directly to the app and through
-// the proxy pair, and reports each one's calls per second and their ratio
-// (mesh/direct). The two run one after the other, so read the ratio
-// against -count repetitions.
+// callers sharing one client connection: directly to the app, through the
+// go-tls baseline (a bare TLS tunnel pair, see goTLSTunnel) and through the
+// proxy pair. It reports each one's calls per second and the mesh's ratio
+// to both. They run one after the other, so read the ratios against
+// -count repetitions.
 func BenchmarkGRPCUnaryConcurrent(b *testing.B) {
 	port := grpcEchoApp(b)
 	p := startPair(b, port, pairOptions{})
 	direct := grpcClient(b, "127.0.0.1:"+itoa(port), port)
+	gotls := grpcClient(b, goTLSTunnel(b, port), port)
 	mesh := grpcClient(b, p.listen, port)
 	const callers = 50
 	run := func(cc *grpc.ClientConn, n int) float64 {
@@ -42,12 +44,16 @@ func BenchmarkGRPCUnaryConcurrent(b *testing.B) {
 		return float64(n) / time.Since(start).Seconds()
 	}
 	run(direct, callers) // connections up before timing
+	run(gotls, callers)
 	run(mesh, callers)
 	b.ReportAllocs()
 	b.ResetTimer()
 	d := run(direct, b.N)
+	g := run(gotls, b.N)
 	m := run(mesh, b.N)
 	b.ReportMetric(d, "direct-calls/s")
+	b.ReportMetric(g, "gotls-calls/s")
 	b.ReportMetric(m, "mesh-calls/s")
 	b.ReportMetric(m/d, "mesh/direct")
+	b.ReportMetric(m/g, "mesh/gotls")
 }

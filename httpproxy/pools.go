@@ -1,6 +1,8 @@
 package httpproxy
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,31 @@ type Pools[K comparable] struct {
 type Pool struct {
 	t        *http.Transport
 	lastUsed atomic.Int64 // Unix nanoseconds of the last request or Get
+	h2once   sync.Once
+	h2       atomic.Pointer[H2Pool]
+}
+
+// H2 returns the pool's connections for the HTTP/2 relay: made with the
+// transport's dial, response timeout and idle timeout, and kept alive by
+// the relay's streams as requests keep the transport alive.
+func (p *Pool) H2() *H2Pool {
+	p.h2once.Do(func() {
+		h := NewH2Pool(TransportConfig{
+			Dial:            func(ctx context.Context) (net.Conn, error) { return p.t.DialContext(ctx, "tcp", "") },
+			ResponseTimeout: p.t.ResponseHeaderTimeout,
+			IdleTimeout:     p.t.IdleConnTimeout,
+		})
+		h.lastUsed = &p.lastUsed
+		p.h2.Store(h)
+	})
+	return p.h2.Load()
+}
+
+func (p *Pool) closeIdle() {
+	p.t.CloseIdleConnections()
+	if h := p.h2.Load(); h != nil {
+		h.CloseIdle()
+	}
 }
 
 // RoundTrip sends r through the pool's transport.
@@ -52,7 +79,7 @@ func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *Po
 		ps.swept = now
 		for k, p := range ps.m {
 			if p.idleSince(now) >= PoolIdleAfter {
-				p.t.CloseIdleConnections()
+				p.closeIdle()
 				delete(ps.m, k)
 			}
 		}
@@ -82,6 +109,6 @@ func (ps *Pools[K]) CloseIdle() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, p := range ps.m {
-		p.t.CloseIdleConnections()
+		p.closeIdle()
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // Config configures a Server.
@@ -49,6 +50,13 @@ type Conn struct {
 	// Tunnel opens a raw connection to the upstream for a CONNECT
 	// request; nil answers CONNECT with 405.
 	Tunnel func(ctx context.Context) (net.Conn, error)
+	// Protocol is what the client speaks when the caller knows it:
+	// header.HTTP2 with H2 set relays the connection frame by frame
+	// (see serveH2); anything else goes through net/http.
+	Protocol header.SessionProtocol
+	// H2 chooses the upstream of each stream of a relayed HTTP/2
+	// connection.
+	H2 H2Picker
 	// Refuse, when not empty, answers every request 403 with this reason
 	// (e.g. the peer may not reach the port): refusing at the HTTP level
 	// tells the client why, where closing the connection would look like
@@ -66,6 +74,9 @@ type Server struct {
 	ln   *handoff
 	rp   *httputil.ReverseProxy
 	done chan struct{}
+
+	h2     h2conns
+	h2bufs *sync.Pool
 }
 
 // New returns a running Server.
@@ -79,7 +90,7 @@ func New(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs()}
 	s.rp = s.reverseProxy()
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -108,6 +119,10 @@ func New(cfg Config) *Server {
 // closes it (idle, shut down), or ctx is done. It takes conn over and
 // closes it.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
+	if info.Protocol == header.HTTP2 && (info.H2 != nil || info.Refuse != "") {
+		s.serveH2(ctx, conn, info)
+		return
+	}
 	sc := &servedConn{Conn: conn, info: info, closed: make(chan struct{})}
 	if !s.ln.give(sc) {
 		_ = conn.Close()
@@ -124,8 +139,14 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
 // HTTP/2 clients GOAWAY, and waits for in-flight requests until ctx is
 // done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		s.h2.shutdown(ctx)
+	}()
 	err := s.srv.Shutdown(ctx)
 	<-s.done
+	<-h2done
 	return err
 }
 

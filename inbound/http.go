@@ -32,12 +32,14 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint
 		Labels: httpproxy.Labels{
 			Direction: metrics.DirectionInbound, TLS: tlsLabel, ClientID: pr.ID.String(), TargetAddr: addr,
 		},
-		Refuse: refuse,
+		Refuse:   refuse,
+		Protocol: session,
 	}
 	if refuse == "" {
 		// A refused peer reaches nothing, so it gets no pool to the
 		// workload either.
-		info.Transport = p.workloads.get(p, addr, pr, session)
+		pool := p.workloads.get(p, addr, pr, session)
+		info.Transport, info.H2 = pool, pool.H2()
 		info.Tunnel = func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) }
 	}
 	p.http.ServeConn(ctx, conn, info)

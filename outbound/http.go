@@ -40,18 +40,21 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 		Labels:   httpproxy.Labels{Direction: metrics.DirectionOutbound, TLS: tlsLabel, TargetAddr: route.DialAddr, Dst: route.dst()},
 		// A CONNECT tunnel is opaque bytes after the answer: it goes
 		// with no session protocol, like any opaque connection.
-		Tunnel: func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, header.None) },
+		Tunnel:   func(ctx context.Context) (net.Conn, error) { return p.dialUpstream(ctx, route, header.None) },
+		Protocol: session,
 	}
 	if route.Endpoints != nil {
 		// Each request chooses its endpoint: one long-lived client
 		// connection (gRPC's) is spread over every replica.
-		c.Transport = &balancedTransport{p: p, route: route, session: session}
+		bt := &balancedTransport{p: p, route: route, session: session}
+		c.Transport, c.H2 = bt, bt
 		c.Labels.TargetAddr = route.Target.String()
 		if route.Endpoints.allMeshed() {
 			c.Labels.TLS = metrics.TLSTrue
 		}
 	} else {
-		c.Transport = p.upstreams.get(p, route, session)
+		pool := p.upstreams.get(p, route, session)
+		c.Transport, c.H2 = pool, pool.H2()
 	}
 	p.http.ServeConn(ctx, conn, c)
 }

@@ -52,6 +52,7 @@ type h2stream struct {
 	final                                      bool // final response headers came
 	answered                                   bool // the client has final headers
 	done                                       bool
+	counted                                    bool
 
 	status     int
 	grpcStatus string
@@ -217,6 +218,7 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 		if v := fieldValue(fields, "grpc-status"); v != "" {
 			s.grpcStatus = v
 		}
+		s.countLocked()
 	}
 	s.down.w.inbox.put(h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields, end: end})
 	s.mu.Unlock()
@@ -242,6 +244,7 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 	}
 	if it.end {
 		s.respEndIn = true
+		s.countLocked()
 	}
 	s.down.w.inbox.put(it)
 	s.mu.Unlock()
@@ -294,15 +297,17 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 	complete := s.respEndIn
 	if !complete {
 		s.failed = true
+		if s.answered {
+			s.cutShort()
+		}
 	}
-	if !s.respEndOut && !(complete && s.reqEndIn) || !s.reqEndIn {
+	s.countLocked()
+	// Relayed unless the client's side of the stream is closed already:
+	// after a complete answer, NO_ERROR tells the client to stop sending.
+	if !(s.respEndOut && s.reqEndIn) {
 		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 	}
-	answered := s.answered
 	s.mu.Unlock()
-	if !complete && answered {
-		s.cutShort()
-	}
 	s.finish()
 }
 
@@ -330,6 +335,7 @@ func (s *h2stream) refused(c *h2up) {
 	}
 	s.done = true
 	s.failed = true
+	s.countLocked()
 	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
 	s.mu.Unlock()
 	s.finish()
@@ -353,9 +359,10 @@ func (s *h2stream) upstreamLost(c *h2up, err error) {
 	if s.answered {
 		s.done = true
 		s.failed = true
+		s.cutShort()
+		s.countLocked()
 		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeInternal})
 		s.mu.Unlock()
-		s.cutShort()
 		s.finish()
 		return
 	}
@@ -407,7 +414,8 @@ func (s *h2stream) fail(f failure, err error) {
 		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
 	}
 	status := 0
-	if !s.answered && f.reason != ReasonCanceled {
+	answer := !s.answered && f.reason != ReasonCanceled
+	if answer {
 		status = f.status
 		if s.grpc {
 			status = http.StatusOK
@@ -416,11 +424,16 @@ func (s *h2stream) fail(f failure, err error) {
 		s.status = status
 		s.headersAt = time.Now()
 		s.answered = true
+	}
+	// Counted before the client can see the answer, as net/http's
+	// handler is.
+	s.srv().cfg.Metrics.proxyError(s.srv().cfg.Direction, f.reason)
+	s.logFailure(f.reason, status, err)
+	s.countLocked()
+	if answer {
 		s.down.w.inbox.put(s.answer(f)...)
 	}
 	s.mu.Unlock()
-	s.srv().cfg.Metrics.proxyError(s.srv().cfg.Direction, f.reason)
-	s.logFailure(f.reason, status, err)
 	s.finish()
 }
 
@@ -474,13 +487,8 @@ func (s *h2stream) finish() {
 		s.pending[i].release(s.down.bufs)
 	}
 	s.pending = nil
-	labels := s.labels
-	if s.serverID != "" {
-		labels.ServerID = s.serverID
-	}
-	ex := &exchange{start: s.start, headersAt: s.headersAt, status: s.status, grpcStatus: s.grpcStatus, failed: s.failed}
+	s.countLocked()
 	s.mu.Unlock()
-	s.srv().cfg.Metrics.record(labels, ex)
 	if pick.Done != nil {
 		pick.Done()
 	}
@@ -488,6 +496,23 @@ func (s *h2stream) finish() {
 		up.release(s)
 	}
 	s.down.release(s)
+}
+
+// countLocked records the exchange in the request metrics, once: when
+// the upstream's answer is complete (before the client can have it, as
+// net/http's handler counts before it returns), or else when the stream
+// ends.
+func (s *h2stream) countLocked() {
+	if s.counted {
+		return
+	}
+	s.counted = true
+	labels := s.labels
+	if s.serverID != "" {
+		labels.ServerID = s.serverID
+	}
+	ex := &exchange{start: s.start, headersAt: s.headersAt, status: s.status, grpcStatus: s.grpcStatus, failed: s.failed}
+	s.srv().cfg.Metrics.record(labels, ex)
 }
 
 // otherWriter is the writer of the hop s's frames written by c came from.

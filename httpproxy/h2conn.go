@@ -544,6 +544,7 @@ func (c *h2conn) setup(nc net.Conn, bufs *sync.Pool) {
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rf.MaxHeaderListSize = h2MaxHeaderList
 	c.rf.SetReuseFrames()
+	c.rf.SetMaxReadFrameSize(h2FrameSize) // what SETTINGS leave at the default
 	c.connRecv = h2ConnWindow
 	c.w.setup(c)
 }

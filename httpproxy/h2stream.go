@@ -48,7 +48,6 @@ type h2stream struct {
 	timer   *time.Timer
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
-	sentBody                                   bool // request DATA has left for the upstream
 	final                                      bool // final response headers came
 	answered                                   bool // the client has final headers
 	done                                       bool
@@ -312,15 +311,16 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 }
 
 // refused handles a stream the upstream did not process (REFUSED_STREAM,
-// or above a GOAWAY's last stream): sent again elsewhere if nothing of its
-// body was given up, else refused to the client, which may retry.
+// or above a GOAWAY's last stream): a request without a body is sent again
+// elsewhere, as net/http's transport does; one with a body, whose bytes
+// are gone, is refused to the client, which may retry.
 func (s *h2stream) refused(c *h2up) {
 	s.mu.Lock()
 	if s.done || s.up != c {
 		s.mu.Unlock()
 		return
 	}
-	if s.endOnHeaders && !s.sentBody {
+	if s.endOnHeaders {
 		s.up = nil
 		s.pending = nil
 		pick := s.pick

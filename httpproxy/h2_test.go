@@ -368,12 +368,7 @@ func TestH2RelayMalformedFramesAreConnectionErrors(t *testing.T) {
 			tt.send(c)
 			ga, _ := c.next(isType[*http2.GoAwayFrame]).(*http2.GoAwayFrame)
 			if ga == nil || ga.ErrCode != tt.code {
-				t.Fatalf("got %v (%v), want GOAWAY %v", ga, func() any {
-					if ga != nil {
-						return ga.ErrCode
-					}
-					return nil
-				}(), tt.code)
+				t.Fatalf("got %v, want GOAWAY %v", ga, tt.code)
 			}
 			if c.next(func(http2.Frame) bool { return false }) != nil {
 				t.Error("connection not closed")

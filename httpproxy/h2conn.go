@@ -62,6 +62,7 @@ type h2item struct {
 	kind     h2kind
 	end      bool
 	quiet    bool // h2Reset: the peer reset the stream; forget it, write nothing
+	ctl      bool // queued by putControl
 	code     http2.ErrCode
 	n        uint32
 	s        *h2stream
@@ -123,6 +124,7 @@ func (b *h2inbox) putControl(it h2item) bool {
 	}
 	b.control++
 	b.mu.Unlock()
+	it.ctl = true
 	b.put(it)
 	return true
 }
@@ -146,6 +148,46 @@ func (b *h2inbox) close() {
 	case b.wake <- struct{}{}:
 	default:
 	}
+}
+
+// h2batch holds what a reader passes on to writers until it is about to
+// wait for the network: the frames of one read reach each writer at once,
+// and the writer flushes them in one write.
+type h2batch struct {
+	to    []*h2inbox
+	items [][]h2item
+	n     int
+}
+
+// h2MaxBatch bounds what a reader holds before passing it on.
+const h2MaxBatch = 128
+
+func (b *h2batch) add(in *h2inbox, it h2item) {
+	for i, t := range b.to {
+		if t == in {
+			b.items[i] = append(b.items[i], it)
+			b.n++
+			return
+		}
+	}
+	b.to = append(b.to, in)
+	if len(b.items) < len(b.to) {
+		b.items = append(b.items, nil)
+	}
+	i := len(b.to) - 1
+	b.items[i] = append(b.items[i][:0], it)
+	b.n++
+}
+
+func (b *h2batch) flush() {
+	for i, in := range b.to {
+		in.put(b.items[i]...)
+		clear(b.items[i])
+		b.items[i] = b.items[i][:0]
+	}
+	clear(b.to)
+	b.to = b.to[:0]
+	b.n = 0
 }
 
 // h2out is one direction of a stream as its writer sees it: what is queued
@@ -240,7 +282,7 @@ func (w *h2writer) run() {
 		}
 		control := 0
 		for i := range items {
-			if k := items[i].kind; k == h2Credit || k == h2Settings || k == h2Ping {
+			if items[i].ctl {
 				control++
 			}
 			w.apply(&items[i])
@@ -528,9 +570,10 @@ type h2conn struct {
 	rf       *http2.Framer
 	w        h2writer
 
-	// Read by the reader only.
+	// Used by the reader only.
 	connRecv   int64
 	connCredit uint32
+	batch      h2batch
 
 	// lost collects, at the end, the streams the writer still had.
 	lost []*h2stream
@@ -561,6 +604,24 @@ func (c *h2conn) ownSettings() []http2.Setting {
 		return append(ss, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	}
 	return append(ss, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams})
+}
+
+// readFrame reads the next frame, first passing on what the reader holds
+// if the frame is not already buffered: it is about to wait.
+func (c *h2conn) readFrame() (http2.Frame, error) {
+	if c.batch.n > 0 && (c.batch.n >= h2MaxBatch || !c.frameBuffered()) {
+		c.batch.flush()
+	}
+	return c.rf.ReadFrame()
+}
+
+func (c *h2conn) frameBuffered() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := c.br.Peek(3)
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
 // received accounts a DATA frame of n bytes against the connection window

@@ -78,7 +78,7 @@ func (d *h2down) read() error {
 		if err := d.frame(f); err != nil {
 			return err
 		}
-		f, err = d.rf.ReadFrame()
+		f, err = d.readFrame()
 		var se http2.StreamError
 		for errors.As(err, &se) {
 			if s := d.lookup(se.StreamID); s != nil {
@@ -86,7 +86,7 @@ func (d *h2down) read() error {
 			} else {
 				d.refuse(se.StreamID, se.Code)
 			}
-			f, err = d.rf.ReadFrame()
+			f, err = d.readFrame()
 		}
 		if err != nil {
 			return frameError(err)
@@ -179,9 +179,15 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	d.mu.Lock()
-	if id%2 == 0 || id <= d.lastID {
+	if id%2 == 0 {
 		d.mu.Unlock()
 		return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("HEADERS opening stream %d", id)}
+	}
+	if id <= d.lastID {
+		// A stream that has ended here, whose client had not heard yet
+		// (RFC 9113, 5.1: ignored after our RST_STREAM).
+		d.mu.Unlock()
+		return nil
 	}
 	d.lastID = id
 	if d.goingAway || len(d.streams) >= h2MaxStreams {
@@ -346,6 +352,7 @@ func (d *h2down) teardown(err error) {
 	} else if err != nil && !closing && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		d.srv.log.Debug("HTTP/2 client connection ended", zap.Error(err))
 	}
+	d.batch.flush()
 	d.w.inbox.close()
 	_ = d.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-d.w.done

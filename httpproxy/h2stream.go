@@ -154,7 +154,7 @@ func (s *h2stream) sendReq(it h2item) {
 		return
 	}
 	it.o = s.req
-	s.up.w.inbox.put(it)
+	s.down.batch.add(&s.up.w.inbox, it) // in the client's reader
 }
 
 // ended is told by a writer that it wrote the stream's END_STREAM.
@@ -165,8 +165,13 @@ func (s *h2stream) ended(c *h2conn) {
 		return
 	}
 	if c.upstream {
+		if s.up == nil || &s.up.h2conn != c {
+			s.mu.Unlock() // an attempt that was refused
+			return
+		}
 		s.reqEndOut = true
 		if t := s.up.pool.cfg.ResponseTimeout; t > 0 && !s.final {
+			// From the end of the request, as net/http's transport.
 			s.timer = time.AfterFunc(t, s.timedOut)
 		}
 	} else {
@@ -196,7 +201,7 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 		code, _ := strconv.Atoi(f.PseudoValue("status"))
 		if code < 200 && !end {
 			// 1xx: relayed, and the final answer is still to come.
-			s.down.w.inbox.put(h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields})
+			c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields})
 			s.mu.Unlock()
 			return
 		}
@@ -219,7 +224,7 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 		}
 		s.countLocked()
 	}
-	s.down.w.inbox.put(h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields, end: end})
+	c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields, end: end})
 	s.mu.Unlock()
 	if observe != nil {
 		observe(time.Since(s.start))
@@ -245,7 +250,7 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 		s.respEndIn = true
 		s.countLocked()
 	}
-	s.down.w.inbox.put(it)
+	c.batch.add(&s.down.w.inbox, it)
 	s.mu.Unlock()
 }
 
@@ -274,6 +279,7 @@ func (s *h2stream) clientReset() {
 		if answered {
 			s.cutShort()
 		} else {
+			s.srv().cfg.Metrics.proxyError(s.srv().cfg.Direction, ReasonCanceled)
 			s.logFailure(ReasonCanceled, 0, nil)
 		}
 	}
@@ -304,7 +310,8 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 	// Relayed unless the client's side of the stream is closed already:
 	// after a complete answer, NO_ERROR tells the client to stop sending.
 	if !(s.respEndOut && s.reqEndIn) {
-		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+		// Behind what the upstream's reader passes on before it.
+		c.batch.add(&s.down.w.inbox, h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 	}
 	s.mu.Unlock()
 	s.finish()
@@ -323,6 +330,10 @@ func (s *h2stream) refused(c *h2up) {
 	if s.endOnHeaders {
 		s.up = nil
 		s.pending = nil
+		s.reqEndOut = false
+		if s.timer != nil {
+			s.timer.Stop()
+		}
 		pick := s.pick
 		s.pick = H2Pick{}
 		s.mu.Unlock()
@@ -371,7 +382,12 @@ func (s *h2stream) upstreamLost(c *h2up, err error) {
 }
 
 func (s *h2stream) timedOut() {
-	s.fail(classify(errResponseTimeout), errResponseTimeout)
+	s.mu.Lock()
+	final := s.final
+	s.mu.Unlock()
+	if !final {
+		s.fail(classify(errResponseTimeout), errResponseTimeout)
+	}
 }
 
 // errResponseTimeout is a net.Error timeout, as classify wants.

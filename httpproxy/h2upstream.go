@@ -320,8 +320,9 @@ func (c *h2up) serve() {
 }
 
 func (c *h2up) read() error {
+	defer c.batch.flush()
 	for {
-		f, err := c.rf.ReadFrame()
+		f, err := c.readFrame()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			if e, ok := c.lookup(se.StreamID); ok {

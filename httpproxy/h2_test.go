@@ -352,7 +352,7 @@ func TestH2RelayMalformedFramesAreConnectionErrors(t *testing.T) {
 		code http2.ErrCode
 	}{
 		{"DATA on stream 0", func(c *rawH2) { _ = c.fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")) }, http2.ErrCodeProtocol},
-		{"frame over the max size", func(c *rawH2) { _ = c.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, 20<<10)) }, http2.ErrCodeFrameSize},
+		{"frame over the max size", func(c *rawH2) { _ = c.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, h2BigFrame+1)) }, http2.ErrCodeFrameSize},
 		{"HEADERS opening an even stream", func(c *rawH2) { c.get(2, "/") }, http2.ErrCodeProtocol},
 		{"undecodable header block", func(c *rawH2) {
 			_ = c.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, 1, []byte{0xff, 0xff, 0xff, 0xff})

@@ -33,14 +33,39 @@ const (
 	// h2WriteTimeout bounds the last flush of a connection being closed.
 	h2WriteTimeout = 5 * time.Second
 	h2FrameSize    = 16 << 10 // the protocol's default max frame size
-	h2ReadBuffer   = 32 << 10
-	h2WriteBuffer  = 64 << 10
+	// h2BigFrame is the DATA frame size the relay takes, and announces.
+	// Between two relays it means a quarter of the frames, and of their
+	// TLS records, for a bulk stream; a writer joins the frames queued for
+	// a stream into frames of its peer's max size.
+	h2BigFrame = 64 << 10
+	h2ReadBuffer   = 64 << 10
+	h2WriteBuffer  = 128 << 10
 )
 
-// newH2Bufs returns a pool of the buffers DATA payloads cross the relay in.
+// h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.
 // A buffer goes back to the pool of the connection that wrote it.
-func newH2Bufs() *sync.Pool {
-	return &sync.Pool{New: func() any { b := make([]byte, h2FrameSize); return &b }}
+type h2bufs struct{ small, big sync.Pool }
+
+func newH2Bufs() *h2bufs {
+	b := &h2bufs{}
+	b.small.New = func() any { p := make([]byte, h2FrameSize); return &p }
+	b.big.New = func() any { p := make([]byte, h2BigFrame); return &p }
+	return b
+}
+
+func (b *h2bufs) get(n int) *[]byte {
+	if n <= h2FrameSize {
+		return b.small.Get().(*[]byte)
+	}
+	return b.big.Get().(*[]byte)
+}
+
+func (b *h2bufs) put(p *[]byte) {
+	if cap(*p) >= h2BigFrame {
+		b.big.Put(p)
+	} else {
+		b.small.Put(p)
+	}
 }
 
 type h2kind uint8
@@ -74,9 +99,9 @@ type h2item struct {
 	settings []http2.Setting
 }
 
-func (it *h2item) release(bufs *sync.Pool) {
+func (it *h2item) release(bufs *h2bufs) {
 	if it.buf != nil {
-		bufs.Put(it.buf)
+		bufs.put(it.buf)
 		it.buf = nil
 	}
 }
@@ -84,7 +109,7 @@ func (it *h2item) release(bufs *sync.Pool) {
 // h2inbox is a writer's queue: readers of either connection append to it
 // and wake the writer, which takes everything queued at once.
 type h2inbox struct {
-	bufs    *sync.Pool
+	bufs    *h2bufs
 	mu      sync.Mutex
 	items   []h2item
 	closed  bool
@@ -478,22 +503,10 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 			}
 			w.writeHeaders(o.id, it.fields, it.end)
 		default:
-			n := min(int64(len(it.data)), int64(o.window), w.connWindow, int64(w.maxFrame))
-			if n <= 0 && len(it.data) > 0 {
+			if !w.writeData(s, o) {
 				return
 			}
-			end := it.end && int(n) == len(it.data)
-			w.dirty = true
-			w.check(w.fr.WriteData(o.id, end, it.data[:n]))
-			o.window -= int32(n)
-			w.connWindow -= n
-			o.written += n
-			it.data = it.data[n:]
-			w.passOn(s, o, uint32(n))
-			if len(it.data) > 0 {
-				continue
-			}
-			it.release(w.c.bufs)
+			continue
 		}
 		end := it.end
 		o.q[o.qh] = h2item{}
@@ -507,6 +520,69 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 			s.ended(w.c)
 		}
 	}
+}
+
+// writeData writes one DATA frame of what is queued at the head of o,
+// joining queued payloads up to the peer's frame size and the windows;
+// false if there is no window.
+func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
+	limit := min(int64(o.window), w.connWindow, int64(w.maxFrame))
+	var n int64
+	end := false
+	for j := o.qh; j < len(o.q) && o.q[j].kind == h2Data && n < limit; j++ {
+		take := min(int64(len(o.q[j].data)), limit-n)
+		n += take
+		if take < int64(len(o.q[j].data)) {
+			break
+		}
+		if o.q[j].end {
+			end = true
+			break
+		}
+	}
+	if n == 0 && !end {
+		return false
+	}
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagDataEndStream
+	}
+	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), byte(flags),
+		byte(o.id >> 24), byte(o.id >> 16), byte(o.id >> 8), byte(o.id)}
+	w.dirty = true
+	_, err := w.bw.Write(hdr[:])
+	w.check(err)
+	for rem := n; o.qh < len(o.q) && o.q[o.qh].kind == h2Data; {
+		it := &o.q[o.qh]
+		k := min(int64(len(it.data)), rem)
+		_, err := w.bw.Write(it.data[:k])
+		w.check(err)
+		it.data = it.data[k:]
+		rem -= k
+		if len(it.data) > 0 {
+			break
+		}
+		itEnd := it.end
+		it.release(w.c.bufs)
+		o.q[o.qh] = h2item{}
+		o.qh++
+		if itEnd || rem == 0 {
+			break
+		}
+	}
+	if o.qh == len(o.q) {
+		o.q, o.qh = o.q[:0], 0
+	}
+	o.window -= int32(n)
+	w.connWindow -= n
+	o.written += n
+	w.passOn(s, o, uint32(n))
+	if end {
+		o.ended = true
+		delete(w.outs, o)
+		s.ended(w.c)
+	}
+	return true
 }
 
 // passOn gives back, in batches, the window of the stream's sender on the
@@ -565,7 +641,7 @@ type h2conn struct {
 	nc       net.Conn
 	upstream bool  // the relay is the client on it
 	up       *h2up // when upstream
-	bufs     *sync.Pool
+	bufs     *h2bufs
 	br       *bufio.Reader
 	rf       *http2.Framer
 	w        h2writer
@@ -579,7 +655,7 @@ type h2conn struct {
 	lost []*h2stream
 }
 
-func (c *h2conn) setup(nc net.Conn, bufs *sync.Pool) {
+func (c *h2conn) setup(nc net.Conn, bufs *h2bufs) {
 	c.nc = nc
 	c.bufs = bufs
 	c.br = bufio.NewReaderSize(nc, h2ReadBuffer)
@@ -587,7 +663,7 @@ func (c *h2conn) setup(nc net.Conn, bufs *sync.Pool) {
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rf.MaxHeaderListSize = h2MaxHeaderList
 	c.rf.SetReuseFrames()
-	c.rf.SetMaxReadFrameSize(h2FrameSize) // what SETTINGS leave at the default
+	c.rf.SetMaxReadFrameSize(h2BigFrame) // as announced in ownSettings
 	c.connRecv = h2ConnWindow
 	c.w.setup(c)
 }
@@ -599,6 +675,7 @@ func (c *h2conn) ownSettings() []http2.Setting {
 	ss := []http2.Setting{
 		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
+		{ID: http2.SettingMaxFrameSize, Val: h2BigFrame},
 	}
 	if c.upstream {
 		return append(ss, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
@@ -645,7 +722,7 @@ func (c *h2conn) copyData(p []byte, end bool) h2item {
 	if len(p) == 0 {
 		return h2item{kind: h2Data, end: end}
 	}
-	buf := c.bufs.Get().(*[]byte)
+	buf := c.bufs.get(len(p))
 	if cap(*buf) < len(p) {
 		*buf = make([]byte, len(p))
 	}

@@ -55,7 +55,7 @@ type H2Pick struct {
 // the idle timeout. Create one with NewH2Pool.
 type H2Pool struct {
 	cfg      TransportConfig
-	bufs     *sync.Pool
+	bufs     *h2bufs
 	lastUsed *atomic.Int64 // the owning Pool's, when it has one
 
 	mu      sync.Mutex

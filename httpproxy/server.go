@@ -76,7 +76,7 @@ type Server struct {
 	done chan struct{}
 
 	h2     h2conns
-	h2bufs *sync.Pool
+	h2bufs *h2bufs
 }
 
 // New returns a running Server.

@@ -37,9 +37,9 @@ const (
 	// Between two relays it means a quarter of the frames, and of their
 	// TLS records, for a bulk stream; a writer joins the frames queued for
 	// a stream into frames of its peer's max size.
-	h2BigFrame = 64 << 10
-	h2ReadBuffer   = 64 << 10
-	h2WriteBuffer  = 128 << 10
+	h2BigFrame    = 64 << 10
+	h2ReadBuffer  = 64 << 10
+	h2WriteBuffer = 128 << 10
 )
 
 // h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.

@@ -43,7 +43,7 @@ func startRelay(t *testing.T, upstream string, cfg Config) *relay {
 }
 
 // h2cServer serves h on a loopback port with prior-knowledge HTTP/2 only.
-func h2cServer(t *testing.T, h http.Handler, maxStreams int) string {
+func h2cServer(t testing.TB, h http.Handler, maxStreams int) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -226,6 +226,7 @@ func TestH2RelayStreamLimitOpensConnections(t *testing.T) {
 // body is refused to the client (REFUSED_STREAM, which clients retry).
 func TestH2RelayUpstreamGoAway(t *testing.T) {
 	var conns atomic.Int32
+	first := make(chan struct{})
 	up := rawH2Server(t, nil, func(u *rawH2) {
 		n := conns.Add(1)
 		answer := func(id uint32) {
@@ -244,6 +245,9 @@ func TestH2RelayUpstreamGoAway(t *testing.T) {
 		u.next(func(f http2.Frame) bool {
 			if h, ok := f.(*http2.MetaHeadersFrame); ok {
 				ids = append(ids, h.StreamID)
+				if len(ids) == 1 {
+					close(first)
+				}
 			}
 			return len(ids) == 3
 		})
@@ -257,6 +261,7 @@ func TestH2RelayUpstreamGoAway(t *testing.T) {
 	rl := startRelay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)
 	c.get(1, "/processed")
+	<-first // so that it is the upstream's first stream
 	c.get(3, "/bodyless")
 	c.headers(5, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/with-body")
 	_ = c.fr.WriteData(5, false, []byte("part"))

@@ -218,16 +218,15 @@ func (b *h2batch) flush() {
 // h2out is one direction of a stream as its writer sees it: what is queued
 // for it and the window its peer gave. Only that writer touches it.
 type h2out struct {
-	id      uint32
-	window  int32
-	q       []h2item
-	qh      int // q[qh:] is pending
-	init    bool
-	ready   bool // in the writer's ready list
-	ended   bool // END_STREAM written
-	reset   bool // RST_STREAM written or received: nothing more
-	credit  uint32
-	written int64
+	id     uint32
+	window int32
+	q      []h2item
+	qh     int // q[qh:] is pending
+	init   bool
+	ready  bool // in the writer's ready list
+	ended  bool // END_STREAM written
+	reset  bool // RST_STREAM written or received: nothing more
+	credit uint32
 }
 
 // h2writer writes one connection: everything queued in its inbox, encoded
@@ -575,7 +574,6 @@ func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
 	}
 	o.window -= int32(n)
 	w.connWindow -= n
-	o.written += n
 	w.passOn(s, o, uint32(n))
 	if end {
 		o.ended = true

@@ -16,6 +16,14 @@
 // switches (101, as WebSockets use) are handled the standard library's way.
 // CONNECT becomes a raw two-way copy after the upstream's answer.
 //
+// A connection the caller knows to carry prior-knowledge HTTP/2
+// (Conn.Protocol) and hands over with an H2Picker is relayed frame by frame
+// instead (h2*.go, docs/http2-relay.md): two goroutines per connection and
+// none per stream, HPACK and flow control per hop, streams mapped onto
+// pooled upstream connections (H2Pool), and writes batched until nothing
+// else is pending, so gRPC pays a fraction of what net/http's server,
+// ReverseProxy and Transport cost per call.
+//
 // Failures become real HTTP answers naming the proxy as their source in a
 // meshproxy-error header: 502 (gRPC UNAVAILABLE) when the upstream cannot be
 // reached, 504 (DEADLINE_EXCEEDED) on a timeout, 403 (PERMISSION_DENIED)

@@ -85,9 +85,13 @@ func refusal(reason string) failure {
 // isGRPC reports whether r is a gRPC call, whose errors must be told as a
 // grpc-status for the client library to understand them.
 func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return r.ProtoMajor == 2 && (ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") ||
-		strings.HasPrefix(ct, "application/grpc;"))
+	return r.ProtoMajor == 2 && isGRPCType(r.Header.Get("Content-Type"))
+}
+
+// isGRPCType reports whether a request's content type is gRPC's.
+func isGRPCType(ct string) bool {
+	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") ||
+		strings.HasPrefix(ct, "application/grpc;")
 }
 
 // write answers r with f. A gRPC call gets a trailers-only response: 200

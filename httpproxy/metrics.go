@@ -53,6 +53,7 @@ type Metrics struct {
 	responses *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
+	h2errors  *prometheus.CounterVec
 
 	authorities *metrics.LabelLimit
 	targets     *metrics.LabelLimit
@@ -98,8 +99,12 @@ func NewMetrics(reg prometheus.Registerer, targets *metrics.LabelLimit) (*Metric
 			Name: "http_proxy_errors_total",
 			Help: "HTTP requests the proxy answered itself because forwarding failed, by reason.",
 		}, []string{"direction", "reason"}),
+		h2errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http2_connection_errors_total",
+			Help: "HTTP/2 connections the relay ended because the peer broke the protocol, by HTTP/2 error code.",
+		}, []string{"direction", "peer", "code"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.responses, m.latency, m.errors} {
+	for _, c := range []prometheus.Collector{m.requests, m.responses, m.latency, m.errors, m.h2errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,24 @@ type Pool struct {
 	t        *http.Transport
 	h1       *connPool
 	lastUsed atomic.Int64 // Unix nanoseconds of the last request or Get
+	h2once   sync.Once
+	h2       atomic.Pointer[H2Pool]
+}
+
+// H2 returns the pool's connections for the HTTP/2 relay: made with the
+// transport's dial, response timeout and idle timeout, and kept alive by
+// the relay's streams as requests keep the transport alive.
+func (p *Pool) H2() *H2Pool {
+	p.h2once.Do(func() {
+		h := NewH2Pool(TransportConfig{
+			Dial:            func(ctx context.Context) (net.Conn, error) { return p.t.DialContext(ctx, "tcp", "") },
+			ResponseTimeout: p.t.ResponseHeaderTimeout,
+			IdleTimeout:     p.t.IdleConnTimeout,
+		})
+		h.lastUsed = &p.lastUsed
+		p.h2.Store(h)
+	})
+	return p.h2.Load()
 }
 
 // Conn lends the HTTP/1 relay a connection: Pool is its Upstream.
@@ -44,6 +63,9 @@ func (p *Pool) Conn(ctx context.Context, _ bool) (*UpstreamConn, Lease, error) {
 func (p *Pool) closeIdle() {
 	p.t.CloseIdleConnections()
 	p.h1.closeIdle()
+	if h := p.h2.Load(); h != nil {
+		h.CloseIdle()
+	}
 }
 
 // RoundTrip sends r through the pool's transport.

@@ -54,11 +54,15 @@ type Conn struct {
 	Tunnel func(ctx context.Context) (net.Conn, error)
 	// Protocol is what the client speaks, as its caller found out:
 	// header.HTTP1 connections are served by the HTTP/1 relay (through
-	// H1), the others by net/http (through Transport), which also tells
-	// HTTP/1 from h2c by itself.
+	// H1); header.HTTP2 ones with H2 set are relayed frame by frame
+	// (see serveH2); the others go through net/http (through Transport),
+	// which also tells HTTP/1 from h2c by itself.
 	Protocol header.SessionProtocol
 	// H1 lends the HTTP/1 relay its upstream connections.
 	H1 Upstream
+	// H2 chooses the upstream of each stream of a relayed HTTP/2
+	// connection.
+	H2 H2Picker
 	// Refuse, when not empty, answers every request 403 with this reason
 	// (e.g. the peer may not reach the port): refusing at the HTTP level
 	// tells the client why, where closing the connection would look like
@@ -82,6 +86,9 @@ type Server struct {
 	h1               h1Conns
 	readers, writers sync.Pool
 	bufs             sync.Pool
+	// The HTTP/2 relay's connections and frame buffers.
+	h2     h2conns
+	h2bufs *h2bufs
 }
 
 // New returns a running Server.
@@ -95,7 +102,7 @@ func New(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs()}
 	s.readers.New = func() any { return bufio.NewReader(nil) }
 	s.writers.New = func() any { return bufio.NewWriter(nil) }
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
@@ -127,8 +134,12 @@ func New(cfg Config) *Server {
 // closes it (idle, shut down), or ctx is done. It takes conn over and
 // closes it.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
-	if info.Protocol == header.HTTP1 {
+	switch {
+	case info.Protocol == header.HTTP1:
 		s.serveH1(ctx, conn, info)
+		return
+	case info.Protocol == header.HTTP2 && (info.H2 != nil || info.Refuse != ""):
+		s.serveH2(ctx, conn, info)
 		return
 	}
 	sc := &servedConn{Conn: conn, info: info, closed: make(chan struct{})}
@@ -150,6 +161,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var h1err error
 	var wg sync.WaitGroup
 	wg.Go(func() { h1err = s.h1.shutdown(ctx) })
+	wg.Go(func() { s.h2.shutdown(ctx) })
 	err := s.srv.Shutdown(ctx)
 	<-s.done
 	wg.Wait()

@@ -257,7 +257,6 @@ func (r *soakResult) csv() string {
 	return b.String()
 }
 
-
 func (r *soakResult) markdown(csvName string) string {
 	var b strings.Builder
 	fails := r.check()

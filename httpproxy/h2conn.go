@@ -1,0 +1,730 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// What the relay advertises to each peer, and how it buffers.
+const (
+	// h2StreamWindow is the flow-control window of each stream, each way:
+	// the most a stream's sender may have in the relay at once. It is given
+	// back only as the relay writes the bytes on to the other hop.
+	h2StreamWindow = 1 << 20
+	// h2ConnWindow is each connection's window. It is given back as frames
+	// arrive, so one slow stream holds its own window and no more: the
+	// relay holds at most streams × h2StreamWindow per connection.
+	h2ConnWindow = 16 << 20
+	// h2MaxStreams is the concurrent streams a client may open: net/http's
+	// default, which clients had before the relay.
+	h2MaxStreams = 250
+	// h2MaxHeaderList bounds a decoded header block (net/http's default).
+	h2MaxHeaderList = 1 << 20
+	// h2MaxControl bounds the control frames (PING and SETTINGS answers,
+	// window updates) queued for a peer that does not read them.
+	h2MaxControl = 4096
+	// h2WriteTimeout bounds the last flush of a connection being closed.
+	h2WriteTimeout = 5 * time.Second
+	h2FrameSize    = 16 << 10 // the protocol's default max frame size
+	// h2BigFrame is the DATA frame size the relay takes, and announces.
+	// Between two relays it means a quarter of the frames, and of their
+	// TLS records, for a bulk stream; a writer joins the frames queued for
+	// a stream into frames of its peer's max size.
+	h2BigFrame    = 64 << 10
+	h2ReadBuffer  = 64 << 10
+	h2WriteBuffer = 128 << 10
+)
+
+// h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.
+// A buffer goes back to the pool of the connection that wrote it.
+type h2bufs struct{ small, big sync.Pool }
+
+func newH2Bufs() *h2bufs {
+	b := &h2bufs{}
+	b.small.New = func() any { p := make([]byte, h2FrameSize); return &p }
+	b.big.New = func() any { p := make([]byte, h2BigFrame); return &p }
+	return b
+}
+
+func (b *h2bufs) get(n int) *[]byte {
+	if n <= h2FrameSize {
+		return b.small.Get().(*[]byte)
+	}
+	return b.big.Get().(*[]byte)
+}
+
+func (b *h2bufs) put(p *[]byte) {
+	if cap(*p) >= h2BigFrame {
+		b.big.Put(p)
+	} else {
+		b.small.Put(p)
+	}
+}
+
+type h2kind uint8
+
+const (
+	h2Headers    h2kind = iota // fields, end: a stream's headers or trailers
+	h2Data                     // data, end
+	h2Reset                    // code: RST_STREAM; NO_ERROR after what is queued, others at once
+	h2Credit                   // n: our WINDOW_UPDATE to the peer (s nil: connection)
+	h2PeerWindow               // n: the peer's WINDOW_UPDATE to us (s nil: connection)
+	h2Settings                 // settings: the peer's, to apply and ACK
+	h2Ping                     // ping: to answer
+	h2GoAway                   // n: last stream ID, code
+	h2Own                      // the relay's own SETTINGS and connection window
+)
+
+// h2item is one thing for a connection's writer to do.
+type h2item struct {
+	kind     h2kind
+	end      bool
+	quiet    bool // h2Reset: the peer reset the stream; forget it, write nothing
+	ctl      bool // queued by putControl
+	code     http2.ErrCode
+	n        uint32
+	s        *h2stream
+	o        *h2out // the direction of s the item is for
+	fields   []hpack.HeaderField
+	data     []byte
+	buf      *[]byte // data's pooled buffer, returned once written
+	ping     [8]byte
+	settings []http2.Setting
+}
+
+func (it *h2item) release(bufs *h2bufs) {
+	if it.buf != nil {
+		bufs.put(it.buf)
+		it.buf = nil
+	}
+}
+
+// h2inbox is a writer's queue: readers of either connection append to it
+// and wake the writer, which takes everything queued at once.
+type h2inbox struct {
+	bufs    *h2bufs
+	mu      sync.Mutex
+	items   []h2item
+	closed  bool
+	control int // control items queued, for h2MaxControl
+	wake    chan struct{}
+}
+
+// put queues items, false if the writer is gone (they are released).
+func (b *h2inbox) put(items ...h2item) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		for i := range items {
+			items[i].release(b.bufs)
+		}
+		return false
+	}
+	wasEmpty := len(b.items) == 0
+	b.items = append(b.items, items...)
+	b.mu.Unlock()
+	if wasEmpty {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// putControl queues a control item; false once too many are waiting: the
+// peer sends faster than it reads our answers.
+func (b *h2inbox) putControl(it h2item) bool {
+	b.mu.Lock()
+	if b.control >= h2MaxControl {
+		b.mu.Unlock()
+		return false
+	}
+	b.control++
+	b.mu.Unlock()
+	it.ctl = true
+	b.put(it)
+	return true
+}
+
+// take swaps the queue for dst (emptied) and returns it with whether the
+// inbox is closed.
+func (b *h2inbox) take(dst []h2item) ([]h2item, bool) {
+	b.mu.Lock()
+	items := b.items
+	b.items = dst[:0]
+	closed := b.closed
+	b.mu.Unlock()
+	return items, closed
+}
+
+func (b *h2inbox) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// h2batch holds what a reader passes on to writers until it is about to
+// wait for the network: the frames of one read reach each writer at once,
+// and the writer flushes them in one write.
+type h2batch struct {
+	to    []*h2inbox
+	items [][]h2item
+	n     int
+}
+
+// h2MaxBatch bounds what a reader holds before passing it on.
+const h2MaxBatch = 128
+
+func (b *h2batch) add(in *h2inbox, it h2item) {
+	for i, t := range b.to {
+		if t == in {
+			b.items[i] = append(b.items[i], it)
+			b.n++
+			return
+		}
+	}
+	b.to = append(b.to, in)
+	if len(b.items) < len(b.to) {
+		b.items = append(b.items, nil)
+	}
+	i := len(b.to) - 1
+	b.items[i] = append(b.items[i][:0], it)
+	b.n++
+}
+
+func (b *h2batch) flush() {
+	for i, in := range b.to {
+		in.put(b.items[i]...)
+		clear(b.items[i])
+		b.items[i] = b.items[i][:0]
+	}
+	clear(b.to)
+	b.to = b.to[:0]
+	b.n = 0
+}
+
+// h2out is one direction of a stream as its writer sees it: what is queued
+// for it and the window its peer gave. Only that writer touches it.
+type h2out struct {
+	id     uint32
+	window int32
+	q      []h2item
+	qh     int // q[qh:] is pending
+	init   bool
+	ready  bool // in the writer's ready list
+	ended  bool // END_STREAM written
+	reset  bool // RST_STREAM written or received: nothing more
+	credit uint32
+}
+
+// h2writer writes one connection: everything queued in its inbox, encoded
+// into a buffer that is flushed only when the inbox is empty, so frames of
+// many streams leave in one write.
+type h2writer struct {
+	c     *h2conn
+	inbox h2inbox
+	bw    *bufio.Writer
+	fr    *http2.Framer
+	enc   *hpack.Encoder
+	hbuf  bytes.Buffer
+	err   error
+	dirty bool
+	done  chan struct{}
+
+	maxFrame   uint32
+	initWindow int32
+	connWindow int64
+	outs       map[*h2out]*h2stream
+	ready      []h2ready
+	spare      []h2ready
+}
+
+type h2ready struct {
+	s *h2stream
+	o *h2out
+}
+
+func (w *h2writer) setup(c *h2conn) {
+	w.c = c
+	w.inbox.wake = make(chan struct{}, 1)
+	w.inbox.bufs = c.bufs
+	w.bw = bufio.NewWriterSize(c.nc, h2WriteBuffer)
+	w.fr = http2.NewFramer(w.bw, nil)
+	w.enc = hpack.NewEncoder(&w.hbuf)
+	w.done = make(chan struct{})
+	w.maxFrame = h2FrameSize
+	w.initWindow = 65535
+	w.connWindow = 65535
+	w.outs = map[*h2out]*h2stream{}
+}
+
+// touch readies o, s's direction this writer sends, on first use: its
+// window starts at the peer's current initial window.
+func (w *h2writer) touch(s *h2stream, o *h2out) *h2out {
+	if !o.init {
+		o.init = true
+		o.window = w.initWindow
+		if !w.c.upstream {
+			o.id = s.downID
+		}
+		w.outs[o] = s
+	}
+	return o
+}
+
+func (w *h2writer) run() {
+	defer close(w.done)
+	var items []h2item
+	for {
+		var closed bool
+		items, closed = w.inbox.take(items)
+		if len(items) == 0 {
+			if w.dirty && w.err == nil {
+				w.dirty = false
+				if err := w.bw.Flush(); err != nil {
+					w.fail(err)
+				}
+			}
+			if closed {
+				w.drop()
+				return
+			}
+			<-w.inbox.wake
+			continue
+		}
+		control := 0
+		for i := range items {
+			if items[i].ctl {
+				control++
+			}
+			w.apply(&items[i])
+			items[i] = h2item{}
+		}
+		if control > 0 {
+			w.inbox.mu.Lock()
+			w.inbox.control -= control
+			w.inbox.mu.Unlock()
+		}
+		w.writeReady()
+	}
+}
+
+// fail stops writing after an error and closes the connection, so its
+// reader ends and tears the streams down.
+func (w *h2writer) fail(err error) {
+	if w.err == nil {
+		w.err = err
+		_ = w.c.nc.Close()
+	}
+}
+
+// drop releases what is still queued when the writer stops; streams whose
+// frames it held are lost with the connection.
+func (w *h2writer) drop() {
+	for o, s := range w.outs {
+		for i := o.qh; i < len(o.q); i++ {
+			o.q[i].release(w.c.bufs)
+		}
+		o.q, o.qh = nil, 0
+		if !o.reset && !(o.ended && w.c.upstream) {
+			w.c.lost = append(w.c.lost, s)
+		}
+	}
+}
+
+func (w *h2writer) apply(it *h2item) {
+	if w.err != nil && it.kind != h2Headers && it.kind != h2Data && it.kind != h2Reset {
+		return
+	}
+	switch it.kind {
+	case h2Headers, h2Data:
+		o := w.touch(it.s, it.o)
+		if o.reset || o.ended {
+			it.release(w.c.bufs)
+			return
+		}
+		o.q = append(o.q, *it)
+		w.schedule(it.s, o)
+	case h2Reset:
+		o := w.touch(it.s, it.o)
+		if o.reset {
+			return
+		}
+		if it.code == http2.ErrCodeNo && !it.quiet {
+			// After the answer: the client is told to stop sending.
+			o.q = append(o.q, *it)
+			w.schedule(it.s, o)
+			return
+		}
+		w.resetOut(o, it.code, it.quiet)
+	case h2Credit:
+		w.credit(it)
+	case h2PeerWindow:
+		w.peerWindow(it)
+	case h2Settings:
+		w.settings(it.settings)
+	case h2Ping:
+		w.dirty = true
+		w.check(w.fr.WritePing(true, it.ping))
+	case h2GoAway:
+		w.dirty = true
+		w.check(w.fr.WriteGoAway(it.n, it.code, nil))
+	case h2Own:
+		w.dirty = true
+		if w.c.upstream {
+			_, err := w.bw.WriteString(http2.ClientPreface)
+			w.check(err)
+		}
+		w.check(w.fr.WriteSettings(w.c.ownSettings()...))
+		w.check(w.fr.WriteWindowUpdate(0, h2ConnWindow-65535))
+	}
+}
+
+func (w *h2writer) check(err error) {
+	if err != nil {
+		w.fail(err)
+	}
+}
+
+// credit sends a WINDOW_UPDATE: the relay has passed on what the peer sent.
+func (w *h2writer) credit(it *h2item) {
+	if it.s == nil {
+		w.dirty = true
+		w.check(w.fr.WriteWindowUpdate(0, it.n))
+		return
+	}
+	o := w.touch(it.s, it.o)
+	if o.id == 0 || o.reset {
+		return
+	}
+	recv := &it.s.reqRecv
+	if w.c.upstream {
+		recv = &it.s.respRecv
+	}
+	recv.Add(int32(it.n))
+	w.dirty = true
+	w.check(w.fr.WriteWindowUpdate(o.id, it.n))
+}
+
+func (w *h2writer) peerWindow(it *h2item) {
+	if it.s == nil {
+		w.connWindow += int64(it.n)
+		if w.connWindow > 1<<31-1 {
+			w.fail(errors.New("http2: peer overflowed the connection window"))
+		}
+		return
+	}
+	o := w.touch(it.s, it.o)
+	if int64(o.window)+int64(it.n) > 1<<31-1 {
+		it.s.resetBoth(http2.ErrCodeFlowControl)
+		return
+	}
+	o.window += int32(it.n)
+	w.schedule(it.s, o)
+}
+
+func (w *h2writer) settings(ss []http2.Setting) {
+	for _, st := range ss {
+		switch st.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int32(st.Val) - w.initWindow
+			w.initWindow = int32(st.Val)
+			for o, s := range w.outs {
+				o.window += delta
+				w.schedule(s, o)
+			}
+		case http2.SettingMaxFrameSize:
+			w.maxFrame = st.Val
+		case http2.SettingHeaderTableSize:
+			w.enc.SetMaxDynamicTableSizeLimit(st.Val)
+		}
+	}
+	w.dirty = true
+	w.check(w.fr.WriteSettingsAck())
+}
+
+func (w *h2writer) schedule(s *h2stream, o *h2out) {
+	if !o.ready && o.qh < len(o.q) {
+		o.ready = true
+		w.ready = append(w.ready, h2ready{s, o})
+	}
+}
+
+// writeReady writes what the windows allow of every stream with something
+// queued.
+func (w *h2writer) writeReady() {
+	if w.err != nil {
+		for _, r := range w.ready {
+			r.o.ready = false
+		}
+		w.ready = w.ready[:0]
+		return
+	}
+	ready := w.ready
+	w.ready = w.spare[:0]
+	for _, r := range ready {
+		r.o.ready = false
+		w.writeOut(r.s, r.o)
+		if r.o.qh < len(r.o.q) && r.o.window > 0 && !r.o.reset {
+			// Blocked on the connection window: it stays ready.
+			w.schedule(r.s, r.o)
+		}
+	}
+	clear(ready)
+	w.spare = ready[:0]
+}
+
+// writeOut writes o's queue until it is empty or out of window.
+func (w *h2writer) writeOut(s *h2stream, o *h2out) {
+	for o.qh < len(o.q) && w.err == nil && !o.reset {
+		it := &o.q[o.qh]
+		switch it.kind {
+		case h2Reset:
+			w.resetOut(o, it.code, false)
+			return
+		case h2Headers:
+			if o.id == 0 && !w.c.up.open(s, o) {
+				w.resetOut(o, 0, true)
+				s.refused(w.c.up)
+				return
+			}
+			w.writeHeaders(o.id, it.fields, it.end)
+		default:
+			if !w.writeData(s, o) {
+				return
+			}
+			continue
+		}
+		end := it.end
+		o.q[o.qh] = h2item{}
+		o.qh++
+		if o.qh == len(o.q) {
+			o.q, o.qh = o.q[:0], 0
+		}
+		if end {
+			o.ended = true
+			delete(w.outs, o)
+			s.ended(w.c)
+		}
+	}
+}
+
+// writeData writes one DATA frame of what is queued at the head of o,
+// joining queued payloads up to the peer's frame size and the windows;
+// false if there is no window.
+func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
+	limit := min(int64(o.window), w.connWindow, int64(w.maxFrame))
+	var n int64
+	end := false
+	for j := o.qh; j < len(o.q) && o.q[j].kind == h2Data && n < limit; j++ {
+		take := min(int64(len(o.q[j].data)), limit-n)
+		n += take
+		if take < int64(len(o.q[j].data)) {
+			break
+		}
+		if o.q[j].end {
+			end = true
+			break
+		}
+	}
+	if n == 0 && !end {
+		return false
+	}
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagDataEndStream
+	}
+	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), byte(flags),
+		byte(o.id >> 24), byte(o.id >> 16), byte(o.id >> 8), byte(o.id)}
+	w.dirty = true
+	_, err := w.bw.Write(hdr[:])
+	w.check(err)
+	for rem := n; o.qh < len(o.q) && o.q[o.qh].kind == h2Data; {
+		it := &o.q[o.qh]
+		k := min(int64(len(it.data)), rem)
+		_, err := w.bw.Write(it.data[:k])
+		w.check(err)
+		it.data = it.data[k:]
+		rem -= k
+		if len(it.data) > 0 {
+			break
+		}
+		itEnd := it.end
+		it.release(w.c.bufs)
+		o.q[o.qh] = h2item{}
+		o.qh++
+		if itEnd || rem == 0 {
+			break
+		}
+	}
+	if o.qh == len(o.q) {
+		o.q, o.qh = o.q[:0], 0
+	}
+	o.window -= int32(n)
+	w.connWindow -= n
+	w.passOn(s, o, uint32(n))
+	if end {
+		o.ended = true
+		delete(w.outs, o)
+		s.ended(w.c)
+	}
+	return true
+}
+
+// passOn gives back, in batches, the window of the stream's sender on the
+// other hop: what it sent has left the relay.
+func (w *h2writer) passOn(s *h2stream, o *h2out, n uint32) {
+	o.credit += n
+	if o.credit < h2StreamWindow/4 {
+		return
+	}
+	if other, oo := s.otherWriter(w.c); other != nil {
+		other.inbox.put(h2item{kind: h2Credit, s: s, o: oo, n: o.credit})
+	}
+	o.credit = 0
+}
+
+// resetOut drops what is queued for o and, unless quiet, writes
+// RST_STREAM with code.
+func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) {
+	o.reset = true
+	for i := o.qh; i < len(o.q); i++ {
+		o.q[i].release(w.c.bufs)
+	}
+	o.q, o.qh = o.q[:0], 0
+	delete(w.outs, o)
+	if o.id != 0 && !quiet && w.err == nil {
+		w.dirty = true
+		w.check(w.fr.WriteRSTStream(o.id, code))
+	}
+}
+
+func (w *h2writer) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) {
+	w.hbuf.Reset()
+	for _, f := range fields {
+		w.check(w.enc.WriteField(f))
+	}
+	block := w.hbuf.Bytes()
+	w.dirty = true
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), int(w.maxFrame))]
+		block = block[len(frag):]
+		if first {
+			w.check(w.fr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0,
+			}))
+			first = false
+		} else {
+			w.check(w.fr.WriteContinuation(id, len(block) == 0, frag))
+		}
+	}
+}
+
+// h2conn is what both ends of the relay share: a connection read by one
+// goroutine and written by another.
+type h2conn struct {
+	nc       net.Conn
+	upstream bool  // the relay is the client on it
+	up       *h2up // when upstream
+	bufs     *h2bufs
+	br       *bufio.Reader
+	rf       *http2.Framer
+	w        h2writer
+
+	// Used by the reader only.
+	connRecv   int64
+	connCredit uint32
+	batch      h2batch
+
+	// lost collects, at the end, the streams the writer still had.
+	lost []*h2stream
+}
+
+func (c *h2conn) setup(nc net.Conn, bufs *h2bufs) {
+	c.nc = nc
+	c.bufs = bufs
+	c.br = bufio.NewReaderSize(nc, h2ReadBuffer)
+	c.rf = http2.NewFramer(nil, c.br)
+	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.rf.MaxHeaderListSize = h2MaxHeaderList
+	c.rf.SetReuseFrames()
+	c.rf.SetMaxReadFrameSize(h2BigFrame) // as announced in ownSettings
+	c.connRecv = h2ConnWindow
+	c.w.setup(c)
+}
+
+// ownSettings are what the relay announces: to a client, the streams it
+// may open; to an upstream, that it may not push. Both get the relay's
+// stream window and header list limit.
+func (c *h2conn) ownSettings() []http2.Setting {
+	ss := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
+		{ID: http2.SettingMaxFrameSize, Val: h2BigFrame},
+	}
+	if c.upstream {
+		return append(ss, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}
+	return append(ss, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams})
+}
+
+// readFrame reads the next frame, first passing on what the reader holds
+// if the frame is not already buffered: it is about to wait.
+func (c *h2conn) readFrame() (http2.Frame, error) {
+	if c.batch.n > 0 && (c.batch.n >= h2MaxBatch || !c.frameBuffered()) {
+		c.batch.flush()
+	}
+	return c.rf.ReadFrame()
+}
+
+func (c *h2conn) frameBuffered() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := c.br.Peek(3)
+	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
+}
+
+// received accounts a DATA frame of n bytes against the connection window
+// and gives it back in batches; false if the peer overran the window.
+func (c *h2conn) received(n uint32) bool {
+	if int64(n) > c.connRecv {
+		return false
+	}
+	c.connRecv -= int64(n)
+	c.connCredit += n
+	if c.connCredit >= h2ConnWindow/4 {
+		c.w.inbox.put(h2item{kind: h2Credit, n: c.connCredit})
+		c.connRecv += int64(c.connCredit)
+		c.connCredit = 0
+	}
+	return true
+}
+
+// copyData copies a DATA payload out of the framer's buffer.
+func (c *h2conn) copyData(p []byte, end bool) h2item {
+	if len(p) == 0 {
+		return h2item{kind: h2Data, end: end}
+	}
+	buf := c.bufs.get(len(p))
+	if cap(*buf) < len(p) {
+		*buf = make([]byte, len(p))
+	}
+	d := (*buf)[:len(p)]
+	copy(d, p)
+	return h2item{kind: h2Data, data: d, buf: buf, end: end}
+}

@@ -1,0 +1,423 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+)
+
+// h2down is a client's connection relayed frame by frame: its reader runs
+// in ServeConn's goroutine, its writer in its own.
+type h2down struct {
+	h2conn
+	srv  *Server
+	info *Conn
+
+	mu        sync.Mutex
+	streams   map[uint32]*h2stream
+	lastID    uint32
+	goingAway bool
+	closing   bool // the relay ends the connection: its read error is ours
+	idle      *time.Timer
+}
+
+// h2ConnError is a connection error the relay found in what a peer sent.
+type h2ConnError struct {
+	code http2.ErrCode
+	err  error
+}
+
+func (e h2ConnError) Error() string { return fmt.Sprintf("http2 %v: %v", e.code, e.err) }
+func (e h2ConnError) Unwrap() error { return e.err }
+
+var errBadPreface = errors.New("not the HTTP/2 client preface")
+
+// serveH2 relays one prior-knowledge HTTP/2 client connection until it
+// ends, the server shuts down, or ctx is done.
+func (s *Server) serveH2(ctx context.Context, nc net.Conn, info *Conn) {
+	d := &h2down{srv: s, info: info, streams: map[uint32]*h2stream{}}
+	d.setup(nc, s.h2bufs)
+	if !s.h2.add(d) {
+		_ = nc.Close()
+		return
+	}
+	defer s.h2.remove(d)
+	d.idle = time.AfterFunc(s.cfg.IdleTimeout, d.idleTimeout)
+	go d.w.run()
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	defer stop()
+	d.teardown(d.read())
+}
+
+func (d *h2down) read() error {
+	_ = d.nc.SetReadDeadline(time.Now().Add(d.srv.cfg.ReadHeaderTimeout))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(d.br, preface[:]); err != nil {
+		return err
+	}
+	if string(preface[:]) != http2.ClientPreface {
+		return h2ConnError{http2.ErrCodeProtocol, errBadPreface}
+	}
+	d.w.inbox.put(h2item{kind: h2Own})
+	f, err := d.rf.ReadFrame()
+	if err != nil {
+		return frameError(err)
+	}
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		return h2ConnError{http2.ErrCodeProtocol, errors.New("the first frame is not SETTINGS")}
+	}
+	_ = d.nc.SetReadDeadline(time.Time{})
+	for {
+		if err := d.frame(f); err != nil {
+			return err
+		}
+		f, err = d.readFrame()
+		var se http2.StreamError
+		for errors.As(err, &se) {
+			if s := d.lookup(se.StreamID); s != nil {
+				s.resetBoth(se.Code)
+			} else {
+				d.refuse(se.StreamID, se.Code)
+			}
+			f, err = d.readFrame()
+		}
+		if err != nil {
+			return frameError(err)
+		}
+	}
+}
+
+// frameError makes the framer's errors connection errors where they are.
+func frameError(err error) error {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		return h2ConnError{http2.ErrCode(ce), err}
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return h2ConnError{http2.ErrCodeFrameSize, err}
+	}
+	return err
+}
+
+func (d *h2down) frame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return d.headers(f)
+	case *http2.DataFrame:
+		return d.data(f)
+	case *http2.RSTStreamFrame:
+		if s := d.lookup(f.StreamID); s != nil {
+			s.clientReset()
+		} else if d.idleStream(f.StreamID) {
+			return h2ConnError{http2.ErrCodeProtocol, errors.New("RST_STREAM on an idle stream")}
+		}
+	case *http2.SettingsFrame:
+		return settingsFrame(&d.h2conn, f)
+	case *http2.PingFrame:
+		if !f.IsAck() && !d.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
+			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			d.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+		} else if s := d.lookup(f.StreamID); s != nil {
+			d.w.inbox.put(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
+		}
+	case *http2.PushPromiseFrame:
+		return h2ConnError{http2.ErrCodeProtocol, errors.New("PUSH_PROMISE from a client")}
+	}
+	// GOAWAY from a client: it opens nothing more and ends the
+	// connection itself. PRIORITY and unknown frames are ignored.
+	return nil
+}
+
+// settingsFrame hands a peer's SETTINGS to the connection's writer, which
+// applies them and acknowledges.
+func settingsFrame(c *h2conn, f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+		return frameError(err)
+	}
+	var ss []http2.Setting
+	_ = f.ForeachSetting(func(s http2.Setting) error { ss = append(ss, s); return nil })
+	if !c.w.inbox.putControl(h2item{kind: h2Settings, settings: ss}) {
+		return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+	}
+	return nil
+}
+
+func (d *h2down) lookup(id uint32) *h2stream {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.streams[id]
+}
+
+func (d *h2down) idleStream(id uint32) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return id > d.lastID
+}
+
+// headers starts a stream, or passes on the request's trailers.
+func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if s := d.lookup(id); s != nil {
+		if !f.StreamEnded() {
+			s.resetBoth(http2.ErrCodeProtocol)
+			return nil
+		}
+		s.sendReq(h2item{kind: h2Headers, fields: filterFields(f.RegularFields(), false), end: true})
+		return nil
+	}
+	d.mu.Lock()
+	if id%2 == 0 {
+		d.mu.Unlock()
+		return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("HEADERS opening stream %d", id)}
+	}
+	if id <= d.lastID {
+		// A stream that has ended here, whose client had not heard yet
+		// (RFC 9113, 5.1: ignored after our RST_STREAM).
+		d.mu.Unlock()
+		return nil
+	}
+	d.lastID = id
+	if d.goingAway || len(d.streams) >= h2MaxStreams {
+		d.mu.Unlock()
+		d.refuse(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	if method == "" || f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" ||
+		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) {
+		d.mu.Unlock()
+		d.refuse(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	s := d.newStream(f)
+	d.streams[id] = s
+	d.idle.Stop()
+	d.mu.Unlock()
+
+	switch {
+	case f.Truncated:
+		s.fail(failure{status: 431, grpc: grpcUnavailable, reason: ReasonHeaders}, nil)
+	case d.info.Refuse != "":
+		// One answer is enough: a refused client does not get to hold
+		// the connection.
+		s.fail(refusal(d.info.Refuse), nil)
+		d.shutdown()
+	case method == "CONNECT":
+		s.fail(failure{405, grpcUnavailable, ReasonMethod}, nil)
+	default:
+		s.dispatch()
+	}
+	return nil
+}
+
+func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
+	s := &h2stream{
+		down:         d,
+		downID:       f.StreamID,
+		fields:       filterFields(f.Fields, false),
+		endOnHeaders: f.StreamEnded(),
+		method:       f.PseudoValue("method"),
+		labels:       d.info.Labels,
+		start:        time.Now(),
+		reqEndIn:     f.StreamEnded(),
+	}
+	s.grpc = isGRPCType(fieldValue(s.fields, "content-type"))
+	s.reqRecv.Store(h2StreamWindow)
+	s.respRecv.Store(h2StreamWindow)
+	if d.info.Refuse == "" {
+		// A refused client's authority names nothing it reached: it gets
+		// no series of its own.
+		s.labels.Authority = f.PseudoValue("authority")
+		if s.labels.Authority == "" {
+			s.labels.Authority = fieldValue(s.fields, "host")
+		}
+	}
+	return s
+}
+
+// refuse resets a stream the relay does not take.
+func (d *h2down) refuse(id uint32, code http2.ErrCode) {
+	s := &h2stream{down: d, downID: id}
+	d.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+}
+
+func (d *h2down) data(f *http2.DataFrame) error {
+	if !d.received(f.Length) {
+		return h2ConnError{http2.ErrCodeFlowControl, errors.New("connection window overrun")}
+	}
+	s := d.lookup(f.StreamID)
+	if s == nil {
+		if d.idleStream(f.StreamID) {
+			return h2ConnError{http2.ErrCodeProtocol, errors.New("DATA on an idle stream")}
+		}
+		return nil // a stream that has ended here
+	}
+	if s.reqRecv.Add(-int32(f.Length)) < 0 {
+		s.resetBoth(http2.ErrCodeFlowControl)
+		return nil
+	}
+	data := f.Data()
+	if pad := f.Length - uint32(len(data)); pad > 0 {
+		// Padding never reaches the other hop: its window comes back now.
+		d.w.inbox.put(h2item{kind: h2Credit, s: s, o: &s.resp, n: pad})
+	}
+	if len(data) > 0 || f.StreamEnded() {
+		s.sendReq(d.copyData(data, f.StreamEnded()))
+	}
+	return nil
+}
+
+// release forgets a finished stream.
+func (d *h2down) release(s *h2stream) {
+	d.mu.Lock()
+	if d.streams[s.downID] != s {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.streams, s.downID)
+	n, going := len(d.streams), d.goingAway
+	if n == 0 && !going {
+		d.idle.Reset(d.srv.cfg.IdleTimeout)
+	}
+	d.mu.Unlock()
+	if n == 0 && going {
+		d.closeNow()
+	}
+}
+
+// shutdown sends GOAWAY and ends the connection once its streams are done.
+func (d *h2down) shutdown() {
+	d.mu.Lock()
+	if d.goingAway {
+		d.mu.Unlock()
+		return
+	}
+	d.goingAway = true
+	d.w.inbox.put(h2item{kind: h2GoAway, n: d.lastID, code: http2.ErrCodeNo})
+	n := len(d.streams)
+	d.mu.Unlock()
+	if n == 0 {
+		d.closeNow()
+	}
+}
+
+func (d *h2down) idleTimeout() {
+	d.mu.Lock()
+	busy := len(d.streams) > 0
+	d.mu.Unlock()
+	if !busy {
+		d.shutdown()
+	}
+}
+
+// closeNow wakes the reader, which ends the connection after the writer
+// has flushed (the GOAWAY).
+func (d *h2down) closeNow() {
+	d.mu.Lock()
+	d.closing = true
+	d.mu.Unlock()
+	_ = d.nc.SetReadDeadline(time.Now())
+}
+
+// teardown ends the connection after its reader stopped with err.
+func (d *h2down) teardown(err error) {
+	d.idle.Stop()
+	d.mu.Lock()
+	closing := d.closing
+	last := d.lastID
+	d.goingAway = true
+	streams := make([]*h2stream, 0, len(d.streams))
+	for _, s := range d.streams {
+		streams = append(streams, s)
+	}
+	d.mu.Unlock()
+	var ce h2ConnError
+	if errors.As(err, &ce) {
+		d.srv.cfg.Metrics.h2ConnError(d.srv.cfg.Direction, "src", ce.code)
+		d.srv.log.Info("HTTP/2 connection error from client", zap.Stringer("code", ce.code), zap.Error(ce.err))
+		d.w.inbox.put(h2item{kind: h2GoAway, n: last, code: ce.code})
+	} else if err != nil && !closing && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		d.srv.log.Debug("HTTP/2 client connection ended", zap.Error(err))
+	}
+	d.batch.flush()
+	d.w.inbox.close()
+	_ = d.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
+	<-d.w.done
+	_ = d.nc.Close()
+	for _, s := range append(streams, d.lost...) {
+		s.clientReset()
+	}
+}
+
+// h2conns are a Server's relayed client connections, for Shutdown.
+type h2conns struct {
+	mu     sync.Mutex
+	m      map[*h2down]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (t *h2conns) add(d *h2down) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.m == nil {
+		t.m = map[*h2down]struct{}{}
+	}
+	t.m[d] = struct{}{}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *h2conns) remove(d *h2down) {
+	t.mu.Lock()
+	delete(t.m, d)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+// shutdown sends every connection GOAWAY and waits for them to end, or
+// closes them when ctx is done.
+func (t *h2conns) shutdown(ctx context.Context) {
+	t.mu.Lock()
+	t.closed = true
+	conns := make([]*h2down, 0, len(t.m))
+	for d := range t.m {
+		conns = append(conns, d)
+	}
+	t.mu.Unlock()
+	for _, d := range conns {
+		d.shutdown()
+	}
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, d := range conns {
+			_ = d.nc.Close()
+		}
+		<-done
+	}
+}
+
+func (m *Metrics) h2ConnError(direction, peer string, code http2.ErrCode) {
+	if m != nil {
+		m.h2errors.WithLabelValues(direction, peer, code.String()).Inc()
+	}
+}

@@ -1,0 +1,578 @@
+package httpproxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// errUpstreamGone is the error of streams whose upstream connection ended
+// under them.
+var errUpstreamGone = errors.New("upstream connection closed")
+
+// h2stream is one relayed stream: the client's stream on a client
+// connection and, once chosen, a stream on a pooled upstream connection.
+type h2stream struct {
+	down   *h2down
+	downID uint32
+	resp   h2out // written to the client by down's writer
+
+	reqRecv  atomic.Int32 // what the client may still send us
+	respRecv atomic.Int32 // what the upstream may still send us
+	closed   atomic.Bool  // finished: an upstream writer must not open it
+
+	// Set when the stream is created.
+	fields       []hpack.HeaderField // the request headers as forwarded
+	endOnHeaders bool
+	grpc         bool
+	method       string
+	labels       Labels
+	start        time.Time
+
+	mu      sync.Mutex
+	up      *h2up
+	req     *h2out // written upstream by up's writer; new per attempt
+	upID    uint32 // guarded by up.mu
+	pick    H2Pick
+	skip    map[string]bool
+	lastErr error
+	pending []h2item // request frames before an upstream is chosen
+	timer   *time.Timer
+
+	reqEndIn, reqEndOut, respEndIn, respEndOut bool
+	final                                      bool // final response headers came
+	answered                                   bool // the client has final headers
+	done                                       bool
+	counted                                    bool
+
+	status     int
+	grpcStatus string
+	headersAt  time.Time
+	failed     bool
+	serverID   string
+}
+
+func (s *h2stream) srv() *Server { return s.down.srv }
+
+// dispatch chooses the stream's upstream and queues it there.
+func (s *h2stream) dispatch() {
+	pick, err := s.down.info.H2.PickH2(s.skip)
+	if err != nil {
+		if s.lastErr != nil {
+			err = s.lastErr
+		}
+		s.fail(classify(err), err)
+		return
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		if pick.Done != nil {
+			pick.Done()
+		}
+		return
+	}
+	s.pick = pick
+	s.mu.Unlock()
+	pick.Pool.open(s)
+}
+
+// attach sends the stream on c, which has a slot reserved for it.
+func (s *h2stream) attach(c *h2up) {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		c.release(s)
+		return
+	}
+	s.up = c
+	s.req = &h2out{}
+	s.serverID = c.peerID
+	items := make([]h2item, 0, 1+len(s.pending))
+	items = append(items, h2item{kind: h2Headers, s: s, o: s.req, fields: s.fields, end: s.endOnHeaders})
+	for _, it := range s.pending {
+		it.o = s.req
+		items = append(items, it)
+	}
+	s.pending = nil
+	ok := c.w.inbox.put(items...)
+	s.mu.Unlock()
+	if !ok {
+		s.upstreamLost(c, errUpstreamGone)
+	}
+}
+
+// connectFailed is told that the pool could not connect for the stream.
+func (s *h2stream) connectFailed(err error) {
+	s.mu.Lock()
+	pick := s.pick
+	s.pick = H2Pick{}
+	done := s.done
+	s.lastErr = err
+	s.mu.Unlock()
+	retry := pick.Failed != nil && pick.Failed(err)
+	if pick.Done != nil {
+		pick.Done()
+	}
+	if done {
+		return
+	}
+	if retry && pick.Key != "" {
+		if s.skip == nil {
+			s.skip = map[string]bool{}
+		}
+		s.skip[pick.Key] = true
+		s.dispatch()
+		return
+	}
+	s.fail(classify(err), err)
+}
+
+// sendReq passes a request frame on, or holds it until there is an
+// upstream.
+func (s *h2stream) sendReq(it h2item) {
+	it.s = s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.reqEndIn {
+		it.release(s.down.bufs)
+		return
+	}
+	if it.end {
+		s.reqEndIn = true
+	}
+	if s.up == nil {
+		s.pending = append(s.pending, it)
+		return
+	}
+	it.o = s.req
+	s.down.batch.add(&s.up.w.inbox, it) // in the client's reader
+}
+
+// ended is told by a writer that it wrote the stream's END_STREAM.
+func (s *h2stream) ended(c *h2conn) {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	if c.upstream {
+		if s.up == nil || &s.up.h2conn != c {
+			s.mu.Unlock() // an attempt that was refused
+			return
+		}
+		s.reqEndOut = true
+		if t := s.up.pool.cfg.ResponseTimeout; t > 0 && !s.final {
+			// From the end of the request, as net/http's transport.
+			s.timer = time.AfterFunc(t, s.timedOut)
+		}
+	} else {
+		s.respEndOut = true
+	}
+	fin := s.respEndOut && s.reqEndOut
+	if fin {
+		s.done = true
+	}
+	s.mu.Unlock()
+	if fin {
+		s.finish()
+	}
+}
+
+// responseHeaders relays response headers or trailers from the upstream.
+func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
+	fields := filterFields(f.Fields, true)
+	end := f.StreamEnded()
+	s.mu.Lock()
+	if s.done || s.up != c {
+		s.mu.Unlock()
+		return
+	}
+	var observe func(time.Duration)
+	if !s.final {
+		code, _ := strconv.Atoi(f.PseudoValue("status"))
+		if code < 200 && !end {
+			// 1xx: relayed, and the final answer is still to come.
+			c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields})
+			s.mu.Unlock()
+			return
+		}
+		s.final, s.answered = true, true
+		s.status = code
+		s.headersAt = time.Now()
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		observe = s.pick.Observe
+	} else if !end {
+		s.mu.Unlock()
+		s.resetBoth(http2.ErrCodeProtocol)
+		return
+	}
+	if end {
+		s.respEndIn = true
+		if v := fieldValue(fields, "grpc-status"); v != "" {
+			s.grpcStatus = v
+		}
+		s.countLocked()
+	}
+	c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields, end: end})
+	s.mu.Unlock()
+	if observe != nil {
+		observe(time.Since(s.start))
+	}
+}
+
+// responseData relays response DATA from the upstream.
+func (s *h2stream) responseData(c *h2up, it h2item) {
+	it.s, it.o = s, &s.resp
+	s.mu.Lock()
+	if s.done || s.up != c || s.respEndIn {
+		s.mu.Unlock()
+		it.release(c.bufs)
+		return
+	}
+	if !s.final {
+		s.mu.Unlock()
+		it.release(c.bufs)
+		s.resetBoth(http2.ErrCodeProtocol)
+		return
+	}
+	if it.end {
+		s.respEndIn = true
+		s.countLocked()
+	}
+	c.batch.add(&s.down.w.inbox, it)
+	s.mu.Unlock()
+}
+
+// clientReset ends the stream because the client reset it or went away.
+func (s *h2stream) clientReset() {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done = true
+	complete := s.respEndOut
+	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
+		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
+	}
+	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true})
+	answered := s.answered
+	if !complete {
+		s.failed = true
+		if !answered {
+			s.status = 0
+		}
+	}
+	s.mu.Unlock()
+	if !complete {
+		if answered {
+			s.cutShort()
+		} else {
+			s.srv().cfg.Metrics.proxyError(s.srv().cfg.Direction, ReasonCanceled)
+			s.logFailure(ReasonCanceled, 0, nil)
+		}
+	}
+	s.finish()
+}
+
+// upstreamReset relays the upstream's RST_STREAM to the client.
+func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
+	s.mu.Lock()
+	if s.done || s.up != c {
+		s.mu.Unlock()
+		return
+	}
+	if code == http2.ErrCodeRefusedStream && !s.answered {
+		s.mu.Unlock()
+		s.refused(c)
+		return
+	}
+	s.done = true
+	complete := s.respEndIn
+	if !complete {
+		s.failed = true
+		if s.answered {
+			s.cutShort()
+		}
+	}
+	s.countLocked()
+	// Relayed unless the client's side of the stream is closed already:
+	// after a complete answer, NO_ERROR tells the client to stop sending.
+	if !(s.respEndOut && s.reqEndIn) {
+		// Behind what the upstream's reader passes on before it.
+		c.batch.add(&s.down.w.inbox, h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+	}
+	s.mu.Unlock()
+	s.finish()
+}
+
+// refused handles a stream the upstream did not process (REFUSED_STREAM,
+// or above a GOAWAY's last stream): a request without a body is sent again
+// elsewhere, as net/http's transport does; one with a body, whose bytes
+// are gone, is refused to the client, which may retry.
+func (s *h2stream) refused(c *h2up) {
+	s.mu.Lock()
+	if s.done || s.up != c {
+		s.mu.Unlock()
+		return
+	}
+	if s.endOnHeaders {
+		s.up = nil
+		s.pending = nil
+		s.reqEndOut = false
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		pick := s.pick
+		s.pick = H2Pick{}
+		s.mu.Unlock()
+		c.release(s)
+		if pick.Done != nil {
+			pick.Done()
+		}
+		s.dispatch()
+		return
+	}
+	s.done = true
+	s.failed = true
+	s.countLocked()
+	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
+	s.mu.Unlock()
+	s.finish()
+}
+
+// upstreamLost ends the stream because its upstream connection did: a
+// stream without an answer yet gets the proxy's, one cut off mid-answer is
+// reset.
+func (s *h2stream) upstreamLost(c *h2up, err error) {
+	s.mu.Lock()
+	if s.done || s.up != c {
+		s.mu.Unlock()
+		return
+	}
+	if s.respEndOut || s.respEndIn {
+		s.done = true
+		s.mu.Unlock()
+		s.finish()
+		return
+	}
+	if s.answered {
+		s.done = true
+		s.failed = true
+		s.cutShort()
+		s.countLocked()
+		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeInternal})
+		s.mu.Unlock()
+		s.finish()
+		return
+	}
+	s.mu.Unlock()
+	s.fail(classify(err), err)
+}
+
+func (s *h2stream) timedOut() {
+	s.mu.Lock()
+	final := s.final
+	s.mu.Unlock()
+	if !final {
+		s.fail(classify(errResponseTimeout), errResponseTimeout)
+	}
+}
+
+// errResponseTimeout is a net.Error timeout, as classify wants.
+var errResponseTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "timeout awaiting response headers" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// resetBoth ends a stream that broke the protocol on either hop.
+func (s *h2stream) resetBoth(code http2.ErrCode) {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done = true
+	s.failed = true
+	if s.up != nil {
+		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code})
+	}
+	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+	s.mu.Unlock()
+	s.finish()
+}
+
+// fail answers the stream itself, counting and logging why, unless the
+// client already has an answer or is gone.
+func (s *h2stream) fail(f failure, err error) {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done = true
+	s.failed = true
+	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
+		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
+	}
+	status := 0
+	answer := !s.answered && f.reason != ReasonCanceled
+	if answer {
+		status = f.status
+		if s.grpc {
+			status = http.StatusOK
+			s.grpcStatus = strconv.Itoa(f.grpc)
+		}
+		s.status = status
+		s.headersAt = time.Now()
+		s.answered = true
+	}
+	// Counted before the client can see the answer, as net/http's
+	// handler is.
+	s.srv().cfg.Metrics.proxyError(s.srv().cfg.Direction, f.reason)
+	s.logFailure(f.reason, status, err)
+	s.countLocked()
+	if answer {
+		s.down.w.inbox.put(s.answer(f)...)
+	}
+	s.mu.Unlock()
+	s.finish()
+}
+
+func (s *h2stream) logFailure(reason string, status int, err error) {
+	s.srv().log.Info("request failed", zap.String("reason", reason),
+		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", status), zap.Error(err))
+}
+
+func (s *h2stream) cutShort() {
+	s.srv().log.Info("response cut short",
+		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", s.status))
+}
+
+// answer is the proxy's own response, as failure.write makes it for
+// net/http: gRPC gets a trailers-only response.
+func (s *h2stream) answer(f failure) []h2item {
+	fields := []hpack.HeaderField{{Name: ErrorHeader, Value: f.reason}}
+	var items []h2item
+	if s.grpc {
+		fields = append([]hpack.HeaderField{{Name: ":status", Value: "200"}}, append(fields,
+			hpack.HeaderField{Name: "content-type", Value: "application/grpc"},
+			hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(f.grpc)},
+			hpack.HeaderField{Name: "grpc-message", Value: "meshproxy: " + f.reason})...)
+		items = append(items, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields, end: true})
+	} else {
+		body := "meshproxy: " + f.reason + "\n"
+		fields = append([]hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(f.status)}}, append(fields,
+			hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
+			hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})...)
+		items = append(items, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields},
+			h2item{kind: h2Data, s: s, o: &s.resp, data: []byte(body), end: true})
+	}
+	if !s.reqEndIn {
+		// The answer is complete; the rest of the request is not wanted.
+		items = append(items, h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeNo})
+	}
+	return items
+}
+
+// finish counts the stream and frees its place on both connections. It
+// runs once, after done was set.
+func (s *h2stream) finish() {
+	s.closed.Store(true)
+	s.mu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	up, pick := s.up, s.pick
+	s.pick = H2Pick{}
+	for i := range s.pending {
+		s.pending[i].release(s.down.bufs)
+	}
+	s.pending = nil
+	s.countLocked()
+	s.mu.Unlock()
+	if pick.Done != nil {
+		pick.Done()
+	}
+	if up != nil {
+		up.release(s)
+	}
+	s.down.release(s)
+}
+
+// countLocked records the exchange in the request metrics, once: when
+// the upstream's answer is complete (before the client can have it, as
+// net/http's handler counts before it returns), or else when the stream
+// ends.
+func (s *h2stream) countLocked() {
+	if s.counted {
+		return
+	}
+	s.counted = true
+	labels := s.labels
+	if s.serverID != "" {
+		labels.ServerID = s.serverID
+	}
+	ex := &exchange{start: s.start, headersAt: s.headersAt, status: s.status, grpcStatus: s.grpcStatus, failed: s.failed}
+	s.srv().cfg.Metrics.record(labels, ex)
+}
+
+// otherWriter is the writer of the hop s's frames written by c came from.
+func (s *h2stream) otherWriter(c *h2conn) (*h2writer, *h2out) {
+	if c.upstream {
+		return &s.down.w, &s.resp
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.up == nil || s.done {
+		return nil, nil
+	}
+	return &s.up.w, s.req
+}
+
+// connectionSpecific reports the fields HTTP/2 forbids (RFC 9113, 8.2.2):
+// they describe one hop, and each hop is its own connection here.
+func connectionSpecific(name string) bool {
+	switch name {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// filterFields copies fields, which the framer reuses, without the
+// connection-specific ones; te survives only as "trailers", which gRPC
+// requires.
+func filterFields(fields []hpack.HeaderField, response bool) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, len(fields))
+	for _, f := range fields {
+		if connectionSpecific(f.Name) || (f.Name == "te" && (response || !strings.EqualFold(f.Value, "trailers"))) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func fieldValue(fields []hpack.HeaderField, name string) string {
+	for _, f := range fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}

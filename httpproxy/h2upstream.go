@@ -1,0 +1,411 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ReasonHeaders answers a request whose headers exceed the relay's limit:
+// 431.
+const ReasonHeaders = "headers_too_large"
+
+const (
+	// h2SettingsTimeout bounds the wait for a new upstream connection's
+	// SETTINGS, which tell how many streams it takes.
+	h2SettingsTimeout = 10 * time.Second
+	// h2MaxStreamID is the last client stream ID; a connection that
+	// reaches it takes no new streams.
+	h2MaxStreamID = 1<<31 - 1
+)
+
+// H2Picker chooses, stream by stream, where a relayed HTTP/2 connection's
+// requests go. An *H2Pool is the picker of a route with one upstream; a
+// balanced route picks an endpoint per stream.
+type H2Picker interface {
+	// PickH2 returns the upstream of a new stream. skip holds the Keys of
+	// the picks that failed to connect for this stream so far.
+	PickH2(skip map[string]bool) (H2Pick, error)
+}
+
+// H2Pick is one stream's upstream and what to tell its chooser.
+type H2Pick struct {
+	Pool *H2Pool
+	// Key names the pick in a later skip; "" means the stream is not
+	// tried elsewhere when connecting fails.
+	Key string
+	// Observe, when set, is told how long the response headers took.
+	Observe func(time.Duration)
+	// Failed, when set, is told that connecting failed; it returns whether
+	// to pick again (nothing of the request has been sent).
+	Failed func(error) bool
+	// Done, when set, is called once when the stream is over with this
+	// pick, whichever way.
+	Done func()
+}
+
+// H2Pool is the relay's pool of HTTP/2 connections to one upstream. Streams
+// share a connection up to the limit its peer announces; the pool opens
+// another when every connection is full, and closes connections idle for
+// the idle timeout. Create one with NewH2Pool.
+type H2Pool struct {
+	cfg      TransportConfig
+	bufs     *h2bufs
+	lastUsed *atomic.Int64 // the owning Pool's, when it has one
+
+	mu      sync.Mutex
+	conns   []*h2up
+	waiting []*h2stream
+	dialing bool
+}
+
+// NewH2Pool returns a pool dialing with cfg.Dial; cfg.Protocol is HTTP/2
+// whatever it says.
+func NewH2Pool(cfg TransportConfig) *H2Pool {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
+	return &H2Pool{cfg: cfg, bufs: newH2Bufs()}
+}
+
+// PickH2 makes a pool the picker of a route with one upstream.
+func (p *H2Pool) PickH2(map[string]bool) (H2Pick, error) { return H2Pick{Pool: p}, nil }
+
+// CloseIdle closes the connections without streams.
+func (p *H2Pool) CloseIdle() {
+	p.mu.Lock()
+	conns := append([]*h2up(nil), p.conns...)
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.closeIdle()
+	}
+}
+
+// open queues s on a connection with room, dialing one if there is none.
+func (p *H2Pool) open(s *h2stream) {
+	if p.lastUsed != nil {
+		p.lastUsed.Store(time.Now().UnixNano())
+	}
+	p.mu.Lock()
+	for _, c := range p.conns {
+		if c.reserve() {
+			p.mu.Unlock()
+			s.attach(c)
+			return
+		}
+	}
+	p.waiting = append(p.waiting, s)
+	dial := !p.dialing
+	p.dialing = true
+	p.mu.Unlock()
+	if dial {
+		go p.dial()
+	}
+}
+
+// dial opens connections until every waiting stream has one.
+func (p *H2Pool) dial() {
+	for {
+		c, err := p.connect()
+		p.mu.Lock()
+		if err != nil {
+			waiting := p.waiting
+			p.waiting, p.dialing = nil, false
+			p.mu.Unlock()
+			for _, s := range waiting {
+				s.connectFailed(err)
+			}
+			return
+		}
+		p.conns = append(p.conns, c)
+		var give, rest []*h2stream
+		for _, s := range p.waiting {
+			if c.reserve() {
+				give = append(give, s)
+			} else {
+				rest = append(rest, s)
+			}
+		}
+		p.waiting = rest
+		more := len(rest) > 0
+		p.dialing = more
+		p.mu.Unlock()
+		for _, s := range give {
+			s.attach(c)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// connect dials and starts a connection, once its peer's SETTINGS came.
+func (p *H2Pool) connect() (*h2up, error) {
+	nc, err := p.cfg.Dial(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	c := &h2up{pool: p, nextID: 1, streams: map[uint32]upEntry{}, peerID: PeerID(nc)}
+	c.setup(nc, p.bufs)
+	c.upstream, c.up = true, c
+	c.w.inbox.put(h2item{kind: h2Own})
+	go c.w.run()
+	_ = nc.SetReadDeadline(time.Now().Add(h2SettingsTimeout))
+	f, err := c.rf.ReadFrame()
+	if err == nil {
+		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+			err = errors.New("http2: upstream's first frame is not SETTINGS")
+		} else {
+			err = c.settings(sf)
+		}
+	}
+	if err != nil {
+		c.w.inbox.close()
+		<-c.w.done
+		_ = nc.Close()
+		return nil, err
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	c.idle = time.AfterFunc(p.cfg.IdleTimeout, c.closeIdle)
+	c.idle.Stop()
+	go c.serve()
+	return c, nil
+}
+
+func (p *H2Pool) remove(c *h2up) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.conns {
+		if x == c {
+			p.conns = append(p.conns[:i], p.conns[i+1:]...)
+			return
+		}
+	}
+}
+
+// h2up is a pooled upstream connection on which the relay is the client.
+type h2up struct {
+	h2conn
+	pool   *H2Pool
+	peerID string
+
+	mu         sync.Mutex
+	streams    map[uint32]upEntry
+	nextID     uint32
+	active     int // streams reserved and not yet released
+	maxStreams uint32
+	goaway     bool // takes no new streams
+	closed     bool
+	idle       *time.Timer
+}
+
+type upEntry struct {
+	s *h2stream
+	o *h2out
+}
+
+// reserve takes a stream slot, false if the connection is full or going.
+func (c *h2up) reserve() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goaway || c.closed || uint32(c.active) >= c.maxStreams || int64(c.nextID)+2*int64(c.active) > h2MaxStreamID {
+		return false
+	}
+	c.active++
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	return true
+}
+
+// open gives s its stream ID as the writer writes its HEADERS; false if
+// the connection may no longer open streams (GOAWAY) or s is over.
+func (c *h2up) open(s *h2stream, o *h2out) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goaway || c.closed || s.closed.Load() || c.nextID > h2MaxStreamID {
+		return false
+	}
+	o.id = c.nextID
+	c.nextID += 2
+	c.streams[o.id] = upEntry{s, o}
+	s.upID = o.id
+	return true
+}
+
+// release frees s's slot.
+func (c *h2up) release(s *h2stream) {
+	c.mu.Lock()
+	if e, ok := c.streams[s.upID]; ok && e.s == s {
+		delete(c.streams, s.upID)
+	}
+	c.active--
+	idle, going := c.active == 0, c.goaway
+	if idle && !going && !c.closed {
+		c.idle.Reset(c.pool.cfg.IdleTimeout)
+	}
+	c.mu.Unlock()
+	if idle && going {
+		c.closeIdle()
+	}
+}
+
+func (c *h2up) lookup(id uint32) (upEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.streams[id]
+	return e, ok
+}
+
+// closeIdle ends the connection if it carries no stream.
+func (c *h2up) closeIdle() {
+	c.mu.Lock()
+	if c.active > 0 || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.goaway, c.closed = true, true
+	c.mu.Unlock()
+	c.pool.remove(c)
+	c.w.inbox.put(h2item{kind: h2GoAway, code: http2.ErrCodeNo})
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// settings applies what a connection's peer announces that the pool
+// needs, and passes the frame to the writer.
+func (c *h2up) settings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	if c.maxStreams == 0 {
+		c.maxStreams = 1000 // the peer sets no limit: ours
+	}
+	if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+		c.maxStreams = v
+	}
+	c.mu.Unlock()
+	return settingsFrame(&c.h2conn, f)
+}
+
+func (c *h2up) serve() {
+	err := c.read()
+	c.mu.Lock()
+	c.goaway, c.closed = true, true
+	entries := make([]upEntry, 0, len(c.streams))
+	for _, e := range c.streams {
+		entries = append(entries, e)
+	}
+	c.mu.Unlock()
+	c.pool.remove(c)
+	c.w.inbox.close()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
+	<-c.w.done
+	_ = c.nc.Close()
+	c.idle.Stop()
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		err = errUpstreamGone
+	}
+	for _, e := range entries {
+		e.s.upstreamLost(c, err)
+	}
+	for _, s := range c.lost {
+		s.upstreamLost(c, err)
+	}
+}
+
+func (c *h2up) read() error {
+	defer c.batch.flush()
+	for {
+		f, err := c.readFrame()
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			if e, ok := c.lookup(se.StreamID); ok {
+				e.s.resetBoth(se.Code)
+			}
+			continue
+		}
+		if err != nil {
+			return frameError(err)
+		}
+		if err := c.frame(f); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *h2up) frame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		if e, ok := c.lookup(f.StreamID); ok {
+			e.s.responseHeaders(c, f)
+		}
+	case *http2.DataFrame:
+		if !c.received(f.Length) {
+			return h2ConnError{http2.ErrCodeFlowControl, errors.New("connection window overrun")}
+		}
+		e, ok := c.lookup(f.StreamID)
+		if !ok {
+			return nil
+		}
+		if e.s.respRecv.Add(-int32(f.Length)) < 0 {
+			e.s.resetBoth(http2.ErrCodeFlowControl)
+			return nil
+		}
+		data := f.Data()
+		if pad := f.Length - uint32(len(data)); pad > 0 {
+			c.w.inbox.put(h2item{kind: h2Credit, s: e.s, o: e.o, n: pad})
+		}
+		if len(data) > 0 || f.StreamEnded() {
+			e.s.responseData(c, c.copyData(data, f.StreamEnded()))
+		}
+	case *http2.RSTStreamFrame:
+		if e, ok := c.lookup(f.StreamID); ok {
+			e.s.upstreamReset(c, f.ErrCode)
+		}
+	case *http2.SettingsFrame:
+		return c.settings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() && !c.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
+			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			c.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+		} else if e, ok := c.lookup(f.StreamID); ok {
+			c.w.inbox.put(h2item{kind: h2PeerWindow, s: e.s, o: e.o, n: f.Increment})
+		}
+	case *http2.GoAwayFrame:
+		c.goAway(f.LastStreamID)
+	case *http2.PushPromiseFrame:
+		return h2ConnError{http2.ErrCodeProtocol, errors.New("PUSH_PROMISE though push is off")}
+	}
+	return nil
+}
+
+// goAway stops new streams on the connection; those above last were not
+// processed by the peer and go elsewhere (see h2stream.refused).
+func (c *h2up) goAway(last uint32) {
+	c.mu.Lock()
+	c.goaway = true
+	var refused []upEntry
+	for id, e := range c.streams {
+		if id > last {
+			refused = append(refused, e)
+		}
+	}
+	idle := c.active == 0
+	c.mu.Unlock()
+	c.pool.remove(c)
+	for _, e := range refused {
+		e.s.refused(c)
+	}
+	if idle {
+		c.closeIdle()
+	}
+}

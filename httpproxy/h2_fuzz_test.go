@@ -51,7 +51,7 @@ func FuzzH2RelayClientFrames(f *testing.F) {
 
 	up := h2cServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) }), 0)
 	f.Fuzz(func(t *testing.T, frames []byte) {
-		rl := startRelay(t, up, Config{Direction: "inbound"})
+		rl := startH2Relay(t, up, Config{Direction: "inbound"})
 		c, err := net.Dial("tcp", rl.addr)
 		if err != nil {
 			t.Fatal(err)

@@ -17,8 +17,8 @@ import (
 	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
-// relay is a Server relaying HTTP/2 from a loopback port to one upstream.
-type relay struct {
+// h2relay is a Server relaying HTTP/2 from a loopback port to one upstream.
+type h2relay struct {
 	addr string
 	srv  *Server
 	pool *H2Pool
@@ -26,9 +26,9 @@ type relay struct {
 	reg  *prometheus.Registry
 }
 
-// startRelay relays the connections made to the returned relay's address
+// startH2Relay relays the connections made to the returned relay's address
 // to upstream, through a fresh pool closed when the test ends.
-func startRelay(t *testing.T, upstream string, cfg Config) *relay {
+func startH2Relay(t *testing.T, upstream string, cfg Config) *h2relay {
 	t.Helper()
 	s, m, reg := startServer(t, cfg)
 	pool := NewH2Pool(TransportConfig{Dial: dialTo(upstream), ResponseTimeout: cfg.IdleTimeout})
@@ -39,7 +39,7 @@ func startRelay(t *testing.T, upstream string, cfg Config) *relay {
 		pool.CloseIdle()
 	})
 	info := &Conn{Protocol: header.HTTP2, H2: pool, Upstream: upstream, Labels: Labels{Direction: cfg.Direction, TLS: "true"}}
-	return &relay{addr: serveOne(t, s, info), srv: s, pool: pool, m: m, reg: reg}
+	return &h2relay{addr: serveOne(t, s, info), srv: s, pool: pool, m: m, reg: reg}
 }
 
 // h2cServer serves h on a loopback port with prior-knowledge HTTP/2 only.
@@ -170,7 +170,7 @@ func (r *rawH2) next(want func(http2.Frame) bool) http2.Frame {
 func isType[F http2.Frame](f http2.Frame) bool { _, ok := f.(F); return ok }
 
 // field returns a decoded header's value.
-func field(f *http2.MetaHeadersFrame, name string) string {
+func headerField(f *http2.MetaHeadersFrame, name string) string {
 	for _, hf := range f.Fields {
 		if hf.Name == name {
 			return hf.Value

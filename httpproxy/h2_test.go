@@ -31,7 +31,7 @@ func TestH2RelayTrailers(t *testing.T) {
 		_, _ = w.Write(append(body, []byte(" / "+r.Trailer.Get("X-Req-Sum"))...))
 		w.Header().Set("Grpc-Status", "7")
 	}), 0)
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	req, _ := http.NewRequest(http.MethodPost, "http://svc.example/", io.MultiReader(strings.NewReader("body")))
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Trailer = http.Header{"X-Req-Sum": {"abc"}}
@@ -67,7 +67,7 @@ func TestH2RelayResetsBothWays(t *testing.T) {
 			case <-time.After(10 * time.Second):
 			}
 		}), 0)
-		rl := startRelay(t, up, Config{Direction: "inbound"})
+		rl := startH2Relay(t, up, Config{Direction: "inbound"})
 		c := dialRawH2(t, rl.addr)
 		c.get(1, "/hold")
 		if c.next(isType[*http2.MetaHeadersFrame]) == nil {
@@ -94,7 +94,7 @@ func TestH2RelayResetsBothWays(t *testing.T) {
 			}
 			u.next(func(http2.Frame) bool { return false })
 		})
-		rl := startRelay(t, up, Config{Direction: "inbound"})
+		rl := startH2Relay(t, up, Config{Direction: "inbound"})
 		c := dialRawH2(t, rl.addr)
 		c.get(1, "/")
 		f, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
@@ -121,7 +121,7 @@ func TestH2RelayBackpressureFromSlowReader(t *testing.T) {
 			}
 		}
 	}), 0)
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr) // windows of 65 535 bytes, never updated yet
 	c.get(1, "/big")
 
@@ -182,7 +182,7 @@ func TestH2RelayStreamLimitOpensConnections(t *testing.T) {
 		perConn[r.RemoteAddr]--
 		mu.Unlock()
 	}), limit)
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	client := h2cClient(t, rl.addr)
 	errs := make(chan error, streams)
 	for i := range streams {
@@ -258,7 +258,7 @@ func TestH2RelayUpstreamGoAway(t *testing.T) {
 		answer(ids[0])
 		u.next(func(http2.Frame) bool { return false })
 	})
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)
 	c.get(1, "/processed")
 	<-first // so that it is the upstream's first stream
@@ -270,7 +270,7 @@ func TestH2RelayUpstreamGoAway(t *testing.T) {
 	c.next(func(f http2.Frame) bool {
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
-			got[f.StreamID] = field(f, ":status") + " conn " + field(f, "x-conn")
+			got[f.StreamID] = headerField(f, ":status") + " conn " + headerField(f, "x-conn")
 		case *http2.RSTStreamFrame:
 			got[f.StreamID] = "reset " + f.ErrCode.String()
 		}
@@ -292,7 +292,7 @@ func TestH2RelayShutdownSendsGoAway(t *testing.T) {
 		<-release
 		_, _ = io.WriteString(w, "finished")
 	}), 0)
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)
 	c.get(1, "/slow")
 	<-arrived
@@ -334,7 +334,7 @@ func TestH2RelayLargeHeaders(t *testing.T) {
 		w.Header().Set("X-Big-Back", r.Header.Get("X-Big")+"!")
 		w.WriteHeader(http.StatusOK)
 	}), 0)
-	rl := startRelay(t, up, Config{Direction: "inbound"})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	req, _ := http.NewRequest(http.MethodGet, "http://svc.example/", nil)
 	req.Header.Set("X-Big", big)
 	resp, err := h2cClient(t, rl.addr).Do(req)
@@ -368,7 +368,7 @@ func TestH2RelayMalformedFramesAreConnectionErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.InfoLevel)
-			rl := startRelay(t, up, Config{Direction: "inbound", Log: zap.New(core)})
+			rl := startH2Relay(t, up, Config{Direction: "inbound", Log: zap.New(core)})
 			c := dialRawH2(t, rl.addr)
 			tt.send(c)
 			ga, _ := c.next(isType[*http2.GoAwayFrame]).(*http2.GoAwayFrame)
@@ -406,7 +406,7 @@ func TestH2RelayUpstreamUnreachable(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	core, logs := observer.New(zapcore.InfoLevel)
-	rl := startRelay(t, closed, Config{Direction: "outbound", Log: zap.New(core)})
+	rl := startH2Relay(t, closed, Config{Direction: "outbound", Log: zap.New(core)})
 	client := h2cClient(t, rl.addr)
 
 	req, _ := http.NewRequest(http.MethodPost, "http://svc.example/pkg.Svc/Call", strings.NewReader("\x00\x00\x00\x00\x00"))

@@ -53,12 +53,18 @@ type h1Conn struct {
 	host         string // the last request's authority
 
 	// Per request.
-	hasBody   bool
-	bodyDone  chan error // the request body's goroutine; nil when none
-	bodySent  bool       // the whole request body went upstream
-	sent100   bool
-	headSeen  bool       // under deadlineMu: the response head arrived
-	deadlines sync.Mutex // between a body goroutine and the response read
+	hasBody  bool
+	bodyDone chan error // the request body's goroutine; nil when none
+	bodySent bool       // the whole request body went upstream
+	sent100  bool
+	// linger: the connection is closed after an answer while the client
+	// may still be sending, so it is closed gently (closeWriteAndWait).
+	linger bool
+
+	// Between a body goroutine and the response read.
+	deadlines   sync.Mutex
+	headSeen    bool // the response head arrived
+	bodyAborted bool // the body goroutine failed the response read
 }
 
 // serveH1 relays the HTTP/1 requests of conn until the client closes it,
@@ -81,6 +87,33 @@ func (s *Server) serveH1(ctx context.Context, conn net.Conn, info *Conn) {
 	}()
 	for first := true; c.readRequest(first) && c.serve(); first = false {
 	}
+	if c.linger {
+		c.closeWriteAndWait()
+	}
+}
+
+// Bounds of closeWriteAndWait.
+const (
+	lingerTime  = 500 * time.Millisecond // net/http's rstAvoidanceDelay
+	lingerBytes = 256 << 10
+)
+
+// closeWriteAndWait ends the connection's sending side and reads what the
+// client still sends, for a while, before the connection is closed: closing
+// with unread input makes the kernel send a reset, which may reach the
+// client before it has read the answer, and the answer is lost. It is
+// net/http's closeWriteAndWait, which only sleeps; reading lets it end as
+// soon as the client closes. Time and bytes are bounded, so a client that
+// keeps sending holds the goroutine half a second at most.
+func (c *h1Conn) closeWriteAndWait() {
+	if c.bw.Flush() != nil {
+		return
+	}
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.conn, lingerBytes))
 }
 
 // readRequest waits for the next request and reads its head.
@@ -89,20 +122,31 @@ func (c *h1Conn) readRequest(first bool) bool {
 	if c.s.h1.closing.Load() {
 		return false
 	}
+	// An idle connection keeps little of what a large message grew.
+	c.req.shrink()
+	c.resp.shrink()
+	c.reqTrailers.shrink()
+	c.respTrailers.shrink()
+	// The first head has ReadHeaderTimeout from the connection's start, as
+	// net/http's; a later one from its first byte, after an idle wait.
+	headDeadline := time.Now().Add(c.s.cfg.ReadHeaderTimeout)
 	if c.br.Buffered() == 0 {
-		timeout := c.s.cfg.IdleTimeout
-		if first {
-			timeout = c.s.cfg.ReadHeaderTimeout
+		wait := headDeadline
+		if !first {
+			wait = time.Now().Add(c.s.cfg.IdleTimeout)
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+		_ = c.conn.SetReadDeadline(wait)
 		if _, err := c.br.Peek(1); err != nil {
 			return false
+		}
+		if !first {
+			headDeadline = time.Now().Add(c.s.cfg.ReadHeaderTimeout)
 		}
 	}
 	if !c.state.CompareAndSwap(h1Idle, h1Busy) {
 		return false
 	}
-	_ = c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
+	_ = c.conn.SetReadDeadline(headDeadline)
 	err := c.req.read(c.br)
 	if err == nil {
 		err = c.req.parseRequest()
@@ -128,9 +172,10 @@ func (c *h1Conn) refuseHead(err error) {
 		reason = ReasonHeadTooLarge
 	}
 	c.s.cfg.Metrics.proxyError(c.s.cfg.Direction, reason)
-	c.s.log.Info("request refused", zap.String("reason", reason), zap.Int("status", he.status), zap.Error(err))
+	c.s.logLimited(c.s.refusedLog, "request refused", reason, zap.Int("status", he.status), zap.Error(err))
 	failure{he.status, grpcUnavailable, reason}.writeH1(c.bw, true)
-	_ = c.bw.Flush()
+	// The rest of the head, or a body, may be on its way.
+	c.linger = true
 }
 
 // serve answers one request and counts it; it reports whether the
@@ -138,6 +183,10 @@ func (c *h1Conn) refuseHead(err error) {
 func (c *h1Conn) serve() bool {
 	info := c.info
 	c.ex = exchange{start: time.Now()}
+	req := &c.req
+	c.hasBody = req.chunked || req.contentLength > 0
+	c.bodyDone, c.bodySent, c.sent100 = nil, !c.hasBody, false
+	c.headSeen, c.bodyAborted = false, false
 	labels := info.Labels
 	if info.Refuse == "" {
 		// A refused client's Host names nothing it reached: it gets no
@@ -181,8 +230,6 @@ func (c *h1Conn) forward() bool {
 		c.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonUnreachable}, errors.New("no upstream for HTTP/1"), true)
 		return false
 	}
-	c.hasBody = req.chunked || req.contentLength > 0
-	c.bodyDone, c.bodySent, c.sent100, c.headSeen = nil, !c.hasBody, false, false
 	var (
 		up    *UpstreamConn
 		lease Lease
@@ -202,7 +249,8 @@ func (c *h1Conn) forward() bool {
 		}
 		if err != nil && attempt == 0 && c.retryable(up, err) {
 			// A reused conn the upstream had closed: nothing of the
-			// request was taken, so it goes again on a fresh one.
+			// request was taken, so it goes again, on another idle
+			// conn of the pool or a new one.
 			up.release(false)
 			done(lease)
 			continue
@@ -210,8 +258,10 @@ func (c *h1Conn) forward() bool {
 		break
 	}
 	if err != nil {
-		if ended, bodyErr := c.endBody(up); ended && bodyErr != nil {
-			err = bodyErr // what ended the wait for the response
+		if ended, bodyErr := c.endBody(up); bodyErr != nil && (ended || c.bodyAborted) {
+			// What ended the wait for the response: a client failing
+			// mid-body is not an upstream timeout.
+			err = bodyErr
 		}
 		up.release(false)
 		done(lease)
@@ -342,9 +392,15 @@ func (c *h1Conn) streamBody(bw *bufio.Writer, up *UpstreamConn) {
 		// is what the response read will find.
 		err = we.err
 	default:
-		// The client's: nobody waits for the answer any more.
+		// The client's: nobody waits for the answer any more, unless it
+		// has come already and is being relayed.
 		err = &clientError{err}
-		_ = up.conn.SetReadDeadline(time.Unix(1, 0))
+		c.deadlines.Lock()
+		if !c.headSeen {
+			c.bodyAborted = true
+			_ = up.conn.SetReadDeadline(time.Unix(1, 0))
+		}
+		c.deadlines.Unlock()
 	}
 	c.bodyDone <- err
 }
@@ -412,12 +468,12 @@ func (c *h1Conn) readResponseHead(up *UpstreamConn) error {
 			return &writeError{err}
 		}
 	}
+	c.deadlines.Lock()
+	c.headSeen = true
 	if up.pool.responseTimeout > 0 {
-		c.deadlines.Lock()
-		c.headSeen = true
 		_ = up.conn.SetReadDeadline(time.Time{})
-		c.deadlines.Unlock()
 	}
+	c.deadlines.Unlock()
 	c.ex.status = c.resp.status
 	c.ex.headersAt = time.Now()
 	return nil
@@ -474,6 +530,9 @@ func (c *h1Conn) relayResponse(up *UpstreamConn) bool {
 	case bodyLength:
 		err = bc.n(resp.contentLength)
 	case bodyChunked:
+		// No grpc-status of a previous response's trailers must be
+		// taken for this one's if it ends before its own.
+		c.respTrailers.reset()
 		err = bc.chunked(&c.respTrailers, dataOnly)
 	case bodyUntilClose:
 		err = bc.n(-1)
@@ -530,6 +589,9 @@ func writeRequestHead(w *bufio.Writer, h *h1Head, upstream string) {
 		_, _ = w.WriteString("\r\n")
 	}
 	switch {
+	case string(h.bytes(h.method)) == http.MethodConnect:
+		// A CONNECT request has no content (RFC 9110, 9.3.6): what
+		// follows its head is the tunnel's.
 	case h.chunked:
 		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
 	case h.contentLength >= 0:
@@ -669,7 +731,7 @@ func (c *h1Conn) join(up net.Conn, upBR *bufio.Reader) {
 // fail answers the request itself, counting and logging why.
 func (c *h1Conn) fail(f failure, err error, closeConn bool) {
 	c.s.cfg.Metrics.proxyError(c.s.cfg.Direction, f.reason)
-	c.s.log.Info("request failed", zap.String("reason", f.reason),
+	c.s.logLimited(c.s.failedLog, "request failed", f.reason,
 		zap.String("method", string(c.req.bytes(c.req.method))), zap.String("authority", string(c.req.authority())),
 		zap.Int("status", f.status), zap.Error(err))
 	c.ex.failed = true
@@ -680,6 +742,9 @@ func (c *h1Conn) fail(f failure, err error, closeConn bool) {
 	}
 	c.ex.status = f.writeH1(c.bw, closeConn || c.s.h1.closing.Load())
 	c.ex.headersAt = time.Now()
+	// A body the relay did not read, or requests sent after this one, may
+	// still be arriving when the connection is closed.
+	c.linger = c.linger || closeConn && (!c.bodySent || c.br.Buffered() > 0)
 }
 
 // h1Conns are the relay's connections, for Shutdown.

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -154,13 +155,14 @@ func (b *bodyCopy) write(p []byte, s string) error {
 }
 
 // readChunkSize reads a chunk's size line: hex digits, optional extensions.
+// Only CRLF ends it and no other CR is in it (RFC 9112, 7.1; its erratum
+// 7633 refuses a bare LF there): a parser before the relay that reads the
+// line differently would see other chunks, and a request smuggled in them.
+// net/http refuses the same.
 func readChunkSize(br *bufio.Reader) (uint64, error) {
-	line, err := br.ReadSlice('\n')
-	switch {
-	case err == bufio.ErrBufferFull:
-		return 0, errMalformedChunk
-	case err != nil:
-		return 0, unexpected(err)
+	line, err := readCRLFLine(br)
+	if err != nil {
+		return 0, err
 	}
 	var size uint64
 	i := 0
@@ -187,24 +189,71 @@ end:
 		return 0, errMalformedChunk
 	}
 	rest := line[i:]
-	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
-		rest = rest[1:]
-	}
-	switch {
-	case len(rest) > 0 && rest[0] == ';':
-		for _, c := range rest[:len(rest)-1] {
-			if c != '\r' && !isValueByte(c) {
-				return 0, errMalformedChunk
-			}
+	if len(rest) > 0 && rest[0] == ';' {
+		// Extensions right after the size, as net/http takes them.
+		if !validChunkExt(rest) {
+			return 0, errMalformedChunk
 		}
-	case string(rest) != "\r\n" && string(rest) != "\n":
-		return 0, errMalformedChunk
+		return size, nil
+	}
+	for _, c := range rest {
+		if c != ' ' && c != '\t' {
+			return 0, errMalformedChunk
+		}
 	}
 	return size, nil
 }
 
+// readCRLFLine reads one line of a chunked body ended by CRLF, with no
+// other CR or LF in it, and returns it without the CRLF. It is only good
+// until the next read of br.
+func readCRLFLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	switch {
+	case err == bufio.ErrBufferFull:
+		return nil, errMalformedChunk
+	case err != nil:
+		return nil, unexpected(err)
+	}
+	line = line[:len(line)-1]
+	if len(line) == 0 || line[len(line)-1] != '\r' || bytes.IndexByte(line[:len(line)-1], '\r') >= 0 {
+		return nil, errMalformedChunk
+	}
+	return line[:len(line)-1], nil
+}
+
+// validChunkExt reports whether ext holds only what chunk extensions are
+// made of (RFC 9112, 7.1.1): tokens, '=', ';', whitespace and quoted
+// strings. The relay drops them, but bytes beyond those are where parsers
+// part ways.
+func validChunkExt(ext []byte) bool {
+	for i := 0; i < len(ext); i++ {
+		c := ext[i]
+		switch {
+		case c == '"':
+			for i++; i < len(ext) && ext[i] != '"'; i++ {
+				if ext[i] == '\\' {
+					i++
+				}
+				if i == len(ext) || !isValueByte(ext[i]) {
+					return false
+				}
+			}
+			if i == len(ext) {
+				return false // unterminated
+			}
+		case isTokenByte(c) || c == ';' || c == '=' || c == ' ' || c == '\t':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // readTrailers reads the trailer section ending a chunked body into h: its
-// fields, and what note finds in them (grpc-status).
+// fields, and what note finds in them (grpc-status). Its lines, like the
+// chunk lines, end with CRLF only: the empty line ending the body is the
+// last place where a bare LF could make two parsers disagree.
 func readTrailers(br *bufio.Reader, h *h1Head) error {
 	h.reset()
 	h.raw = h.raw[:0]
@@ -225,9 +274,10 @@ func readTrailers(br *bufio.Reader, h *h1Head) error {
 			break
 		}
 		end := len(h.raw) - 1
-		if end > start && h.raw[end-1] == '\r' {
-			end--
+		if end == start || h.raw[end-1] != '\r' {
+			return errMalformedChunk
 		}
+		end--
 		if end == start {
 			return nil
 		}

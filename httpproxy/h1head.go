@@ -11,6 +11,27 @@ import (
 // client make the proxy hold a megabyte.
 const maxHeadBytes = 64 << 10
 
+// maxHeadFields bounds the field lines of a head (and of a trailer
+// section), as Envoy's max_headers_count (100): more is refused with 431
+// (502 from an upstream). With maxConnTokens it bounds the hop-by-hop check,
+// which compares each field with each token Connection names, and the
+// memory a connection's reused head can grow to.
+const maxHeadFields = 100
+
+// maxConnTokens bounds the tokens of the Connection fields of a head: more
+// is refused with 400 (502 from an upstream). Real ones name a few fields.
+const maxConnTokens = 16
+
+// Capacities past which a connection's reused head lets its buffers go
+// once a message is done (shrink): an idle keep-alive connection keeps
+// little after one large head, a steady one of usual heads allocates
+// nothing.
+const (
+	keepHeadBytes  = 8 << 10
+	keepHeadFields = 32
+	keepConnTokens = 8
+)
+
 // headError is a message head the relay will not forward, with the status
 // a client gets for it.
 type headError struct {
@@ -22,7 +43,11 @@ func (e *headError) Error() string { return e.msg }
 
 func badHead(msg string) error { return &headError{http.StatusBadRequest, msg} }
 
-var errHeadTooLarge = &headError{http.StatusRequestHeaderFieldsTooLarge, "message head too large"}
+var (
+	errHeadTooLarge  = &headError{http.StatusRequestHeaderFieldsTooLarge, "message head too large"}
+	errTooManyFields = &headError{http.StatusRequestHeaderFieldsTooLarge, "too many header fields"}
+	errTooManyTokens = &headError{http.StatusBadRequest, "too many Connection tokens"}
+)
 
 // span is a piece of a head's raw bytes, [start, end).
 type span struct{ start, end int }
@@ -110,6 +135,20 @@ func (h *h1Head) lines(f func(s span) error) error {
 		start = i + 1
 	}
 	return nil
+}
+
+// shrink drops the buffers that one large head grew past what usual heads
+// need; the next message allocates them again.
+func (h *h1Head) shrink() {
+	if cap(h.raw) > keepHeadBytes {
+		h.raw = nil
+	}
+	if cap(h.fields) > keepHeadFields {
+		h.fields = nil
+	}
+	if cap(h.connTokens) > keepConnTokens {
+		h.connTokens = nil
+	}
 }
 
 func (h *h1Head) reset() {
@@ -311,6 +350,9 @@ func (h *h1Head) field(s span) error {
 		}
 	}
 	value := span{i, end}
+	if len(h.fields) == maxHeadFields {
+		return errTooManyFields
+	}
 	h.fields = append(h.fields, field{name, value})
 	return h.note(name, value)
 }
@@ -331,7 +373,7 @@ func (h *h1Head) note(name, value span) error {
 		}
 		h.chunked = true
 	case equalFold(n, "connection"):
-		h.connectionTokens(value)
+		return h.connectionTokens(value)
 	case equalFold(n, "host"):
 		h.hosts++
 		if h.hosts > 1 || !validHost(v) {
@@ -354,7 +396,8 @@ func (h *h1Head) note(name, value span) error {
 	return nil
 }
 
-func (h *h1Head) connectionTokens(value span) {
+func (h *h1Head) connectionTokens(value span) error {
+	var err error
 	eachToken(h.bytes(value), value.start, func(t span) {
 		switch tok := h.bytes(t); {
 		case equalFold(tok, "close"):
@@ -363,10 +406,13 @@ func (h *h1Head) connectionTokens(value span) {
 			h.connKeepAlive = true
 		case equalFold(tok, "upgrade"):
 			h.connUpgrade = true
+		case len(h.connTokens) == maxConnTokens:
+			err = errTooManyTokens
 		default:
 			h.connTokens = append(h.connTokens, t)
 		}
 	})
+	return err
 }
 
 // checkRequest applies the rules that need the whole request head.
@@ -488,14 +534,17 @@ func isTokenByte(c byte) bool {
 // characters, space, tab and obs-text, no other control.
 func isValueByte(c byte) bool { return c >= ' ' && c != 0x7f || c == '\t' }
 
-// validHost allows what a Host may hold: reg-name, IP literals, a port.
+// validHost allows what a Host may hold: reg-name, IP literals, a port;
+// as net/http's server, no '@': userinfo has no place in Host, and in a
+// request target it would name credentials and obscure the authority (RFC
+// 9110, 4.2.4 says to treat it as an error). Both are refused.
 func validHost(v []byte) bool {
 	for _, c := range v {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
 			continue
 		}
 		switch c {
-		case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '@', '[', ']', '_', '~':
+		case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '[', ']', '_', '~':
 			continue
 		}
 		return false

@@ -15,7 +15,23 @@ import (
 
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
 	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/internal/ratelog"
 )
+
+// logLimited logs msg with reason unless limit has let one of that reason
+// through within the last second; the line then says how many it stands
+// for. The metrics keep the exact count.
+func (s *Server) logLimited(limit *ratelog.Keyed, msg, reason string, fields ...zap.Field) {
+	ok, suppressed := limit.Allow(reason, time.Now())
+	if !ok {
+		return
+	}
+	fields = append(fields, zap.String("reason", reason))
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed", suppressed))
+	}
+	s.log.Info(msg, fields...)
+}
 
 // Config configures a Server.
 type Config struct {
@@ -86,6 +102,9 @@ type Server struct {
 	h1               h1Conns
 	readers, writers sync.Pool
 	bufs             sync.Pool
+	// One "request refused" and one "request failed" line a second per
+	// reason from the HTTP/1 relay: bad requests come in floods.
+	refusedLog, failedLog *ratelog.Keyed
 	// The HTTP/2 relay's connections and frame buffers.
 	h2     h2conns
 	h2bufs *h2bufs
@@ -102,7 +121,8 @@ func New(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs()}
+	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs(),
+		refusedLog: ratelog.NewKeyed(time.Second), failedLog: ratelog.NewKeyed(time.Second)}
 	s.readers.New = func() any { return bufio.NewReader(nil) }
 	s.writers.New = func() any { return bufio.NewWriter(nil) }
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }

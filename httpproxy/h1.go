@@ -92,19 +92,17 @@ func (s *Server) serveH1(ctx context.Context, conn net.Conn, info *Conn) {
 	}
 }
 
-// Bounds of closeWriteAndWait.
-const (
-	lingerTime  = 500 * time.Millisecond // net/http's rstAvoidanceDelay
-	lingerBytes = 256 << 10
-)
+// lingerTime bounds closeWriteAndWait: net/http's rstAvoidanceDelay.
+const lingerTime = 500 * time.Millisecond
 
 // closeWriteAndWait ends the connection's sending side and reads what the
 // client still sends, for a while, before the connection is closed: closing
 // with unread input makes the kernel send a reset, which may reach the
 // client before it has read the answer, and the answer is lost. It is
 // net/http's closeWriteAndWait, which only sleeps; reading lets it end as
-// soon as the client closes. Time and bytes are bounded, so a client that
-// keeps sending holds the goroutine half a second at most.
+// soon as the client closes, and keeps a client that is still sending from
+// blocking before it reads the answer. The time is bounded, so a client
+// that keeps sending holds the goroutine half a second at most.
 func (c *h1Conn) closeWriteAndWait() {
 	if c.bw.Flush() != nil {
 		return
@@ -113,7 +111,7 @@ func (c *h1Conn) closeWriteAndWait() {
 		_ = cw.CloseWrite()
 	}
 	_ = c.conn.SetReadDeadline(time.Now().Add(lingerTime))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c.conn, lingerBytes))
+	_, _ = io.Copy(io.Discard, c.conn)
 }
 
 // readRequest waits for the next request and reads its head.

@@ -381,6 +381,11 @@ func TestRelayRefusesBadHeads(t *testing.T) {
 		{"unknown transfer coding", "POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip\r\n\r\n", 501, ReasonBadRequest},
 		{"no Host", "GET / HTTP/1.1\r\n\r\n", 400, ReasonBadRequest},
 		{"HTTP/2.0 line", "GET / HTTP/2.0\r\nHost: svc\r\n\r\n", 505, ReasonBadRequest},
+		{"too many fields", "GET / HTTP/1.1\r\nHost: svc\r\n" + strings.Repeat("X: 1\r\n", maxHeadFields) + "\r\n", 431, ReasonHeadTooLarge},
+		{"too many Connection tokens", "GET / HTTP/1.1\r\nHost: svc\r\nConnection: " + strings.Repeat("a,", maxConnTokens) + "b\r\n\r\n", 400, ReasonBadRequest},
+		{"userinfo in Host", "GET / HTTP/1.1\r\nHost: user:secret@svc\r\n\r\n", 400, ReasonBadRequest},
+		{"userinfo in the target", "GET http://user:secret@svc/x HTTP/1.1\r\nHost: svc\r\n\r\n", 400, ReasonBadRequest},
+		{"userinfo in a CONNECT target", "CONNECT user@svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n", 400, ReasonBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

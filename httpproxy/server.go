@@ -18,21 +18,6 @@ import (
 	"github.com/seed722d2a70/meshproxy/internal/ratelog"
 )
 
-// logLimited logs msg with reason unless limit has let one of that reason
-// through within the last second; the line then says how many it stands
-// for. The metrics keep the exact count.
-func (s *Server) logLimited(limit *ratelog.Keyed, msg, reason string, fields ...zap.Field) {
-	ok, suppressed := limit.Allow(reason, time.Now())
-	if !ok {
-		return
-	}
-	fields = append(fields, zap.String("reason", reason))
-	if suppressed > 0 {
-		fields = append(fields, zap.Int("suppressed", suppressed))
-	}
-	s.log.Info(msg, fields...)
-}
-
 // Config configures a Server.
 type Config struct {
 	// Direction is the direction label of the metrics: "inbound" or
@@ -148,6 +133,21 @@ func New(cfg Config) *Server {
 		_ = s.srv.Serve(s.ln)
 	}()
 	return s
+}
+
+// logLimited logs msg with reason unless limit has let one of that reason
+// through within the last second; the line then says how many it stands
+// for. The metrics keep the exact count.
+func (s *Server) logLimited(limit *ratelog.Keyed, msg, reason string, fields ...zap.Field) {
+	ok, suppressed := limit.Allow(reason, time.Now())
+	if !ok {
+		return
+	}
+	fields = append(fields, zap.String("reason", reason))
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed", suppressed))
+	}
+	s.log.Info(msg, fields...)
 }
 
 // ServeConn serves HTTP on conn until the client closes it, the server

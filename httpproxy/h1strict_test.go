@@ -197,13 +197,7 @@ func TestHeadShrink(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var h h1Head
-			if err := h.read(bufio.NewReader(strings.NewReader(tt.head))); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.parseRequest(); err != nil {
-				t.Fatal(err)
-			}
+			h := requestHead(t, tt.head)
 			raw, fields := cap(h.raw), cap(h.fields)
 			h.shrink()
 			if kept := cap(h.raw) == raw && cap(h.fields) == fields; kept != tt.kept {
@@ -393,20 +387,27 @@ func TestWriteRequestHeadConnect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var h h1Head
-			if err := h.read(bufio.NewReader(strings.NewReader(tt.head))); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.parseRequest(); err != nil {
-				t.Fatal(err)
-			}
+			h := requestHead(t, tt.head)
 			var out bytes.Buffer
 			w := bufio.NewWriter(&out)
-			writeRequestHead(w, &h, "up:80")
+			writeRequestHead(w, h, "up:80")
 			_ = w.Flush()
 			if out.String() != tt.want {
 				t.Errorf("wrote %q, want %q", out.String(), tt.want)
 			}
 		})
 	}
+}
+
+// requestHead reads and parses head, which must be a valid request head.
+func requestHead(t *testing.T, head string) *h1Head {
+	t.Helper()
+	var h h1Head
+	if err := h.read(bufio.NewReader(strings.NewReader(head))); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.parseRequest(); err != nil {
+		t.Fatal(err)
+	}
+	return &h
 }

@@ -438,3 +438,71 @@ func TestH2RelayUpstreamUnreachable(t *testing.T) {
 		t.Errorf("logged %d failed requests, want 2", n)
 	}
 }
+
+// A body whose END_STREAM comes in an empty DATA frame right behind its
+// last bytes, as net/http's client ends a streamed body, reaches the
+// upstream with one END_STREAM and nothing after it: a second one is
+// answered with RST_STREAM STREAM_CLOSED, which the client would get. The
+// empty frame needs no window, so it also passes a window the last bytes
+// used up.
+func TestH2RelayEndStreamBehindLastBytesSentOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		window uint32 // the upstream's stream window
+	}{
+		{"joined with the last bytes", 65535},
+		{"at zero window", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type seen struct {
+				body  string
+				ended bool
+				after []http2.Frame // on the stream after END_STREAM
+			}
+			observe := func(u *rawH2) (s seen) {
+				_ = u.c.SetDeadline(time.Now().Add(3 * time.Second))
+				var id uint32
+				if u.next(func(f http2.Frame) bool {
+					switch f := f.(type) {
+					case *http2.MetaHeadersFrame:
+						id = f.StreamID
+					case *http2.DataFrame:
+						s.body += string(f.Data())
+						return f.StreamEnded()
+					}
+					return false
+				}) == nil {
+					return s
+				}
+				s.ended = true
+				s.after, _ = u.framesBeforePong(id, nil)
+				u.headers(id, true, ":status", "200")
+				return s
+			}
+			got := make(chan seen, 1)
+			up := rawH2Server(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: tt.window}}, func(u *rawH2) {
+				got <- observe(u)
+				u.next(func(http2.Frame) bool { return false })
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.atOnce(func() {
+				c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+				_ = c.fr.WriteData(1, false, []byte("abc"))
+				_ = c.fr.WriteData(1, true, nil)
+			})
+			s := <-got
+			if !s.ended || s.body != "abc" {
+				t.Fatalf("the upstream got %q, END_STREAM %v; want \"abc\" and END_STREAM", s.body, s.ended)
+			}
+			if len(s.after) > 0 {
+				t.Errorf("the upstream got %v after END_STREAM", s.after)
+			}
+			h, _ := c.next(isType[*http2.MetaHeadersFrame]).(*http2.MetaHeadersFrame)
+			if h == nil || headerField(h, ":status") != "200" {
+				t.Errorf("client got %v, want the 200", h)
+			}
+		})
+	}
+}

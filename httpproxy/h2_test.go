@@ -506,3 +506,64 @@ func TestH2RelayEndStreamBehindLastBytesSentOnce(t *testing.T) {
 		})
 	}
 }
+
+// Once the upstream resets a stream, or refuses it, the body still queued
+// for it behind the upstream's window is dropped, not sent after the
+// RST_STREAM when the window opens; the client gets the reset.
+func TestH2RelayNoDataAfterUpstreamReset(t *testing.T) {
+	for _, code := range []http2.ErrCode{http2.ErrCodeCancel, http2.ErrCodeRefusedStream} {
+		t.Run(code.String(), func(t *testing.T) {
+			type seen struct {
+				ok    bool
+				after []http2.Frame // on the stream after its RST_STREAM
+			}
+			observe := func(u *rawH2) (s seen) {
+				_ = u.c.SetDeadline(time.Now().Add(3 * time.Second))
+				var id uint32
+				n := 0
+				if u.next(func(f http2.Frame) bool {
+					switch f := f.(type) {
+					case *http2.MetaHeadersFrame:
+						id = f.StreamID
+					case *http2.DataFrame:
+						n += len(f.Data())
+					}
+					return n >= 10
+				}) == nil {
+					return s
+				}
+				// The rest of the body waits in the relay for window, which
+				// opens after the reset. The relay writes what the window
+				// lets out in the flush that carries its SETTINGS ACK, so
+				// the PING goes after that ACK.
+				_ = u.fr.WriteRSTStream(id, code)
+				_ = u.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+				s.after, s.ok = u.framesBeforePong(id, func(f http2.Frame) bool {
+					sf, ok := f.(*http2.SettingsFrame)
+					return ok && sf.IsAck()
+				})
+				return s
+			}
+			got := make(chan seen, 1)
+			up := rawH2Server(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(u *rawH2) {
+				got <- observe(u)
+				u.next(func(http2.Frame) bool { return false })
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+			_ = c.fr.WriteData(1, false, make([]byte, 100))
+			s := <-got
+			if !s.ok {
+				t.Fatal("the upstream's PING was not answered")
+			}
+			if len(s.after) > 0 {
+				t.Errorf("the upstream got %v after its RST_STREAM", s.after)
+			}
+			rst, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+			if rst == nil || rst.StreamID != 1 || rst.ErrCode != code {
+				t.Errorf("client got %v, want RST_STREAM 1 %v", rst, code)
+			}
+		})
+	}
+}

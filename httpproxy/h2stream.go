@@ -307,6 +307,9 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 		}
 	}
 	s.countLocked()
+	// The upstream's stream is closed: what is still queued for it (body
+	// held back by its window) must not follow the RST_STREAM.
+	c.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, quiet: true})
 	// Relayed unless the client's side of the stream is closed already:
 	// after a complete answer, NO_ERROR tells the client to stop sending.
 	if !(s.respEndOut && s.reqEndIn) {
@@ -347,6 +350,9 @@ func (s *h2stream) refused(c *h2up) {
 	s.done = true
 	s.failed = true
 	s.countLocked()
+	// The upstream did not take the stream: nothing more of its body goes
+	// there.
+	c.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, quiet: true})
 	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
 	s.mu.Unlock()
 	s.finish()

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // Request and response trailers cross the relay after their bodies, and
@@ -565,5 +567,22 @@ func TestH2RelayNoDataAfterUpstreamReset(t *testing.T) {
 				t.Errorf("client got %v, want RST_STREAM 1 %v", rst, code)
 			}
 		})
+	}
+}
+
+// A stream the relay gives up on without answering (its dial was
+// canceled) is reset to the client, which would otherwise wait forever.
+func TestH2RelayCanceledUnansweredStreamIsReset(t *testing.T) {
+	s, _, _ := startServer(t, Config{Direction: "outbound"})
+	pool := NewH2Pool(TransportConfig{Dial: func(context.Context) (net.Conn, error) {
+		return nil, context.Canceled
+	}})
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "outbound"}})
+	c := dialRawH2(t, addr)
+	_ = c.c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.get(1, "/")
+	rst, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+	if rst == nil || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeCancel {
+		t.Errorf("client got %v, want RST_STREAM 1 CANCEL", rst)
 	}
 }

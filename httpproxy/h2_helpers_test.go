@@ -178,3 +178,50 @@ func headerField(f *http2.MetaHeadersFrame, name string) string {
 	}
 	return ""
 }
+
+// atOnce sends the frames that frames writes through r in one write, so
+// that the peer reads them together.
+func (r *rawH2) atOnce(frames func()) {
+	r.t.Helper()
+	var buf bytes.Buffer
+	fr := r.fr
+	r.fr = http2.NewFramer(&buf, nil)
+	r.fr.AllowIllegalWrites = true
+	frames()
+	r.fr = fr
+	if _, err := r.c.Write(buf.Bytes()); err != nil {
+		r.t.Errorf("write frames: %v", err)
+	}
+}
+
+// framesBeforePong returns the frames on stream id that the peer writes
+// before it answers a PING, which goes once ready holds for a frame read
+// (at once if ready is nil); false if the connection ended first. The
+// relay answers a PING after everything it wrote before reading it.
+func (r *rawH2) framesBeforePong(id uint32, ready func(http2.Frame) bool) ([]http2.Frame, bool) {
+	r.t.Helper()
+	pinged := false
+	ping := func() {
+		pinged = true
+		if err := r.fr.WritePing(false, [8]byte{1}); err != nil {
+			r.t.Errorf("write ping: %v", err)
+		}
+	}
+	if ready == nil {
+		ping()
+	}
+	var on []http2.Frame
+	end := r.next(func(f http2.Frame) bool {
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && pinged {
+			return true
+		}
+		if !pinged && ready(f) {
+			ping()
+		}
+		if f.Header().StreamID == id {
+			on = append(on, f)
+		}
+		return false
+	})
+	return on, end != nil
+}

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // Request and response trailers cross the relay after their bodies, and
@@ -436,5 +438,151 @@ func TestH2RelayUpstreamUnreachable(t *testing.T) {
 	}
 	if n := logs.FilterMessage("request failed").Len(); n != 2 {
 		t.Errorf("logged %d failed requests, want 2", n)
+	}
+}
+
+// A body whose END_STREAM comes in an empty DATA frame right behind its
+// last bytes, as net/http's client ends a streamed body, reaches the
+// upstream with one END_STREAM and nothing after it: a second one is
+// answered with RST_STREAM STREAM_CLOSED, which the client would get. The
+// empty frame needs no window, so it also passes a window the last bytes
+// used up.
+func TestH2RelayEndStreamBehindLastBytesSentOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		window uint32 // the upstream's stream window
+	}{
+		{"joined with the last bytes", 65535},
+		{"at zero window", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type seen struct {
+				body  string
+				ended bool
+				after []http2.Frame // on the stream after END_STREAM
+			}
+			observe := func(u *rawH2) (s seen) {
+				_ = u.c.SetDeadline(time.Now().Add(3 * time.Second))
+				var id uint32
+				if u.next(func(f http2.Frame) bool {
+					switch f := f.(type) {
+					case *http2.MetaHeadersFrame:
+						id = f.StreamID
+					case *http2.DataFrame:
+						s.body += string(f.Data())
+						return f.StreamEnded()
+					}
+					return false
+				}) == nil {
+					return s
+				}
+				s.ended = true
+				s.after, _ = u.framesBeforePong(id, nil)
+				u.headers(id, true, ":status", "200")
+				return s
+			}
+			got := make(chan seen, 1)
+			up := rawH2Server(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: tt.window}}, func(u *rawH2) {
+				got <- observe(u)
+				u.next(func(http2.Frame) bool { return false })
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.atOnce(func() {
+				c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+				_ = c.fr.WriteData(1, false, []byte("abc"))
+				_ = c.fr.WriteData(1, true, nil)
+			})
+			s := <-got
+			if !s.ended || s.body != "abc" {
+				t.Fatalf("the upstream got %q, END_STREAM %v; want \"abc\" and END_STREAM", s.body, s.ended)
+			}
+			if len(s.after) > 0 {
+				t.Errorf("the upstream got %v after END_STREAM", s.after)
+			}
+			h, _ := c.next(isType[*http2.MetaHeadersFrame]).(*http2.MetaHeadersFrame)
+			if h == nil || headerField(h, ":status") != "200" {
+				t.Errorf("client got %v, want the 200", h)
+			}
+		})
+	}
+}
+
+// Once the upstream resets a stream, or refuses it, the body still queued
+// for it behind the upstream's window is dropped, not sent after the
+// RST_STREAM when the window opens; the client gets the reset.
+func TestH2RelayNoDataAfterUpstreamReset(t *testing.T) {
+	for _, code := range []http2.ErrCode{http2.ErrCodeCancel, http2.ErrCodeRefusedStream} {
+		t.Run(code.String(), func(t *testing.T) {
+			type seen struct {
+				ok    bool
+				after []http2.Frame // on the stream after its RST_STREAM
+			}
+			observe := func(u *rawH2) (s seen) {
+				_ = u.c.SetDeadline(time.Now().Add(3 * time.Second))
+				var id uint32
+				n := 0
+				if u.next(func(f http2.Frame) bool {
+					switch f := f.(type) {
+					case *http2.MetaHeadersFrame:
+						id = f.StreamID
+					case *http2.DataFrame:
+						n += len(f.Data())
+					}
+					return n >= 10
+				}) == nil {
+					return s
+				}
+				// The rest of the body waits in the relay for window, which
+				// opens after the reset. The relay writes what the window
+				// lets out in the flush that carries its SETTINGS ACK, so
+				// the PING goes after that ACK.
+				_ = u.fr.WriteRSTStream(id, code)
+				_ = u.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+				s.after, s.ok = u.framesBeforePong(id, func(f http2.Frame) bool {
+					sf, ok := f.(*http2.SettingsFrame)
+					return ok && sf.IsAck()
+				})
+				return s
+			}
+			got := make(chan seen, 1)
+			up := rawH2Server(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 10}}, func(u *rawH2) {
+				got <- observe(u)
+				u.next(func(http2.Frame) bool { return false })
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+			_ = c.fr.WriteData(1, false, make([]byte, 100))
+			s := <-got
+			if !s.ok {
+				t.Fatal("the upstream's PING was not answered")
+			}
+			if len(s.after) > 0 {
+				t.Errorf("the upstream got %v after its RST_STREAM", s.after)
+			}
+			rst, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+			if rst == nil || rst.StreamID != 1 || rst.ErrCode != code {
+				t.Errorf("client got %v, want RST_STREAM 1 %v", rst, code)
+			}
+		})
+	}
+}
+
+// A stream the relay gives up on without answering (its dial was
+// canceled) is reset to the client, which would otherwise wait forever.
+func TestH2RelayCanceledUnansweredStreamIsReset(t *testing.T) {
+	s, _, _ := startServer(t, Config{Direction: "outbound"})
+	pool := NewH2Pool(TransportConfig{Dial: func(context.Context) (net.Conn, error) {
+		return nil, context.Canceled
+	}})
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "outbound"}})
+	c := dialRawH2(t, addr)
+	_ = c.c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.get(1, "/")
+	rst, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+	if rst == nil || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeCancel {
+		t.Errorf("client got %v, want RST_STREAM 1 CANCEL", rst)
 	}
 }

@@ -525,15 +525,21 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 // joining queued payloads up to the peer's frame size and the windows;
 // false if there is no window.
 func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
-	limit := min(int64(o.window), w.connWindow, int64(w.maxFrame))
+	// A window made negative by SETTINGS still lets an empty END_STREAM
+	// through: it costs no window.
+	limit := max(0, min(int64(o.window), w.connWindow, int64(w.maxFrame)))
 	var n int64
 	end := false
-	for j := o.qh; j < len(o.q) && o.q[j].kind == h2Data && n < limit; j++ {
-		take := min(int64(len(o.q[j].data)), limit-n)
-		n += take
-		if take < int64(len(o.q[j].data)) {
+	// The items this frame takes whole, then at most part of one. The
+	// write loop below consumes exactly the same ones, so that an END_STREAM
+	// is written once, with the frame that took its item.
+	for j := o.qh; j < len(o.q) && o.q[j].kind == h2Data; j++ {
+		size := int64(len(o.q[j].data))
+		if size > limit-n {
+			n = limit
 			break
 		}
+		n += size
 		if o.q[j].end {
 			end = true
 			break
@@ -554,18 +560,23 @@ func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
 	for rem := n; o.qh < len(o.q) && o.q[o.qh].kind == h2Data; {
 		it := &o.q[o.qh]
 		k := min(int64(len(it.data)), rem)
-		_, err := w.bw.Write(it.data[:k])
-		w.check(err)
-		it.data = it.data[k:]
-		rem -= k
+		if k > 0 {
+			_, err := w.bw.Write(it.data[:k])
+			w.check(err)
+			it.data = it.data[k:]
+			rem -= k
+		}
 		if len(it.data) > 0 {
 			break
 		}
+		// Empty items after the last byte belong to this frame too: an
+		// empty END_STREAM left queued would go out again as a second
+		// END_STREAM, which the peer answers with STREAM_CLOSED.
 		itEnd := it.end
 		it.release(w.c.bufs)
 		o.q[o.qh] = h2item{}
 		o.qh++
-		if itEnd || rem == 0 {
+		if itEnd {
 			break
 		}
 	}

@@ -307,6 +307,9 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 		}
 	}
 	s.countLocked()
+	// The upstream's stream is closed: what is still queued for it (body
+	// held back by its window) must not follow the RST_STREAM.
+	c.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, quiet: true})
 	// Relayed unless the client's side of the stream is closed already:
 	// after a complete answer, NO_ERROR tells the client to stop sending.
 	if !(s.respEndOut && s.reqEndIn) {
@@ -347,6 +350,9 @@ func (s *h2stream) refused(c *h2up) {
 	s.done = true
 	s.failed = true
 	s.countLocked()
+	// The upstream did not take the stream: nothing more of its body goes
+	// there.
+	c.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, quiet: true})
 	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
 	s.mu.Unlock()
 	s.finish()
@@ -382,12 +388,7 @@ func (s *h2stream) upstreamLost(c *h2up, err error) {
 }
 
 func (s *h2stream) timedOut() {
-	s.mu.Lock()
-	final := s.final
-	s.mu.Unlock()
-	if !final {
-		s.fail(classify(errResponseTimeout), errResponseTimeout)
-	}
+	s.fail(classify(errResponseTimeout), errResponseTimeout)
 }
 
 // errResponseTimeout is a net.Error timeout, as classify wants.
@@ -416,11 +417,13 @@ func (s *h2stream) resetBoth(code http2.ErrCode) {
 	s.finish()
 }
 
-// fail answers the stream itself, counting and logging why, unless the
-// client already has an answer or is gone.
+// fail answers the stream itself, counting and logging why; a client that
+// has an answer already, or whose stream was canceled, is reset instead.
+// A response timeout whose response came in the meantime is no failure.
 func (s *h2stream) fail(f failure, err error) {
 	s.mu.Lock()
-	if s.done {
+	if s.done || (errors.Is(err, errResponseTimeout) && s.final) {
+		// The response headers came as the timer fired: not late.
 		s.mu.Unlock()
 		return
 	}
@@ -448,6 +451,9 @@ func (s *h2stream) fail(f failure, err error) {
 	s.countLocked()
 	if answer {
 		s.down.w.inbox.put(s.answer(f)...)
+	} else {
+		// No answer of ours follows: the client must not wait for one.
+		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeCancel})
 	}
 	s.mu.Unlock()
 	s.finish()

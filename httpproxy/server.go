@@ -62,7 +62,8 @@ type Conn struct {
 	// H1 lends the HTTP/1 relay its upstream connections.
 	H1 Upstream
 	// H2 chooses the upstream of each stream of a relayed HTTP/2
-	// connection.
+	// connection; nil leaves HTTP/2 to net/http (the relay is opt-in:
+	// config.Config.HTTP2Relay).
 	H2 H2Picker
 	// Refuse, when not empty, answers every request 403 with this reason
 	// (e.g. the peer may not reach the port): refusing at the HTTP level
@@ -158,7 +159,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, info *Conn) {
 	case info.Protocol == header.HTTP1:
 		s.serveH1(ctx, conn, info)
 		return
-	case info.Protocol == header.HTTP2 && (info.H2 != nil || info.Refuse != ""):
+	case info.Protocol == header.HTTP2 && info.H2 != nil:
 		s.serveH2(ctx, conn, info)
 		return
 	}

@@ -62,6 +62,9 @@ type Config struct {
 	// HTTP counts the request metrics of HTTP sessions; nil counts
 	// nothing.
 	HTTP *httpproxy.Metrics
+	// HTTP2Relay serves HTTP/2 sessions with httpproxy's frame relay;
+	// false keeps them on net/http (see config.Config.HTTP2Relay).
+	HTTP2Relay bool
 
 	// Transparent says the firewall (meshproxy init) redirects connections
 	// for app ports to the inbound listener: a connection whose original

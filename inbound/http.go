@@ -40,7 +40,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, pr peer, port uint
 		// workload either.
 		pool := p.workloads.get(p, addr, pr, session)
 		info.Transport, info.H1 = pool, pool
-		if session == header.HTTP2 {
+		if session == header.HTTP2 && p.cfg.HTTP2Relay {
 			info.H2 = pool.H2()
 		}
 		info.Tunnel = func(ctx context.Context) (net.Conn, error) { return p.dialWorkload(ctx, addr, pr) }

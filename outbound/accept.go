@@ -76,7 +76,10 @@ type Config struct {
 	// HTTP counts the request metrics of HTTP connections; nil counts
 	// nothing. ResponseTimeout bounds the wait for a response's headers
 	// (0: none).
-	HTTP            *httpproxy.Metrics
+	HTTP *httpproxy.Metrics
+	// HTTP2Relay serves HTTP/2 connections with httpproxy's frame relay;
+	// false keeps them on net/http (see config.Config.HTTP2Relay).
+	HTTP2Relay      bool
 	ResponseTimeout time.Duration
 	Log             *zap.Logger
 }

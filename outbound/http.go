@@ -48,7 +48,10 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 		// Each request chooses its endpoint: one long-lived client
 		// connection (gRPC's) is spread over every replica.
 		bt := &balancedTransport{p: p, route: route, session: session}
-		c.Transport, c.H1, c.H2 = bt, bt, bt
+		c.Transport, c.H1 = bt, bt
+		if p.cfg.HTTP2Relay {
+			c.H2 = bt
+		}
 		c.Labels.TargetAddr = route.Target.String()
 		if route.Endpoints.allMeshed() {
 			c.Labels.TLS = metrics.TLSTrue
@@ -56,7 +59,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, conn net.Conn, route Route, proto
 	} else {
 		pool := p.upstreams.get(p, route, session)
 		c.Transport, c.H1 = pool, pool
-		if session == header.HTTP2 {
+		if session == header.HTTP2 && p.cfg.HTTP2Relay {
 			c.H2 = pool.H2()
 		}
 	}

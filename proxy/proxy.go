@@ -278,6 +278,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Metrics:             inMetrics,
 		Transport:           transport,
 		HTTP:                httpMetrics,
+		HTTP2Relay:          p.cfg.HTTP2Relay,
 		Log:                 p.log,
 	})
 
@@ -324,6 +325,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Metrics:                     outMetrics,
 		HTTP:                        httpMetrics,
 		ResponseTimeout:             p.cfg.Outbound.ResponseTimeout,
+		HTTP2Relay:                  p.cfg.HTTP2Relay,
 		Log:                         p.log,
 	})
 	if p.cfg.Path != "" {

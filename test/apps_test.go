@@ -39,6 +39,7 @@ type pairOptions struct {
 	identity   []string               // destination identity (default: trust domain)
 	serverCfg  func(c *config.Config) // extra server settings
 	clientCfg  func(c *config.Config) // extra client settings
+	http2Relay bool                   // both proxies carry HTTP/2 with the frame relay
 }
 
 func startPair(t testing.TB, appPort uint16, o pairOptions) *pair {
@@ -51,12 +52,14 @@ func startPair(t testing.TB, appPort uint16, o pairOptions) *pair {
 	}
 	m := meshtest.NewMesh(t)
 	scfg := meshtest.Config()
+	scfg.HTTP2Relay = o.http2Relay
 	if o.serverCfg != nil {
 		o.serverCfg(&scfg)
 	}
 	server := m.Start(t, o.serverName, scfg)
 
 	ccfg := meshtest.Config()
+	ccfg.HTTP2Relay = o.http2Relay
 	dest := config.Destination{
 		Match:       appHost,
 		Address:     "127.0.0.1",

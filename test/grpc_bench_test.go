@@ -12,17 +12,18 @@ import (
 
 // BenchmarkGRPCUnaryConcurrent measures unary calls from 50 concurrent
 // callers sharing one client connection: directly to the app, through the
-// go-tls baseline (a bare TLS tunnel pair, see goTLSTunnel) and through the
-// proxy pair. It reports each one's calls per second and the mesh's ratio
-// to both. The three take turns in rounds of 1000 calls, so that all see
-// the same machine load.
+// go-tls baseline (a bare TLS tunnel pair, see goTLSTunnel), through the
+// proxy pair with HTTP/2 on net/http (the default) and through a pair with
+// the frame relay (--http2-relay). It reports each one's calls per second
+// and the meshes' ratios to go-tls. The four take turns in rounds of 1000
+// calls, so that all see the same machine load.
 func BenchmarkGRPCUnaryConcurrent(b *testing.B) {
 	port := grpcEchoApp(b)
-	p := startPair(b, port, pairOptions{})
 	ccs := []*grpc.ClientConn{
 		grpcClient(b, "127.0.0.1:"+itoa(port), port),
 		grpcClient(b, goTLSTunnel(b, port), port),
-		grpcClient(b, p.listen, port),
+		grpcClient(b, startPair(b, port, pairOptions{}).listen, port),
+		grpcClient(b, startPair(b, port, pairOptions{http2Relay: true}).listen, port),
 	}
 	const callers, round = 50, 1000
 	run := func(cc *grpc.ClientConn, n int) time.Duration {
@@ -60,22 +61,25 @@ func BenchmarkGRPCUnaryConcurrent(b *testing.B) {
 		}
 	}
 	rate := func(i int) float64 { return float64(b.N) / elapsed[i].Seconds() }
-	d, g, m := rate(0), rate(1), rate(2)
+	d, g, m, r := rate(0), rate(1), rate(2), rate(3)
 	b.ReportMetric(d, "direct-calls/s")
 	b.ReportMetric(g, "gotls-calls/s")
 	b.ReportMetric(m, "mesh-calls/s")
-	b.ReportMetric(m/d, "mesh/direct")
+	b.ReportMetric(r, "relay-calls/s")
 	b.ReportMetric(m/g, "mesh/gotls")
+	b.ReportMetric(r/g, "relay/gotls")
 }
 
 // BenchmarkGRPCStream100MB sends 100 MB in 1 MiB messages on one gRPC
-// client stream through the proxy pair, through the same pair with the
-// app's port opaque (bytes only, no HTTP/2 parsing), and through the go-tls
-// baseline, and reports each one's throughput and the pair's ratio to the
-// opaque pair. One iteration is one 100 MB stream on each.
+// client stream through the proxy pair (HTTP/2 on net/http, the default),
+// through a pair with the frame relay (--http2-relay), through a pair with
+// the app's port opaque (bytes only, no HTTP/2 parsing), and through the
+// go-tls baseline, and reports each one's throughput and the meshes' ratios
+// to the opaque pair. One iteration is one 100 MB stream on each.
 func BenchmarkGRPCStream100MB(b *testing.B) {
 	port := grpcEchoApp(b)
 	mesh := grpcClient(b, startPair(b, port, pairOptions{}).listen, port)
+	relay := grpcClient(b, startPair(b, port, pairOptions{http2Relay: true}).listen, port)
 	opaque := grpcClient(b, startPair(b, port, pairOptions{opaque: true}).listen, port)
 	gotls := grpcClient(b, goTLSTunnel(b, port), port)
 	const total, size = 100 << 20, 1 << 20
@@ -105,17 +109,20 @@ func BenchmarkGRPCStream100MB(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	var m, o, g time.Duration
+	var m, r, o, g time.Duration
 	b.ReportAllocs()
 	b.SetBytes(total)
 	for b.Loop() {
 		m += send(mesh)
+		r += send(relay)
 		o += send(opaque)
 		g += send(gotls)
 	}
 	mbps := func(d time.Duration) float64 { return float64(b.N) * total / (1 << 20) / d.Seconds() }
 	b.ReportMetric(mbps(m), "mesh-MB/s")
+	b.ReportMetric(mbps(r), "relay-MB/s")
 	b.ReportMetric(mbps(o), "opaque-MB/s")
 	b.ReportMetric(mbps(g), "gotls-MB/s")
 	b.ReportMetric(mbps(m)/mbps(o), "mesh/opaque")
+	b.ReportMetric(mbps(r)/mbps(o), "relay/opaque")
 }

@@ -20,8 +20,18 @@ import (
 // 100 MB client stream, and status codes reach the client and the metrics
 // of both proxies.
 func TestGRPCFourCallKindsAndStatusCodes(t *testing.T) {
+	for _, relay := range []bool{false, true} {
+		t.Run(map[bool]string{false: "net-http", true: "http2-relay"}[relay], func(t *testing.T) {
+			testGRPCFourCallKinds(t, pairOptions{http2Relay: relay})
+		})
+	}
+}
+
+// testGRPCFourCallKinds is TestGRPCFourCallKindsAndStatusCodes through a
+// pair started with o.
+func testGRPCFourCallKinds(t *testing.T, o pairOptions) {
 	port := grpcEchoApp(t)
-	p := startPair(t, port, pairOptions{})
+	p := startPair(t, port, o)
 	cc := grpcClient(t, p.listen, port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

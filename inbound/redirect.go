@@ -98,11 +98,21 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, pc *pendi
 			session = header.HTTP2
 		}
 	}
-	if pc.release() {
-		_ = conn.Close() // shed to make room, and counted then
+	// Detection has decided. An HTTP connection is served by the proxy
+	// itself, which holds its request heads and keep-alives: it is counted
+	// among the unmeshed HTTP connections, under their caps, until it
+	// ends. Any other is the app's from here.
+	var err error
+	if session != header.None {
+		err = pc.servingUnmeshed()
+	} else if pc.release() {
+		err = errShed
+	}
+	if err != nil {
+		_ = conn.Close() // shed or refused by a cap, and counted then
 		return
 	}
-	_, err := p.cfg.Policy.CheckUnauthenticated(port)
+	_, err = p.cfg.Policy.CheckUnauthenticated(port)
 	if err != nil && session == header.None {
 		p.refuse(log, conn, err)
 		return

@@ -21,7 +21,7 @@ import (
 
 // budgetProxy serves an inbound proxy on loopback whose handshakes wait a
 // minute, so that only the byte budget can end them early.
-func budgetProxy(t *testing.T, perSource int) (*Proxy, *net.TCPAddr, *Metrics) {
+func budgetProxy(t testing.TB, perSource int) (*Proxy, *net.TCPAddr, *Metrics) {
 	t.Helper()
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/internal/ratelog"
+	"github.com/seed722d2a70/meshproxy/internal/serve"
 )
 
 // Pending connections: what unauthenticated peers can hold.
@@ -126,7 +127,7 @@ func newPendingLimiter(lim limits, m *Metrics, log *zap.Logger) *pendingLimiter 
 	hdr := headerBudget(lim.maxPending)
 	pending := func(m *Metrics, d float64) { m.pendingDelta(d) }
 	return &pendingLimiter{
-		metrics: m, log: log, logEvery: ratelog.NewKeyed(time.Second), closeConn: resetConn,
+		metrics: m, log: log, logEvery: ratelog.NewKeyed(time.Second), closeConn: serve.Reset,
 		handshake: pendingClass{
 			max: lim.maxPending, perSource: lim.perSource, shedOldest: true,
 			totalReason: reasonOldest, sourceReason: reasonSourceLimit, gauge: pending,
@@ -329,13 +330,4 @@ func sourceAddr(conn net.Conn) netip.Addr {
 		return netip.PrefixFrom(ip, 64).Masked().Addr()
 	}
 	return ip
-}
-
-// resetConn closes conn with a reset rather than a FIN: the peer is owed
-// no orderly goodbye, and no socket lingers in FIN_WAIT on our side.
-func resetConn(conn net.Conn) {
-	if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = conn.Close()
 }

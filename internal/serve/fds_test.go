@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"io"
 	"net"
 	"os"
@@ -13,6 +14,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 )
+
+// serveEcho serves echo with s on a new loopback listener until the test
+// ends.
+func serveEcho(t *testing.T, s *Server) net.Listener {
+	t.Helper()
+	ln := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln, echo) }()
+	t.Cleanup(func() {
+		_ = s.Shutdown(context.Background())
+		<-served
+	})
+	return ln
+}
 
 // openFDs counts this process's open file descriptors.
 func openFDs(t *testing.T) uint64 {
@@ -41,13 +56,7 @@ func TestAcceptOutOfFDs(t *testing.T) {
 	var shed atomic.Int64
 	// No reserve: this is about running out (TestAcceptKeepsAReserve).
 	s := New(Config{Log: zap.NewNop(), Direction: "inbound", Metrics: m, OnShed: func() { shed.Add(1) }, Reserve: -1})
-	ln := listen(t)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln, echo) }()
-	defer func() {
-		_ = s.Shutdown(t.Context())
-		<-served
-	}()
+	ln := serveEcho(t, s)
 	// A client first, so the loop is known to be running with its spare.
 	first, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -147,13 +156,7 @@ func TestAcceptKeepsAReserve(t *testing.T) {
 	}
 	var shed atomic.Int64
 	s := New(Config{Log: zap.NewNop(), OnShed: func() { shed.Add(1) }, Reserve: reserve})
-	ln := listen(t)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln, echo) }()
-	defer func() {
-		_ = s.Shutdown(t.Context())
-		<-served
-	}()
+	ln := serveEcho(t, s)
 	roundTrip := func() error {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -169,6 +172,9 @@ func TestAcceptKeepsAReserve(t *testing.T) {
 	}
 	if err := roundTrip(); err != nil {
 		t.Fatal(err)
+	}
+	for s.active.Load() != 0 { // its server side closed too
+		time.Sleep(time.Millisecond)
 	}
 
 	limit := old

@@ -36,10 +36,12 @@ import (
 //   - a source already holding the stage's per-source cap has its new
 //     connection reset at once (reason source_limit, header_source_limit);
 //   - at the stage's total cap, the stage's oldest connection is reset to
-//     make room (reason oldest, header_oldest). The oldest is the one least
-//     likely to be a real peer, which finishes in milliseconds, and shedding
-//     it rather than the newcomer means a peer holding sockets open for long
-//     cannot lock everyone else out.
+//     make room (reason oldest, header_oldest), the oldest of those whose
+//     peer has not sent a byte yet if there are any. The oldest is the one
+//     least likely to be a real peer, which sends its ClientHello at once
+//     and finishes in milliseconds, and shedding it rather than the
+//     newcomer means a peer holding sockets open for long cannot lock
+//     everyone else out.
 //
 // The move from handshake to header happens inside the handshake, under
 // the mutex: a connection whose peer has just proven itself is never shed
@@ -88,9 +90,46 @@ type pendingClass struct {
 	totalReason, sourceReason string
 	gauge                     func(*Metrics, float64)
 
-	oldest, newest *pendingConn
-	n              int
-	bySource       map[netip.Addr]int
+	// lists[0] holds the connections whose peer has sent nothing yet,
+	// lists[1] the others, each from oldest to newest.
+	lists    [2]connList
+	n        int
+	bySource map[netip.Addr]int
+}
+
+// connList is a list of connections from oldest to newest.
+type connList struct{ oldest, newest *pendingConn }
+
+func (cl *connList) push(pc *pendingConn) {
+	pc.prev = cl.newest
+	if cl.newest != nil {
+		cl.newest.next = pc
+	} else {
+		cl.oldest = pc
+	}
+	cl.newest = pc
+}
+
+func (cl *connList) remove(pc *pendingConn) {
+	if pc.prev != nil {
+		pc.prev.next = pc.next
+	} else {
+		cl.oldest = pc.next
+	}
+	if pc.next != nil {
+		pc.next.prev = pc.prev
+	} else {
+		cl.newest = pc.prev
+	}
+	pc.prev, pc.next = nil, nil
+}
+
+// list is the list of c that pc belongs in.
+func (c *pendingClass) list(pc *pendingConn) *connList {
+	if pc.spoke {
+		return &c.lists[1]
+	}
+	return &c.lists[0]
 }
 
 // pendingLimiter admits connections under the caps and tracks them from
@@ -156,9 +195,10 @@ type pendingConn struct {
 	src        netip.Addr
 	prev, next *pendingConn
 	// Under l.mu: the class it is counted in, nil once released or shed;
-	// shed once reset to make room or refused by a cap.
-	class *pendingClass
-	shed  bool
+	// shed once reset to make room or refused by a cap; spoke once its
+	// peer has sent a byte.
+	class       *pendingClass
+	shed, spoke bool
 }
 
 // admit is serve.Config.Admit: it returns conn as a *pendingConn in the
@@ -194,7 +234,10 @@ func (l *pendingLimiter) enter(c *pendingClass, pc *pendingConn) (victim *pendin
 			pc.shed = true
 			return pc, c.totalReason
 		}
-		victim = c.oldest
+		victim = c.lists[0].oldest
+		if victim == nil {
+			victim = c.lists[1].oldest
+		}
 		l.unlink(victim)
 		victim.shed = true
 		reason = c.totalReason
@@ -222,13 +265,7 @@ func (l *pendingLimiter) settle(victim *pendingConn, reason string) {
 // link appends pc to c as its newest, under l.mu.
 func (l *pendingLimiter) link(c *pendingClass, pc *pendingConn) {
 	pc.class = c
-	pc.prev = c.newest
-	if c.newest != nil {
-		c.newest.next = pc
-	} else {
-		c.oldest = pc
-	}
-	c.newest = pc
+	c.list(pc).push(pc)
 	c.n++
 	c.bySource[pc.src]++
 	c.gauge(l.metrics, 1)
@@ -237,17 +274,8 @@ func (l *pendingLimiter) link(c *pendingClass, pc *pendingConn) {
 // unlink removes pc from its class, under l.mu.
 func (l *pendingLimiter) unlink(pc *pendingConn) {
 	c := pc.class
-	if pc.prev != nil {
-		pc.prev.next = pc.next
-	} else {
-		c.oldest = pc.next
-	}
-	if pc.next != nil {
-		pc.next.prev = pc.prev
-	} else {
-		c.newest = pc.prev
-	}
-	pc.prev, pc.next, pc.class = nil, nil, nil
+	c.list(pc).remove(pc)
+	pc.class = nil
 	c.n--
 	if c.bySource[pc.src]--; c.bySource[pc.src] <= 0 {
 		delete(c.bySource, pc.src)
@@ -281,6 +309,24 @@ func (pc *pendingConn) moveTo(c func(*pendingLimiter) *pendingClass) error {
 		return errShed
 	}
 	return nil
+}
+
+// heard records that pc's peer has sent its first byte: pc is then shed
+// for room only when no silent connection is left to shed.
+func (pc *pendingConn) heard() {
+	if pc == nil {
+		return
+	}
+	l := pc.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pc.spoke || pc.class == nil {
+		return
+	}
+	c := pc.class
+	c.list(pc).remove(pc)
+	pc.spoke = true
+	c.list(pc).push(pc)
 }
 
 // verified moves pc from the handshake stage to the header stage: its peer

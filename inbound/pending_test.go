@@ -28,6 +28,7 @@ func TestPendingLimiter(t *testing.T) {
 		from    string // admit a connection from this source
 		release int    // or release the connection admitted at this step (1-based)
 		verify  int    // or move it to the header stage
+		heard   int    // or record that its peer has sent a byte
 		serve   int    // or count it as an unmeshed HTTP connection
 	}
 	tests := []struct {
@@ -67,6 +68,15 @@ func TestPendingLimiter(t *testing.T) {
 				{from: "10.0.0.1"}, {from: "10.0.0.2"},
 			},
 			wantPending: 2,
+		},
+		{
+			name: "in total: silent connections are shed before ones whose peer spoke", max: 3, perSource: 5,
+			steps: []step{
+				{from: "10.0.0.1"}, {heard: 1}, {from: "10.0.0.2"}, {from: "10.0.0.3"},
+				{from: "10.0.0.4"}, {from: "10.0.0.5"}, {from: "10.0.0.6"},
+			},
+			// 1 is the oldest, but its peer spoke: the silent 3, 4 and 5 go.
+			wantPending: 3, wantClosed: []int{3, 4, 5}, wantShed: map[string]float64{"oldest": 3},
 		},
 		{
 			name: "IPv6 sources are grouped by /64", max: 10, perSource: 2,
@@ -137,6 +147,9 @@ func TestPendingLimiter(t *testing.T) {
 						t.Fatalf("step %d: released connection %d had been shed", i+1, s.release)
 					}
 					continue
+				case s.heard != 0:
+					admitted[s.heard].heard()
+					continue
 				case s.verify != 0:
 					_ = admitted[s.verify].verified()
 					continue
@@ -176,7 +189,7 @@ func TestPendingLimiter(t *testing.T) {
 				_ = pc.Close()
 			}
 			for _, c := range []*pendingClass{&l.handshake, &l.header, &l.unmesh} {
-				if c.n != 0 || len(c.bySource) != 0 || c.oldest != nil || c.newest != nil {
+				if c.n != 0 || len(c.bySource) != 0 || c.lists != [2]connList{} {
 					t.Errorf("after every close: %d counted, %d sources tracked", c.n, len(c.bySource))
 				}
 			}

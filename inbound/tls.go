@@ -209,6 +209,7 @@ func (p *Proxy) handshake(ctx context.Context, pc *pendingConn, conn net.Conn) (
 	if err := awaitFirstByte(conn); err != nil {
 		return nil, peer{}, fmt.Errorf("mTLS handshake: waiting for the ClientHello: %w", err)
 	}
+	pc.heard()
 	offer := offered{pc: pc}
 	// Without cancellation, Done is nil and crypto/tls starts no watcher.
 	hctx := context.WithValue(context.WithoutCancel(ctx), offeredKey{}, &offer)

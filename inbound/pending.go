@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"container/list"
 	"errors"
 	"net"
 	"net/netip"
@@ -98,30 +99,21 @@ type pendingClass struct {
 }
 
 // connList is a list of connections from oldest to newest.
-type connList struct{ oldest, newest *pendingConn }
+type connList struct{ l list.List }
 
-func (cl *connList) push(pc *pendingConn) {
-	pc.prev = cl.newest
-	if cl.newest != nil {
-		cl.newest.next = pc
-	} else {
-		cl.oldest = pc
-	}
-	cl.newest = pc
-}
+func (cl *connList) push(pc *pendingConn) { pc.elem = cl.l.PushBack(pc) }
 
 func (cl *connList) remove(pc *pendingConn) {
-	if pc.prev != nil {
-		pc.prev.next = pc.next
-	} else {
-		cl.oldest = pc.next
+	cl.l.Remove(pc.elem)
+	pc.elem = nil
+}
+
+// oldest returns the list's oldest connection, or nil.
+func (cl *connList) oldest() *pendingConn {
+	if e := cl.l.Front(); e != nil {
+		return e.Value.(*pendingConn)
 	}
-	if pc.next != nil {
-		pc.next.prev = pc.prev
-	} else {
-		cl.newest = pc.prev
-	}
-	pc.prev, pc.next = nil, nil
+	return nil
 }
 
 // list is the list of c that pc belongs in.
@@ -191,9 +183,9 @@ func newPendingLimiter(lim limits, m *Metrics, log *zap.Logger) *pendingLimiter 
 // place back.
 type pendingConn struct {
 	net.Conn
-	l          *pendingLimiter
-	src        netip.Addr
-	prev, next *pendingConn
+	l    *pendingLimiter
+	src  netip.Addr
+	elem *list.Element // in its class's list, under l.mu
 	// Under l.mu: the class it is counted in, nil once released or shed;
 	// shed once reset to make room or refused by a cap; spoke once its
 	// peer has sent a byte.
@@ -234,9 +226,9 @@ func (l *pendingLimiter) enter(c *pendingClass, pc *pendingConn) (victim *pendin
 			pc.shed = true
 			return pc, c.totalReason
 		}
-		victim = c.lists[0].oldest
+		victim = c.lists[0].oldest()
 		if victim == nil {
-			victim = c.lists[1].oldest
+			victim = c.lists[1].oldest()
 		}
 		l.unlink(victim)
 		victim.shed = true

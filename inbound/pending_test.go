@@ -189,7 +189,7 @@ func TestPendingLimiter(t *testing.T) {
 				_ = pc.Close()
 			}
 			for _, c := range []*pendingClass{&l.handshake, &l.header, &l.unmesh} {
-				if c.n != 0 || len(c.bySource) != 0 || c.lists != [2]connList{} {
+				if c.n != 0 || len(c.bySource) != 0 || c.lists[0].l.Len() != 0 || c.lists[1].l.Len() != 0 {
 					t.Errorf("after every close: %d counted, %d sources tracked", c.n, len(c.bySource))
 				}
 			}

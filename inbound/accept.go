@@ -48,9 +48,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	// MaxPending and MaxPendingPerSource cap the connections whose peer
-	// has not yet authenticated, in total and per source address
-	// (pending.go); 0 means config.DefaultMaxPending and
-	// config.DefaultMaxPendingPerSource.
+	// has not yet authenticated, in total and per source (pending.go),
+	// and an eighth of them those verified but without a header yet; 0
+	// means config.DefaultMaxPending and config.DefaultMaxPendingPerSource
+	// (at most MaxPending).
 	MaxPending          int
 	MaxPendingPerSource int
 	// MaxHandshakeBytes is what a peer may send before its handshake

@@ -29,16 +29,30 @@ const (
 // A connection pending on the inbound port (not yet authenticated) costs
 // about 5 KiB of Go memory while it waits for its first byte
 // (BenchmarkPendingHandshakeMemory: 4 KiB of goroutine stack, 1 KiB of
-// heap). Once its peer has sent a record header, crypto/tls allocates the
-// whole announced record (up to about 16 KiB) and the handshake's stack
-// grows to 8-16 KiB: about 32 KiB at worst. 1024 of them are then 32 MiB,
-// which with the proxy's own ~20 MiB stays under a 64 MiB budget; silent,
-// they are 5 MiB. 128 per source is twice an outbound proxy's own cap on
+// heap). Once its peer sends, crypto/tls buffers each handshake message
+// whole before verifying anything (it accepts 64 KiB, 256 KiB for a
+// Certificate), so the peer may send at most DefaultMaxHandshakeBytes
+// before its handshake completes: 12 KiB, twice a full handshake's flights
+// with a three-certificate SVID chain. A peer that sent all of it and
+// stalls is the worst case, measured at 36 KiB (TestPendingWorstCaseCost:
+// 28 KiB of heap, the record and message buffers, and 8 KiB of stack;
+// 44 KiB at a 16 KiB budget, 420 KiB or more without one). 1024 of them are
+// 36 MiB, and the header stage's 128 (an eighth) at most 4.5 MiB more:
+// with the proxy's own ~20 MiB, 61 MiB, under a 64 MiB budget. Silent, they
+// are 5 MiB. 128 per source is twice an outbound proxy's own cap on
 // concurrent handshakes to one destination (64), so a well-behaved peer
 // proxy never reaches it, while it takes eight sources to fill the total.
+//
+// Unmeshed clients' HTTP connections the proxy serves itself (transparent
+// mode) cost about 18 KiB each with a slow request head (a reader, the
+// connection's goroutines); the default 512 are 9 MiB. That budget is
+// separate: only pods with unmeshed HTTP clients need it.
 const (
 	DefaultMaxPending                  = 1024
 	DefaultMaxPendingPerSource         = 128
+	DefaultMaxHandshakeBytes           = 12 << 10
+	DefaultMaxUnmeshedHTTP             = 512
+	DefaultMaxUnmeshedHTTPPerSource    = 128
 	DefaultMaxHandshakesPerDestination = 64
 )
 
@@ -167,8 +181,21 @@ type Inbound struct {
 	// MaxPendingPerSource those from one source address. Past the total,
 	// the oldest is reset to make room; past a source's, its new one is.
 	// The defaults fit a 64 MiB memory budget (inbound/pending.go).
+	// MaxPendingPerSource 0 (the default) is DefaultMaxPendingPerSource,
+	// or MaxPending when that is smaller.
 	MaxPending          int `yaml:"maxPending"`
 	MaxPendingPerSource int `yaml:"maxPendingPerSource"`
+
+	// MaxHandshakeBytes is what a peer may send before its TLS handshake
+	// completes; past it the connection is refused (handshake_too_large).
+	MaxHandshakeBytes int `yaml:"maxHandshakeBytes"`
+
+	// MaxUnmeshedHTTP and MaxUnmeshedHTTPPerSource cap the unmeshed
+	// clients' HTTP connections the proxy serves itself (transparent
+	// mode); past them new ones are reset. Per source 0 (the default) is
+	// DefaultMaxUnmeshedHTTPPerSource, or MaxUnmeshedHTTP when smaller.
+	MaxUnmeshedHTTP          int `yaml:"maxUnmeshedHTTP"`
+	MaxUnmeshedHTTPPerSource int `yaml:"maxUnmeshedHTTPPerSource"`
 }
 
 // PortPolicy is the inbound policy of a set of workload ports, like a
@@ -300,12 +327,13 @@ func Default() Config {
 		Log:   Log{Level: "info", Format: "json"},
 		Admin: Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
 		Inbound: Inbound{
-			Addr:                fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
-			WorkloadHost:        "127.0.0.1",
-			HandshakeTimeout:    10 * time.Second,
-			HeaderTimeout:       10 * time.Second,
-			MaxPending:          DefaultMaxPending,
-			MaxPendingPerSource: DefaultMaxPendingPerSource,
+			Addr:              fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
+			WorkloadHost:      "127.0.0.1",
+			HandshakeTimeout:  10 * time.Second,
+			HeaderTimeout:     10 * time.Second,
+			MaxPending:        DefaultMaxPending,
+			MaxHandshakeBytes: DefaultMaxHandshakeBytes,
+			MaxUnmeshedHTTP:   DefaultMaxUnmeshedHTTP,
 		},
 		Outbound: Outbound{
 			Addr:                        fmt.Sprintf("127.0.0.1:%d", DefaultOutboundPort),
@@ -407,16 +435,32 @@ func (c *Config) Validate() error {
 		n    int
 	}{
 		{"inbound max pending", c.Inbound.MaxPending},
-		{"inbound max pending per source", c.Inbound.MaxPendingPerSource},
+		{"inbound max handshake bytes", c.Inbound.MaxHandshakeBytes},
+		{"inbound max unmeshed HTTP", c.Inbound.MaxUnmeshedHTTP},
 		{"outbound max handshakes per destination", c.Outbound.MaxHandshakesPerDestination},
 	} {
 		if l.n <= 0 {
 			return fmt.Errorf("%w: %s must be positive, got %d", ErrInvalid, l.name, l.n)
 		}
 	}
-	if c.Inbound.MaxPendingPerSource > c.Inbound.MaxPending {
-		return fmt.Errorf("%w: inbound max pending per source (%d) exceeds inbound max pending (%d)",
-			ErrInvalid, c.Inbound.MaxPendingPerSource, c.Inbound.MaxPending)
+	// A per-source cap left unset follows its total down; one set
+	// explicitly must fit in it.
+	for _, l := range []struct {
+		name, totalName         string
+		perSource               *int
+		total, defaultPerSource int
+	}{
+		{"inbound max pending per source", "inbound max pending", &c.Inbound.MaxPendingPerSource, c.Inbound.MaxPending, DefaultMaxPendingPerSource},
+		{"inbound max unmeshed HTTP per source", "inbound max unmeshed HTTP", &c.Inbound.MaxUnmeshedHTTPPerSource, c.Inbound.MaxUnmeshedHTTP, DefaultMaxUnmeshedHTTPPerSource},
+	} {
+		switch {
+		case *l.perSource < 0:
+			return fmt.Errorf("%w: %s must be positive, got %d", ErrInvalid, l.name, *l.perSource)
+		case *l.perSource == 0:
+			*l.perSource = min(l.defaultPerSource, l.total)
+		case *l.perSource > l.total:
+			return fmt.Errorf("%w: %s (%d) exceeds %s (%d)", ErrInvalid, l.name, *l.perSource, l.totalName, l.total)
+		}
 	}
 	if c.HalfCloseTimeout < 0 {
 		return fmt.Errorf("%w: half-close timeout must not be negative, got %v", ErrInvalid, c.HalfCloseTimeout)

@@ -122,6 +122,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad level", []string{"-log-level", "loud"}, nil},
 		{"bad address", []string{"-inbound-addr", "4143"}, nil},
 		{"stray argument", []string{"extra"}, nil},
+		{"per-source pending cap over the total", []string{"--inbound-max-pending=100", "--inbound-max-pending-per-source=128"}, nil},
+		{"per-source unmeshed cap over the total", []string{"--inbound-max-unmeshed-http=10", "--inbound-max-unmeshed-http-per-source=11"}, nil},
+		{"negative per-source cap", []string{"--inbound-max-pending-per-source=-1"}, nil},
+		{"zero handshake bytes", []string{"--inbound-max-handshake-bytes=0"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,5 +224,32 @@ func TestLoadEnvListReplacesFile(t *testing.T) {
 	}
 	if want := []string{"spiffe://mesh.local/api"}; !slices.Equal(c.Inbound.Authorize, want) {
 		t.Errorf("inbound authorize %q, want %q", c.Inbound.Authorize, want)
+	}
+}
+
+// A per-source cap left unset follows its total down, so that setting only
+// the total never fails against the per-source default.
+func TestLoadPerSourceCapsFollowTheTotal(t *testing.T) {
+	tests := []struct {
+		name                      string
+		args                      []string
+		wantPending, wantUnmeshed int
+	}{
+		{"defaults", nil, DefaultMaxPendingPerSource, DefaultMaxUnmeshedHTTPPerSource},
+		{"only the totals, below the per-source defaults", []string{"--inbound-max-pending=100", "--inbound-max-unmeshed-http=20"}, 100, 20},
+		{"only the totals, above", []string{"--inbound-max-pending=5000", "--inbound-max-unmeshed-http=5000"}, DefaultMaxPendingPerSource, DefaultMaxUnmeshedHTTPPerSource},
+		{"explicit and fitting", []string{"--inbound-max-pending=100", "--inbound-max-pending-per-source=7"}, 7, DefaultMaxUnmeshedHTTPPerSource},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("run", tt.args, func(string) string { return "" }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Inbound.MaxPendingPerSource != tt.wantPending || c.Inbound.MaxUnmeshedHTTPPerSource != tt.wantUnmeshed {
+				t.Errorf("per-source caps %d and %d, want %d and %d",
+					c.Inbound.MaxPendingPerSource, c.Inbound.MaxUnmeshedHTTPPerSource, tt.wantPending, tt.wantUnmeshed)
+			}
+		})
 	}
 }

@@ -146,8 +146,14 @@ var settings = []setting{
 		func(c *Config) *time.Duration { return &c.Inbound.HandshakeTimeout }),
 	intSetting("inbound-max-pending", "most inbound connections not yet authenticated; past it the oldest is reset",
 		func(c *Config) *int { return &c.Inbound.MaxPending }),
-	intSetting("inbound-max-pending-per-source", "most inbound connections not yet authenticated from one source address; past it new ones are reset",
+	intSetting("inbound-max-pending-per-source", "most inbound connections not yet authenticated from one source (IPv4 address, IPv6 /64); past it new ones are reset (0: 128, at most --inbound-max-pending)",
 		func(c *Config) *int { return &c.Inbound.MaxPendingPerSource }),
+	intSetting("inbound-max-handshake-bytes", "most bytes a peer may send before its TLS handshake completes; past it the connection is refused",
+		func(c *Config) *int { return &c.Inbound.MaxHandshakeBytes }),
+	intSetting("inbound-max-unmeshed-http", "most unmeshed clients' HTTP connections the inbound proxy serves itself (transparent mode); past it new ones are reset",
+		func(c *Config) *int { return &c.Inbound.MaxUnmeshedHTTP }),
+	intSetting("inbound-max-unmeshed-http-per-source", "the same from one source (IPv4 address, IPv6 /64) (0: 128, at most --inbound-max-unmeshed-http)",
+		func(c *Config) *int { return &c.Inbound.MaxUnmeshedHTTPPerSource }),
 
 	// Outbound.
 	{

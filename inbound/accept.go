@@ -15,6 +15,7 @@ package inbound
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/seed722d2a70/meshproxy/config"
 	"github.com/seed722d2a70/meshproxy/detect"
 	"github.com/seed722d2a70/meshproxy/httpproxy"
 	"github.com/seed722d2a70/meshproxy/internal/duplex"
@@ -46,11 +48,20 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	// MaxPending and MaxPendingPerSource cap the connections whose peer
-	// has not yet authenticated, in total and per source address
-	// (pending.go); 0 means config.DefaultMaxPending and
-	// config.DefaultMaxPendingPerSource.
+	// has not yet authenticated, in total and per source (pending.go),
+	// and an eighth of them those verified but without a header yet; 0
+	// means config.DefaultMaxPending and config.DefaultMaxPendingPerSource
+	// (at most MaxPending).
 	MaxPending          int
 	MaxPendingPerSource int
+	// MaxHandshakeBytes is what a peer may send before its handshake
+	// completes; 0 means config.DefaultMaxHandshakeBytes.
+	MaxHandshakeBytes int
+	// MaxUnmeshedHTTP and MaxUnmeshedHTTPPerSource cap the unmeshed
+	// clients' HTTP connections the proxy serves itself (transparent
+	// mode), in total and per source; 0 means the config defaults.
+	MaxUnmeshedHTTP          int
+	MaxUnmeshedHTTPPerSource int
 	// Accept counts the accept loop's failures; nil counts nothing.
 	Accept *serve.Metrics
 	// DialTimeout bounds connecting to the workload.
@@ -112,11 +123,17 @@ func New(cfg Config) *Proxy {
 	if cfg.WorkloadHost == "" {
 		cfg.WorkloadHost = "127.0.0.1"
 	}
+	if cfg.MaxHandshakeBytes <= 0 {
+		cfg.MaxHandshakeBytes = config.DefaultMaxHandshakeBytes
+	}
 	if cfg.Detector == nil {
 		cfg.Detector = detect.New(detect.Config{Direction: detect.Inbound, Logger: cfg.Log})
 	}
 	log := cfg.Log.With(zap.String("direction", "inbound"))
-	pending := newPendingLimiter(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.Metrics, log)
+	pending := newPendingLimiter(limits{
+		maxPending: cfg.MaxPending, perSource: cfg.MaxPendingPerSource,
+		maxUnmeshedHTTP: cfg.MaxUnmeshedHTTP, unmeshedHTTPPerSource: cfg.MaxUnmeshedHTTPPerSource,
+	}, cfg.Metrics, log)
 	return &Proxy{
 		cfg:      cfg,
 		tls:      serverTLS(cfg.TLS),
@@ -181,21 +198,32 @@ func (p *Proxy) handle(ctx context.Context, conn net.Conn) {
 // handleMesh carries a mesh connection: mTLS, then the transport header
 // naming the workload port. want, when not 0, is the port the connection
 // was redirected from, which the header must name too. targetAddr labels
-// the metrics. The connection stops being pending once the peer has
-// authenticated.
+// the metrics. The connection stays pending until the peer has
+// authenticated and sent its header, in the handshake stage and then the
+// header stage (pending.go).
 func (p *Proxy) handleMesh(ctx context.Context, log *zap.Logger, pc *pendingConn, conn net.Conn, want uint16, targetAddr string) {
-	tc, peer, err := p.handshake(ctx, conn)
-	if pc.release() {
-		// Reset to make room for a newer connection, and counted then.
-		_ = conn.Close()
-		return
+	tc, peer, err := p.handshake(ctx, pc, conn)
+	if err == nil {
+		// The handshake moved it already (VerifyConnection), unless the
+		// TLS configuration took another path: then here.
+		err = pc.verified()
 	}
 	if err != nil {
+		if pc.release() || errors.Is(err, errShed) {
+			// Reset to make room for a newer connection, or refused by
+			// a cap, and counted then.
+			_ = conn.Close()
+			return
+		}
 		p.refuse(log, conn, err)
 		return
 	}
 	log = log.With(zap.String("client_id", peer.ID.String()))
 	hdr, err := p.readHeader(tc)
+	if pc.release() {
+		_ = conn.Close() // shed while waiting for the header, counted then
+		return
+	}
 	if err != nil {
 		p.refuse(log, tc, err)
 		return

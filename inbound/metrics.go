@@ -36,6 +36,8 @@ func refusalReason(err error) string {
 		return "identity_required"
 	case errors.Is(err, errNoOriginalDst):
 		return "no_original_dst"
+	case errors.Is(err, errHandshakeTooLarge):
+		return reasonHandshakeTooLarge
 	}
 	return identity.RefusalReason(err)
 }
@@ -46,6 +48,7 @@ type Metrics struct {
 	tlsRefused   *prometheus.CounterVec
 	headerErrors *prometheus.CounterVec
 	pending      prometheus.Gauge
+	unmeshed     prometheus.Gauge
 	shed         *prometheus.CounterVec
 }
 
@@ -62,14 +65,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"reason"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "inbound_pending_connections",
-			Help: "Inbound connections accepted whose peer has not yet authenticated (mTLS handshake) or, redirected in transparent mode, whose protocol detection has not yet decided.",
+			Help: "Inbound connections accepted whose peer has not yet authenticated (mTLS handshake) and sent its transport header or, redirected in transparent mode, whose protocol detection has not yet decided.",
+		}),
+		unmeshed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "inbound_unmeshed_http_connections",
+			Help: "Unmeshed clients' HTTP connections (transparent mode, tls=no_identity) the inbound proxy serves itself.",
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inbound_connections_shed_total",
-			Help: "Inbound connections reset unserved, by reason: source_limit (the source address had its maximum of pending connections), oldest (the oldest pending connection, reset to make room for a new one), fd_limit (out of file descriptors).",
+			Help: "Inbound connections reset unserved, by reason: source_limit (the source had its maximum of connections pending their handshake), oldest (the oldest connection pending its handshake, reset to make room for a new one), header_source_limit and header_oldest (the same for verified peers pending their transport header), unmeshed_limit and unmeshed_source_limit (too many unmeshed HTTP connections in total or from the source), fd_limit (out of file descriptors, or within the reserve kept for the admin server).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.tlsRefused, m.headerErrors, m.pending, m.shed} {
+	for _, c := range []prometheus.Collector{m.tlsRefused, m.headerErrors, m.pending, m.unmeshed, m.shed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -92,6 +99,12 @@ func (m *Metrics) headerError(reason string) {
 func (m *Metrics) pendingDelta(d float64) {
 	if m != nil {
 		m.pending.Add(d)
+	}
+}
+
+func (m *Metrics) unmeshedDelta(d float64) {
+	if m != nil {
+		m.unmeshed.Add(d)
 	}
 }
 

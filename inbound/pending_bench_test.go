@@ -1,8 +1,6 @@
 package inbound
 
 import (
-	"context"
-	"crypto/tls"
 	"net"
 	"os"
 	"runtime"
@@ -11,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/seed722d2a70/meshproxy/internal/testcert"
 )
 
 // BenchmarkPendingHandshakeMemory measures what a silent connection costs
@@ -21,23 +17,7 @@ import (
 // clients are bare sockets, so they add nothing to the process's Go memory.
 func BenchmarkPendingHandshakeMemory(b *testing.B) {
 	const conns = 1000
-	cert := testcert.New(b, "inbound")
-	p := New(Config{
-		TLS:                 &tls.Config{Certificates: []tls.Certificate{cert.TLS}, ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS13},
-		HandshakeTimeout:    time.Minute,
-		MaxPendingPerSource: conns,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	defer func() {
-		_ = p.Shutdown(context.Background())
-		<-served
-	}()
-	addr := ln.Addr().(*net.TCPAddr)
+	p, addr, _ := budgetProxy(b, conns)
 
 	var heap, stack, rss float64
 	for b.Loop() {

@@ -27,10 +27,14 @@ func TestPendingLimiter(t *testing.T) {
 	type step struct {
 		from    string // admit a connection from this source
 		release int    // or release the connection admitted at this step (1-based)
+		verify  int    // or move it to the header stage
+		heard   int    // or record that its peer has sent a byte
+		serve   int    // or count it as an unmeshed HTTP connection
 	}
 	tests := []struct {
 		name           string
 		max, perSource int
+		maxUnmeshed    int
 		steps          []step
 		wantPending    int
 		wantClosed     []int // steps whose connections were reset
@@ -66,6 +70,56 @@ func TestPendingLimiter(t *testing.T) {
 			wantPending: 2,
 		},
 		{
+			name: "in total: silent connections are shed before ones whose peer spoke", max: 3, perSource: 5,
+			steps: []step{
+				{from: "10.0.0.1"}, {heard: 1}, {from: "10.0.0.2"}, {from: "10.0.0.3"},
+				{from: "10.0.0.4"}, {from: "10.0.0.5"}, {from: "10.0.0.6"},
+			},
+			// 1 is the oldest, but its peer spoke: the silent 3, 4 and 5 go.
+			wantPending: 3, wantClosed: []int{3, 4, 5}, wantShed: map[string]float64{"oldest": 3},
+		},
+		{
+			name: "IPv6 sources are grouped by /64", max: 10, perSource: 2,
+			steps: []step{
+				{from: "2001:db8:0:1::1"}, {from: "2001:db8:0:1::2"}, {from: "2001:db8:0:1:ffff::3"},
+				{from: "2001:db8:0:2::1"},
+			},
+			wantPending: 3, wantClosed: []int{3}, wantShed: map[string]float64{"source_limit": 1},
+		},
+		{
+			name: "a verified connection waiting for its header is not shed for strangers", max: 4, perSource: 4,
+			steps: []step{
+				{from: "10.0.0.1"}, {verify: 1},
+				{from: "10.0.0.2"}, {from: "10.0.0.2"}, {from: "10.0.0.3"}, {from: "10.0.0.3"}, {from: "10.0.0.4"},
+			},
+			// Four in the handshake stage, one in the header stage.
+			wantPending: 5, wantClosed: []int{3}, wantShed: map[string]float64{"oldest": 1},
+		},
+		{
+			name: "the header stage has its own budget, oldest shed", max: 16, perSource: 16,
+			steps: []step{
+				{from: "10.0.0.1"}, {verify: 1}, {from: "10.0.0.2"}, {verify: 3},
+				{from: "10.0.0.3"}, {verify: 5},
+			},
+			// headerBudget(16) = 2.
+			wantPending: 2, wantClosed: []int{1}, wantShed: map[string]float64{"header_oldest": 1},
+		},
+		{
+			name: "the header stage's per-source cap refuses the newcomer", max: 8, perSource: 1,
+			steps: []step{
+				{from: "10.0.0.1"}, {verify: 1}, {from: "10.0.0.1"}, {verify: 3},
+			},
+			wantPending: 1, wantClosed: []int{3}, wantShed: map[string]float64{"header_source_limit": 1},
+		},
+		{
+			name: "unmeshed HTTP connections: capped, newcomer refused, not pending", max: 8, perSource: 8, maxUnmeshed: 2,
+			steps: []step{
+				{from: "10.0.0.1"}, {serve: 1}, {from: "10.0.0.2"}, {serve: 3},
+				{from: "10.0.0.3"}, {serve: 5}, {from: "10.0.0.4"},
+			},
+			wantPending: 1, wantClosed: []int{5}, wantShed: map[string]float64{"unmeshed_limit": 1},
+		},
+		{
 			name: "a released connection is never shed", max: 2, perSource: 5,
 			steps: []step{
 				{from: "10.0.0.1"}, {from: "10.0.0.2"}, {release: 1},
@@ -80,15 +134,27 @@ func TestPendingLimiter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := newPendingLimiter(tt.max, tt.perSource, m, zap.NewNop())
+			l := newPendingLimiter(limits{
+				maxPending: tt.max, perSource: tt.perSource, maxUnmeshedHTTP: tt.maxUnmeshed, unmeshedHTTPPerSource: tt.maxUnmeshed,
+			}, m, zap.NewNop())
 			l.closeConn = func(c net.Conn) { _ = c.Close() }
 			conns := map[int]*fakeConn{}
 			admitted := map[int]*pendingConn{}
 			for i, s := range tt.steps {
-				if s.from == "" {
+				switch {
+				case s.release != 0:
 					if shed := admitted[s.release].release(); shed {
 						t.Fatalf("step %d: released connection %d had been shed", i+1, s.release)
 					}
+					continue
+				case s.heard != 0:
+					admitted[s.heard].heard()
+					continue
+				case s.verify != 0:
+					_ = admitted[s.verify].verified()
+					continue
+				case s.serve != 0:
+					_ = admitted[s.serve].servingUnmeshed()
 					continue
 				}
 				c := conn(s.from)
@@ -112,7 +178,7 @@ func TestPendingLimiter(t *testing.T) {
 					t.Errorf("connection of step %d closed = %v, want %v", i, c.closed, want[i])
 				}
 			}
-			for _, reason := range []string{"source_limit", "oldest"} {
+			for _, reason := range []string{"source_limit", "oldest", "header_source_limit", "header_oldest", "unmeshed_limit", "unmeshed_source_limit"} {
 				if got := testutil.ToFloat64(m.shed.WithLabelValues(reason)); got != tt.wantShed[reason] {
 					t.Errorf("shed{%s} = %v, want %v", reason, got, tt.wantShed[reason])
 				}
@@ -122,11 +188,16 @@ func TestPendingLimiter(t *testing.T) {
 			for _, pc := range admitted {
 				_ = pc.Close()
 			}
-			if l.count() != 0 || len(l.bySource) != 0 || l.oldest != nil || l.newest != nil {
-				t.Errorf("after every close: %d pending, %d sources tracked", l.count(), len(l.bySource))
+			for _, c := range []*pendingClass{&l.handshake, &l.header, &l.unmesh} {
+				if c.n != 0 || len(c.bySource) != 0 || c.lists[0].l.Len() != 0 || c.lists[1].l.Len() != 0 {
+					t.Errorf("after every close: %d counted, %d sources tracked", c.n, len(c.bySource))
+				}
 			}
 			if got := testutil.ToFloat64(m.pending); got != 0 {
 				t.Errorf("inbound_pending_connections = %v after every close", got)
+			}
+			if got := testutil.ToFloat64(m.unmeshed); got != 0 {
+				t.Errorf("inbound_unmeshed_http_connections = %v after every close", got)
 			}
 		})
 	}
@@ -134,7 +205,7 @@ func TestPendingLimiter(t *testing.T) {
 
 // A shed connection's handler learns it was shed, not refused.
 func TestPendingShedIsReported(t *testing.T) {
-	l := newPendingLimiter(1, 1, nil, zap.NewNop())
+	l := newPendingLimiter(limits{maxPending: 1, perSource: 1}, nil, zap.NewNop())
 	l.closeConn = func(c net.Conn) { _ = c.Close() }
 	first := l.admit(conn("10.0.0.1")).(*pendingConn)
 	second := l.admit(conn("10.0.0.2")).(*pendingConn)

@@ -62,14 +62,17 @@ func unwrapTCP(conn net.Conn) net.Conn {
 //
 // Such a connection counts as pending (pending.go) until detection has
 // decided: it is as unauthenticated as a silent flood, and as cheap to
-// open. A peer proxy's mTLS stays pending until its handshake, as on the
-// inbound port. An unmeshed client's connection stops being pending once
+// open. A peer proxy's mTLS stays pending until its handshake and header,
+// as on the inbound port; its handshake timeout starts once detection has
+// decided. An unmeshed client's connection stops being pending once
 // detection has seen its first bytes (or, on a port without detection, at
-// once): from then on it is an app connection like any the app would have
-// taken without the mesh, bounded by the app's own limits, and must not be
-// shed for strangers' floods to the inbound port. Detection is not
-// shortened to the handshake timeout, so server-first protocols still get
-// their full detection wait.
+// once). Forwarded untouched, it is then an app connection like any the app
+// would have taken without the mesh, bounded by the app's own limits, and
+// must not be shed for strangers' floods to the inbound port. Served as
+// HTTP, the proxy itself holds its request heads and keep-alives, so it is
+// counted among the unmeshed HTTP connections and capped (pending.go).
+// Detection is not shortened to the handshake timeout, so server-first
+// protocols still get their full detection wait.
 func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, pc *pendingConn, conn net.Conn, dst netip.AddrPort) {
 	port := dst.Port()
 	log = log.With(zap.Uint16("port", port), zap.Bool("redirected", true))
@@ -98,11 +101,21 @@ func (p *Proxy) handleRedirected(ctx context.Context, log *zap.Logger, pc *pendi
 			session = header.HTTP2
 		}
 	}
-	if pc.release() {
-		_ = conn.Close() // shed to make room, and counted then
+	// Detection has decided. An HTTP connection is served by the proxy
+	// itself, which holds its request heads and keep-alives: it is counted
+	// among the unmeshed HTTP connections, under their caps, until it
+	// ends. Any other is the app's from here.
+	var err error
+	if session != header.None {
+		err = pc.servingUnmeshed()
+	} else if pc.release() {
+		err = errShed
+	}
+	if err != nil {
+		_ = conn.Close() // shed or refused by a cap, and counted then
 		return
 	}
-	_, err := p.cfg.Policy.CheckUnauthenticated(port)
+	_, err = p.cfg.Policy.CheckUnauthenticated(port)
 	if err != nil && session == header.None {
 		p.refuse(log, conn, err)
 		return

@@ -35,24 +35,57 @@ var (
 	ErrALPN = errors.New("peer offered no accepted ALPN protocol")
 )
 
+// errHandshakeTooLarge: the peer sent more than Config.MaxHandshakeBytes
+// before its handshake completed.
+var errHandshakeTooLarge = errors.New("handshake too large")
+
+const reasonHandshakeTooLarge = "handshake_too_large"
+
 // offered is what a peer's ClientHello offered, recorded during the
 // handshake so that a failed one can be told apart by cause: crypto/tls
 // reports a version or ALPN mismatch only as an unexported error string.
+// pc, when not nil, is the connection's pending state, which the handshake
+// moves to the header stage once the peer's chain is verified.
 type offered struct {
 	seen     bool
 	versions []uint16
 	protos   []string
+	pc       *pendingConn
 }
 
 type offeredKey struct{}
 
-// recordOffer is a GetConfigForClient that notes the ClientHello in the
-// *offered the handshake's context carries, and changes nothing.
-func recordOffer(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	if o, ok := hello.Context().Value(offeredKey{}).(*offered); ok {
-		*o = offered{seen: true, versions: hello.SupportedVersions, protos: hello.SupportedProtos}
+// recordOffer notes the ClientHello in the *offered the handshake's context
+// carries, and returns it.
+func recordOffer(hello *tls.ClientHelloInfo) *offered {
+	o, ok := hello.Context().Value(offeredKey{}).(*offered)
+	if !ok {
+		return nil
 	}
-	return nil, nil
+	o.seen, o.versions, o.protos = true, hello.SupportedVersions, hello.SupportedProtos
+	return o
+}
+
+// withVerified returns cfg for a handshake whose pending state is pc: a
+// copy whose VerifyConnection, once cfg's own has accepted the peer, moves
+// pc to the header stage, under the limiter's lock. The peer has then
+// proven itself as far as its chain goes (its CertificateVerify and
+// Finished come in the same flight), and must not be shed as the oldest
+// of strangers. A GetConfigForClient's Config keeps the original's session
+// ticket keys, so resumption is unaffected.
+func withVerified(cfg *tls.Config, pc *pendingConn) *tls.Config {
+	c := cfg.Clone()
+	c.GetConfigForClient = nil
+	verify := cfg.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		return pc.verified()
+	}
+	return c
 }
 
 // refusal returns the specific refusal behind a failed handshake in which
@@ -84,20 +117,72 @@ type peer struct {
 }
 
 // serverTLS returns base with the transport header's ALPN protocol added,
-// recording each peer's offer for handshake.
+// recording each peer's offer for handshake and moving its pending state
+// along (withVerified).
 func serverTLS(base *tls.Config) *tls.Config {
 	cfg := base.Clone()
 	if !slices.Contains(cfg.NextProtos, header.ALPN) {
 		cfg.NextProtos = append(cfg.NextProtos, header.ALPN)
 	}
-	cfg.GetConfigForClient = recordOffer
-	if next := base.GetConfigForClient; next != nil {
-		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			_, _ = recordOffer(hello)
-			return next(hello)
+	next := base.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		o := recordOffer(hello)
+		var use *tls.Config
+		if next != nil {
+			c, err := next(hello)
+			if err != nil {
+				return nil, err
+			}
+			use = c
 		}
+		if o == nil || o.pc == nil {
+			return use, nil
+		}
+		if use == nil {
+			use = cfg
+		}
+		return withVerified(use, o.pc), nil
 	}
 	return cfg
+}
+
+// budgetConn fails reads past a byte budget, for the handshake: crypto/tls
+// buffers a handshake message whole before verifying anything (up to 64
+// KiB, 256 KiB for a Certificate), which the pending caps, counting
+// connections, do not bound. left < 0 lifts the budget.
+type budgetConn struct {
+	net.Conn
+	left, budget int
+}
+
+func (c *budgetConn) Read(b []byte) (int, error) {
+	if c.left < 0 {
+		return c.Conn.Read(b)
+	}
+	if c.left == 0 {
+		return 0, fmt.Errorf("%w: the peer sent more than %d bytes before completing it", errHandshakeTooLarge, c.budget)
+	}
+	n, err := c.Conn.Read(b[:min(len(b), c.left)])
+	c.left -= n
+	return n, err
+}
+
+// Unwrap, CloseWrite and CloseRead reach the conn underneath, for
+// unwrapTCP and half-closes.
+func (c *budgetConn) Unwrap() net.Conn { return c.Conn }
+
+func (c *budgetConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("%T: %w", c.Conn, errors.ErrUnsupported)
+}
+
+func (c *budgetConn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return fmt.Errorf("%T: %w", c.Conn, errors.ErrUnsupported)
 }
 
 // handshake completes the mTLS handshake within HandshakeTimeout. The TLS
@@ -110,7 +195,12 @@ func serverTLS(base *tls.Config) *tls.Config {
 // state, no buffers, no timer. The deadline and shutdown go through the
 // socket too, rather than HandshakeContext's cancelable context, which
 // costs a second goroutine per handshake.
-func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, error) {
+//
+// Until the handshake completes the peer may send at most MaxHandshakeBytes
+// (budgetConn); and once its chain is verified, its connection moves from
+// the handshake stage of pending connections to the header stage (pc, nil
+// when not counted).
+func (p *Proxy) handshake(ctx context.Context, pc *pendingConn, conn net.Conn) (*tls.Conn, peer, error) {
 	if err := conn.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout)); err != nil {
 		return nil, peer{}, err
 	}
@@ -119,13 +209,18 @@ func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, 
 	if err := awaitFirstByte(conn); err != nil {
 		return nil, peer{}, fmt.Errorf("mTLS handshake: waiting for the ClientHello: %w", err)
 	}
-	var offer offered
+	pc.heard()
+	offer := offered{pc: pc}
 	// Without cancellation, Done is nil and crypto/tls starts no watcher.
 	hctx := context.WithValue(context.WithoutCancel(ctx), offeredKey{}, &offer)
-	tc := tls.Server(conn, p.tls)
+	budget := &budgetConn{Conn: conn, left: p.cfg.MaxHandshakeBytes, budget: p.cfg.MaxHandshakeBytes}
+	tc := tls.Server(budget, p.tls)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		if errors.Is(err, errHandshakeTooLarge) || errors.Is(err, errShed) {
+			return nil, peer{}, err
 		}
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) {
@@ -136,6 +231,7 @@ func (p *Proxy) handshake(ctx context.Context, conn net.Conn) (*tls.Conn, peer, 
 		}
 		return nil, peer{}, fmt.Errorf("mTLS handshake: %w", err)
 	}
+	budget.left = -1 // read by this goroutine only, until the handshake returned
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return nil, peer{}, err
 	}

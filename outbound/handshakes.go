@@ -15,9 +15,26 @@ import (
 // (errors.Is context.DeadlineExceeded), so it is counted as one.
 var ErrHandshakeQueueTimeout = fmt.Errorf("timed out waiting to handshake: %w", context.DeadlineExceeded)
 
+// ErrHandshakeQueueFull: the destination already had queueFactor times its
+// cap of connections queued for a handshake slot, so a new one fails at
+// once instead of holding a goroutine and the app's socket for the dial
+// timeout.
+var ErrHandshakeQueueFull = errors.New("too many connections waiting to handshake")
+
+// queueFactor bounds a destination's queue at this many times its cap of
+// running handshakes.
+const queueFactor = 4
+
+// localQueueError reports whether err is the handshake queue's own, no
+// endpoint's fault: the balancer must not mark the endpoint failed for it,
+// and another endpoint's dial would only queue again.
+func localQueueError(err error) bool {
+	return errors.Is(err, ErrHandshakeQueueTimeout) || errors.Is(err, ErrHandshakeQueueFull)
+}
+
 // handshakeSlots lets at most max handshakes (connect, mTLS, transport
 // header) run per destination address, and queues the rest in arrival
-// order. An app opening connections in a tight loop then queues in the
+// order, at most queueFactor×max of them. An app opening connections in a tight loop then queues in the
 // proxy instead of taking a file descriptor, a goroutine and a TLS state
 // per attempt, and a peer's inbound proxy sees at most max pending
 // connections from us, under its per-source cap.
@@ -64,6 +81,12 @@ func (h *handshakeSlots) acquire(ctx context.Context, dest string) (release func
 		d.running++
 		h.mu.Unlock()
 		return release, nil
+	}
+	if d.waiting.Len() >= queueFactor*h.max {
+		h.mu.Unlock()
+		h.metrics.pendingDelta(-1)
+		h.metrics.connectionShed("handshake_queue_full")
+		return nil, fmt.Errorf("%s: %w (%d running, %d queued)", dest, ErrHandshakeQueueFull, h.max, queueFactor*h.max)
 	}
 	ready := make(chan struct{})
 	e := d.waiting.PushBack(ready)

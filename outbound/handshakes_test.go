@@ -107,3 +107,46 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A destination's queue holds at most queueFactor times its cap; past it a
+// connection fails at once, counted, rather than wait for the dial
+// timeout.
+func TestHandshakeQueueIsBounded(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandshakeSlots(1, m)
+	ctx, cancel := context.WithCancel(t.Context())
+	release, err := h.acquire(ctx, "a:4143")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	waiters := make(chan error, queueFactor)
+	for range queueFactor {
+		go func() { _, err := h.acquire(ctx, "a:4143"); waiters <- err }()
+	}
+	waitFor(t, func() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.dests["a:4143"].waiting.Len() == queueFactor })
+	start := time.Now()
+	_, err = h.acquire(ctx, "a:4143")
+	if !errors.Is(err, ErrHandshakeQueueFull) {
+		t.Errorf("with %d queued: %v, want ErrHandshakeQueueFull", queueFactor, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("failing took %v, want at once", d)
+	}
+	if n := testutil.ToFloat64(m.shed.WithLabelValues("handshake_queue_full")); n != 1 {
+		t.Errorf("outbound_connections_shed_total{handshake_queue_full} = %v, want 1", n)
+	}
+	if reason := connectErrorReason(err); reason != "handshake_queue_full" {
+		t.Errorf("connect error reason %q, want handshake_queue_full", reason)
+	}
+	cancel()
+	for range queueFactor {
+		<-waiters
+	}
+	if n := testutil.ToFloat64(m.pending); n != 1 {
+		t.Errorf("outbound_pending_connections = %v with one running, want 1", n)
+	}
+}

@@ -142,7 +142,7 @@ func (t *balancedTransport) try(hasBody bool, send func(*httpproxy.Pool) error) 
 		}
 		h.Done()
 		var de *dialError
-		if !errors.As(sendErr, &de) {
+		if !errors.As(sendErr, &de) || localQueueError(sendErr) {
 			return nil, time.Time{}, sendErr
 		}
 		h.Fail()

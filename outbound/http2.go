@@ -37,7 +37,7 @@ func (t *balancedTransport) PickH2(skip map[string]bool) (httpproxy.H2Pick, erro
 		},
 		Failed: func(err error) bool {
 			var de *dialError
-			if !errors.As(err, &de) {
+			if !errors.As(err, &de) || localQueueError(err) {
 				return false
 			}
 			h.Fail()

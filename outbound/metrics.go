@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbound_connections_shed_total",
-			Help: "Outbound connections given up unserved, by reason: handshake_queue_timeout (the dial timeout ran out queued for a handshake slot), fd_limit (out of file descriptors).",
+			Help: "Outbound connections given up unserved, by reason: handshake_queue_timeout (the dial timeout ran out queued for a handshake slot), handshake_queue_full (the destination's queue for handshake slots was full), fd_limit (out of file descriptors).",
 		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.errors, m.choices, m.pending, m.shed} {
@@ -82,6 +82,8 @@ func connectErrorReason(err error) string {
 		return "no_original_dst"
 	case errors.Is(err, ErrNotMeshproxy):
 		return "not_meshproxy"
+	case errors.Is(err, ErrHandshakeQueueFull):
+		return "handshake_queue_full"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection_refused"
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):

@@ -330,6 +330,13 @@ func (p *Proxy) dialBalanced(ctx context.Context, r Route) (conn net.Conn, serve
 			p.cfg.Metrics.endpointChoice(true)
 			return &endpointConn{Conn: c, done: h.Done}, id, er, nil
 		}
+		if localQueueError(derr) {
+			// Queued in this proxy, not refused by the endpoint: no
+			// mark against it, and no other endpoint's dial restarting
+			// the timeout only to queue again.
+			h.Done()
+			return nil, "", r, derr
+		}
 		h.Fail()
 		h.Done()
 		p.cfg.Metrics.endpointChoice(false)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -190,5 +191,38 @@ func TestEndpointSetResolvesAgainWhenItsWatchStops(t *testing.T) {
 	h.Done()
 	if calls == 0 || !set.follows(fresh) {
 		t.Errorf("resolved again %d times; follows the new watch: %v", calls, set.follows(fresh))
+	}
+}
+
+// A connection that times out queued for a handshake slot in this proxy
+// fails once, within one dial timeout: no mark against the endpoint (it
+// refused nothing), and no other endpoint tried with a fresh timeout only
+// to queue again.
+func TestBalancedDialQueueTimeoutIsNotTheEndpointsFault(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dialTimeout = 200 * time.Millisecond
+	p := New(Config{Metrics: m, MaxHandshakesPerDestination: 1, DialTimeout: dialTimeout})
+	defer func() { _ = p.Shutdown(t.Context()) }()
+	a, b := serveHTTPApp(t), serveHTTPApp(t)
+	for _, addr := range []string{a, b} {
+		release, err := p.slots.acquire(t.Context(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+	}
+	start := time.Now()
+	_, _, _, err = p.dialBalanced(t.Context(), resolvedRoute(t, p, a, b))
+	if !errors.Is(err, ErrHandshakeQueueTimeout) {
+		t.Fatalf("dial with every slot taken: %v, want ErrHandshakeQueueTimeout", err)
+	}
+	if d := time.Since(start); d > dialTimeout*3/2 {
+		t.Errorf("failing took %v, want one dial timeout (%v)", d, dialTimeout)
+	}
+	if n := testutil.ToFloat64(m.choices.WithLabelValues("failed")); n != 0 {
+		t.Errorf("outbound_endpoint_choices_total{failed} = %v, want 0: the endpoint was marked failed", n)
 	}
 }

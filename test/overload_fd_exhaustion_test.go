@@ -16,8 +16,10 @@ import (
 
 // Run with 64 file descriptors and pushed past them by silent connections,
 // the proxy stays up, resets what waits in its backlog, counts and logs
-// it, and answers /ready with 503; once the connections close it is ready
-// again by itself and serves a good peer.
+// it, and answers /ready with 503, while /live still answers kubelet-style
+// probes (a new connection each, a 1 s timeout): the accept loops leave a
+// reserve of descriptors to the rest of the process. Once the connections
+// close it is ready again by itself and serves a good peer.
 func TestOutOfFileDescriptorsNotReadyThenRecovers(t *testing.T) {
 	const limit = 64
 	m := meshtest.NewMesh(t)
@@ -37,21 +39,20 @@ func TestOutOfFileDescriptorsNotReadyThenRecovers(t *testing.T) {
 	if err := meshEcho(p.Inbound, good, app); err != nil {
 		t.Fatal(err)
 	}
-	// One admin connection, kept alive: a new one could not be accepted
-	// while the proxy is out of descriptors.
-	admin := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 5 * time.Second}
-	defer admin.CloseIdleConnections()
-	ready := func() int {
-		resp, err := admin.Get("http://" + p.Admin + "/ready")
+	// As kubelet probes: a new connection each time, a 1 s timeout.
+	probe := func(path string) (int, error) {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
+		resp, err := c.Get("http://" + p.Admin + path)
 		if err != nil {
-			t.Fatalf("/ready: %v", err)
+			return 0, err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body) // so the connection is reused
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		return resp.StatusCode
+		return resp.StatusCode, nil
 	}
-	if code := ready(); code != http.StatusOK {
-		t.Fatalf("/ready = %d before the push", code)
+	ready := func() int { code, _ := probe("/ready"); return code }
+	if code, err := probe("/ready"); code != http.StatusOK {
+		t.Fatalf("/ready = %d, %v before the push", code, err)
 	}
 
 	var silent []net.Conn
@@ -68,6 +69,17 @@ func TestOutOfFileDescriptorsNotReadyThenRecovers(t *testing.T) {
 		silent = append(silent, c)
 	}
 	meshtest.Eventually(t, "/ready to say not ready", func() bool { return ready() == http.StatusServiceUnavailable })
+	// Liveness must hold for as long as the shortage lasts: kubelet
+	// restarts the container after three failures in a row.
+	for i := range 5 {
+		if code, err := probe("/live"); code != http.StatusOK {
+			t.Errorf("probe %d while out of descriptors: /live = %d, %v", i, code, err)
+		}
+		if code, err := probe("/ready"); code != http.StatusServiceUnavailable {
+			t.Errorf("probe %d while out of descriptors: /ready = %d, %v", i, code, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 	// A client arriving now is reset at once rather than left waiting.
 	if c, err := net.DialTimeout("tcp", p.Inbound, 5*time.Second); err == nil {
 		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -89,9 +101,10 @@ func TestOutOfFileDescriptorsNotReadyThenRecovers(t *testing.T) {
 	if err := meshEcho(p.Inbound, good, app); err != nil {
 		t.Errorf("a good peer after recovery: %v", err)
 	}
-	if n := p.Metric(t, "accept_errors_total", map[string]string{"direction": "inbound", "reason": "emfile"}); n == 0 {
-		t.Error("accept_errors_total{direction=inbound,reason=emfile} = 0")
-	}
+	// The reserve usually keeps accept from failing at all; when it does
+	// fail, it is counted as emfile.
+	t.Logf("accept_errors_total{direction=inbound,reason=emfile} = %v",
+		p.Metric(t, "accept_errors_total", map[string]string{"direction": "inbound", "reason": "emfile"}))
 	if n := p.Metric(t, "inbound_connections_shed_total", map[string]string{"reason": "fd_limit"}); n == 0 {
 		t.Error("inbound_connections_shed_total{reason=fd_limit} = 0")
 	}

@@ -209,9 +209,18 @@ func meshEcho(addr string, s *x509svid.SVID, port uint16) error {
 // procStatus returns a process's RSS in bytes and its open descriptors.
 func procStatus(t *testing.T, pid int) (rss int64, fds int) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	rss, fds, err := readProcStatus(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return rss, fds
+}
+
+// readProcStatus is procStatus for any goroutine.
+func readProcStatus(pid int) (rss int64, fds int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
@@ -221,9 +230,9 @@ func procStatus(t *testing.T, pid int) (rss int64, fds int) {
 	}
 	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
-	return rss, len(entries)
+	return rss, len(entries), nil
 }
 
 // percentile returns the p-th percentile (0..1) of ds.

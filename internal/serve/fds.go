@@ -2,8 +2,8 @@ package serve
 
 import (
 	"errors"
+	"math"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +37,16 @@ import (
 // turns into "not ready", so the pod leaves its Services' endpoints until
 // descriptors free up; Starved then notices by itself, without needing a
 // new connection to arrive.
+//
+// The rest of the process needs descriptors too, above all the admin
+// server: kubelet probes /live and /ready on a new connection each time,
+// and a proxy whose data path has taken every freed descriptor fails its
+// liveness probe and is killed. So the accept loops keep a reserve: an
+// accepted connection whose descriptor is among the top Reserve of the
+// limit (RLIMIT_NOFILE) is reset, counted and reported as if the process
+// were out. Descriptors are allocated lowest first, so a descriptor that
+// high means every one below it is taken: the check costs a getrlimit, no
+// count of open files.
 
 // outOfFDs reports whether an accept error means no descriptor was free.
 func outOfFDs(err error) bool {
@@ -81,14 +91,59 @@ func (f *fdState) release() {
 }
 
 // starved records, and logs at most once a second, an accept that failed
-// for want of a descriptor.
+// for want of a descriptor, or whose connection took one of the reserve.
 func (f *fdState) starved(log *zap.Logger, err error) {
 	now := time.Now()
 	f.starvedAt.Store(now.UnixNano())
 	if ok, suppressed := f.logEvery.Allow(now); ok {
-		log.Warn("accept failed: out of file descriptors; shedding new connections until some are free",
+		log.Warn("accept: out of file descriptors; shedding new connections until some are free",
 			zap.Error(err), zap.Int("suppressed", suppressed))
 	}
+}
+
+// errReserve: an accepted connection took a descriptor of the reserve.
+var errReserve = errors.New("descriptor within the reserve kept for the rest of the process")
+
+// DefaultReserve is the reserve for an open-file limit: a sixteenth of it,
+// between 16 and 256.
+func DefaultReserve(limit uint64) int {
+	return int(min(max(limit/16, 16), 256))
+}
+
+// reserveFrom returns the lowest descriptor number of the reserve, and
+// false when there is none (no reserve, or the limit is unknown).
+func (s *Server) reserveFrom() (int, bool) {
+	if s.reserve < 0 {
+		return 0, false
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > math.MaxInt32 {
+		return 0, false
+	}
+	r := s.reserve
+	if r == 0 {
+		r = DefaultReserve(lim.Cur)
+	}
+	return int(lim.Cur) - r, true
+}
+
+// inReserve reports whether conn's descriptor is within the reserve.
+func (s *Server) inReserve(conn net.Conn) bool {
+	from, ok := s.reserveFrom()
+	if !ok {
+		return false
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	in := false
+	_ = rc.Control(func(fd uintptr) { in = int(fd) >= from })
+	return in
 }
 
 // recovered records that an accept succeeded.
@@ -100,61 +155,6 @@ func (f *fdState) recovered() {
 
 // errShed: acceptWithSpare closed the connection it accepted.
 var errShed = errors.New("connection shed: out of file descriptors")
-
-// acceptWithSpare follows an accept that failed with err for want of a
-// descriptor: it accepts one connection from ln's backlog into the spare
-// descriptor's slot. It returns the connection when another descriptor
-// turned out to be free (the shortage is over: serve it), errShed when it
-// reset the connection for want of one, and err when it accepted nothing.
-// Linux fails accept with EMFILE before looking at the backlog, which may
-// well be empty, so the accept here is a single non-blocking attempt.
-func (s *Server) acceptWithSpare(ln net.Listener, err error) (net.Conn, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, err
-	}
-	rc, rerr := sc.SyscallConn()
-	if rerr != nil {
-		return nil, err
-	}
-	f := &s.fds
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.spare < 0 {
-		if f.spare = openSpare(); f.spare < 0 {
-			return nil, err
-		}
-	}
-	_ = syscall.Close(f.spare)
-	f.spare = -1
-	defer func() { f.spare = openSpare() }()
-	nfd, aerr := -1, error(nil)
-	// Control, not Read: a listener's RawConn cannot Read, and this is one
-	// attempt on a non-blocking socket, with nothing to wait for.
-	if rerr := rc.Control(func(fd uintptr) {
-		nfd, _, aerr = syscall.Accept4(int(fd), syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK)
-	}); rerr != nil || aerr != nil {
-		return nil, err
-	}
-	probe := openSpare()
-	if probe >= 0 {
-		// Another descriptor is free: the shortage is over. The
-		// connection's Go form takes that one (a dup) instead.
-		_ = syscall.Close(probe)
-		file := os.NewFile(uintptr(nfd), "accepted")
-		conn, ferr := net.FileConn(file)
-		_ = file.Close()
-		if ferr != nil {
-			return nil, err
-		}
-		return conn, nil
-	}
-	s.onShed()
-	// A reset: the client learns at once and may retry elsewhere.
-	_ = syscall.SetsockoptLinger(nfd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
-	_ = syscall.Close(nfd)
-	return nil, errShed
-}
 
 // Starved reports whether an accept loop of the server has lately failed
 // for want of a file descriptor and none has become free since. It checks
@@ -172,6 +172,9 @@ func (s *Server) Starved() bool {
 		return true
 	}
 	_ = syscall.Close(fd)
+	if from, ok := s.reserveFrom(); ok && fd >= from {
+		return true // the lowest free descriptor is in the reserve
+	}
 	s.fds.starvedAt.Store(0)
 	return false
 }

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"io"
 	"net"
 	"os"
@@ -13,6 +14,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 )
+
+// serveEcho serves echo with s on a new loopback listener until the test
+// ends.
+func serveEcho(t *testing.T, s *Server) net.Listener {
+	t.Helper()
+	ln := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln, echo) }()
+	t.Cleanup(func() {
+		_ = s.Shutdown(context.Background())
+		<-served
+	})
+	return ln
+}
 
 // openFDs counts this process's open file descriptors.
 func openFDs(t *testing.T) uint64 {
@@ -39,14 +54,9 @@ func TestAcceptOutOfFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var shed atomic.Int64
-	s := New(Config{Log: zap.NewNop(), Direction: "inbound", Metrics: m, OnShed: func() { shed.Add(1) }})
-	ln := listen(t)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln, echo) }()
-	defer func() {
-		_ = s.Shutdown(t.Context())
-		<-served
-	}()
+	// No reserve: this is about running out (TestAcceptKeepsAReserve).
+	s := New(Config{Log: zap.NewNop(), Direction: "inbound", Metrics: m, OnShed: func() { shed.Add(1) }, Reserve: -1})
+	ln := serveEcho(t, s)
 	// A client first, so the loop is known to be running with its spare.
 	first, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -131,5 +141,93 @@ func TestAcceptOutOfFDs(t *testing.T) {
 	_ = good.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(good, buf); err != nil || string(buf) != "ok" {
 		t.Fatalf("after recovery: %q, %v", buf, err)
+	}
+}
+
+// The accept loop leaves the top Reserve descriptors of the limit to the
+// rest of the process (the admin server's probes): a connection accepted
+// into one is reset and counted, the server reports itself starved while
+// the lowest free descriptor is in the reserve, and recovers by itself.
+func TestAcceptKeepsAReserve(t *testing.T) {
+	const reserve = 8
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	var shed atomic.Int64
+	s := New(Config{Log: zap.NewNop(), OnShed: func() { shed.Add(1) }, Reserve: reserve})
+	ln := serveEcho(t, s)
+	roundTrip := func() error {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ok")); err != nil {
+			return err
+		}
+		_, err = io.ReadFull(c, make([]byte, 2))
+		return err
+	}
+	if err := roundTrip(); err != nil {
+		t.Fatal(err)
+	}
+	for s.active.Load() != 0 { // its server side closed too
+		time.Sleep(time.Millisecond)
+	}
+
+	limit := old
+	limit.Cur = openFDs(t) + 3*reserve
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		t.Skipf("cannot lower the open-file limit: %v", err)
+	}
+	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) }()
+	// Fill every descriptor below the reserve, leaving the reserve free.
+	var fillers []int
+	defer func() {
+		for _, fd := range fillers {
+			_ = syscall.Close(fd)
+		}
+	}()
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd >= int(limit.Cur)-reserve {
+			_ = syscall.Close(fd)
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	// The client's socket takes one descriptor of the reserve, the
+	// server's side another: reset at once.
+	err := roundTrip()
+	if err == nil || os.IsTimeout(err) {
+		t.Fatalf("a client while only the reserve is free: %v, want a reset at once", err)
+	}
+	if shed.Load() != 1 {
+		t.Errorf("%d connections counted as shed, want 1", shed.Load())
+	}
+	if !s.Starved() {
+		t.Error("Starved() = false with only the reserve free")
+	}
+	// The reserve is still free for the rest of the process.
+	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("the reserve was taken: %v", err)
+	}
+	_ = syscall.Close(fd)
+
+	for _, fd := range fillers[len(fillers)-2*reserve:] {
+		_ = syscall.Close(fd)
+	}
+	fillers = fillers[:len(fillers)-2*reserve]
+	if s.Starved() {
+		t.Error("Starved() = true with descriptors free below the reserve")
+	}
+	if err := roundTrip(); err != nil {
+		t.Errorf("after recovery: %v", err)
 	}
 }

@@ -34,6 +34,7 @@ type Server struct {
 	metrics   *Metrics
 	onShed    func()
 	admit     func(net.Conn) net.Conn
+	reserve   int
 	fds       fdState
 
 	ctx    context.Context // canceled when draining is over
@@ -61,6 +62,10 @@ type Config struct {
 	// connection, and must not block: it returns the connection to serve
 	// (possibly wrapped), or nil when it has closed the connection instead.
 	Admit func(net.Conn) net.Conn
+	// Reserve is how many descriptors, at the top of the open-file limit,
+	// the accept loops leave to the rest of the process (fds.go): 0 means
+	// DefaultReserve, negative none.
+	Reserve int
 }
 
 // New returns a server with no listeners yet.
@@ -73,7 +78,7 @@ func New(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		log: cfg.Log, direction: cfg.Direction, metrics: cfg.Metrics, onShed: cfg.OnShed, admit: cfg.Admit,
+		log: cfg.Log, direction: cfg.Direction, metrics: cfg.Metrics, onShed: cfg.OnShed, admit: cfg.Admit, reserve: cfg.Reserve,
 		fds: fdState{spare: -1, logEvery: ratelog.New(time.Second)},
 		ctx: ctx, cancel: cancel, listeners: map[net.Listener]struct{}{},
 	}
@@ -132,6 +137,12 @@ func (s *Server) Serve(ln net.Listener, h Handler) error {
 			continue
 		}
 		delay = 0
+		if s.inReserve(conn) {
+			s.fds.starved(s.log, errReserve)
+			s.onShed()
+			Reset(conn)
+			continue
+		}
 		s.fds.recovered()
 		if s.admit != nil {
 			if conn = s.admit(conn); conn == nil {
@@ -189,4 +200,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		return ctx.Err()
 	}
+}
+
+// Reset closes conn with a reset rather than a FIN: the client learns at
+// once and may retry elsewhere, and no socket lingers in FIN_WAIT on our
+// side.
+func Reset(conn net.Conn) {
+	if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -40,6 +41,15 @@ const (
 	h2BigFrame    = 64 << 10
 	h2ReadBuffer  = 64 << 10
 	h2WriteBuffer = 128 << 10
+	// h2ItemCost is what one queued DATA item costs besides its buffer,
+	// roughly: counted so that many tiny frames cost what they pin.
+	h2ItemCost = 256
+	// h2MaxHeld bounds the bytes (buffers and items) one stream may pin
+	// in the relay. Its window bounds the payload to h2StreamWindow; a
+	// peer whose frames do not fill the buffers they land in (each
+	// payload takes a 16 or 64 KiB one unless it joins the one before)
+	// may cost up to 4 times that before it is reset.
+	h2MaxHeld = 4*h2StreamWindow + h2BigFrame
 )
 
 // h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.
@@ -94,7 +104,9 @@ type h2item struct {
 	o        *h2out // the direction of s the item is for
 	fields   []hpack.HeaderField
 	data     []byte
-	buf      *[]byte // data's pooled buffer, returned once written
+	buf      *[]byte       // data's pooled buffer, returned once written
+	held     *atomic.Int64 // the stream's count of bytes held, for h2MaxHeld
+	cost     int64         // what this item adds to held
 	ping     [8]byte
 	settings []http2.Setting
 }
@@ -104,6 +116,24 @@ func (it *h2item) release(bufs *h2bufs) {
 		bufs.put(it.buf)
 		it.buf = nil
 	}
+	if it.held != nil {
+		it.held.Add(-it.cost)
+		it.held = nil
+	}
+}
+
+// absorb appends next, a DATA item queued right after it for the same
+// stream, to it's buffer if there is room, and releases next: a run of
+// tiny frames then shares one buffer instead of pinning one each.
+func (it *h2item) absorb(next *h2item, bufs *h2bufs) bool {
+	if it.kind != h2Data || next.kind != h2Data || it.end || it.buf == nil ||
+		it.s != next.s || it.o != next.o || len(next.data) > cap(it.data)-len(it.data) {
+		return false
+	}
+	it.data = append(it.data, next.data...)
+	it.end = next.end
+	next.release(bufs)
+	return true
 }
 
 // h2inbox is a writer's queue: readers of either connection append to it
@@ -128,7 +158,12 @@ func (b *h2inbox) put(items ...h2item) bool {
 		return false
 	}
 	wasEmpty := len(b.items) == 0
-	b.items = append(b.items, items...)
+	for i := range items {
+		if n := len(b.items); n > 0 && b.items[n-1].absorb(&items[i], b.bufs) {
+			continue
+		}
+		b.items = append(b.items, items[i])
+	}
 	b.mu.Unlock()
 	if wasEmpty {
 		select {
@@ -190,6 +225,9 @@ const h2MaxBatch = 128
 func (b *h2batch) add(in *h2inbox, it h2item) {
 	for i, t := range b.to {
 		if t == in {
+			if n := len(b.items[i]); n > 0 && b.items[i][n-1].absorb(&it, in.bufs) {
+				return
+			}
 			b.items[i] = append(b.items[i], it)
 			b.n++
 			return
@@ -353,6 +391,10 @@ func (w *h2writer) apply(it *h2item) {
 		o := w.touch(it.s, it.o)
 		if o.reset || o.ended {
 			it.release(w.c.bufs)
+			return
+		}
+		if n := len(o.q); n > o.qh && o.q[n-1].absorb(it, w.c.bufs) {
+			w.schedule(it.s, o)
 			return
 		}
 		o.q = append(o.q, *it)
@@ -726,10 +768,11 @@ func (c *h2conn) received(n uint32) bool {
 	return true
 }
 
-// copyData copies a DATA payload out of the framer's buffer.
-func (c *h2conn) copyData(p []byte, end bool) h2item {
+// copyData copies a DATA payload of s out of the framer's buffer, counting
+// what it pins in s.held.
+func (c *h2conn) copyData(s *h2stream, p []byte, end bool) h2item {
 	if len(p) == 0 {
-		return h2item{kind: h2Data, end: end}
+		return h2item{kind: h2Data, s: s, end: end}
 	}
 	buf := c.bufs.get(len(p))
 	if cap(*buf) < len(p) {
@@ -737,5 +780,7 @@ func (c *h2conn) copyData(p []byte, end bool) h2item {
 	}
 	d := (*buf)[:len(p)]
 	copy(d, p)
-	return h2item{kind: h2Data, data: d, buf: buf, end: end}
+	cost := int64(cap(*buf)) + h2ItemCost
+	s.held.Add(cost)
+	return h2item{kind: h2Data, s: s, data: d, buf: buf, end: end, held: &s.held, cost: cost}
 }

@@ -275,7 +275,12 @@ func (d *h2down) data(f *http2.DataFrame) error {
 		d.w.inbox.put(h2item{kind: h2Credit, s: s, o: &s.resp, n: pad})
 	}
 	if len(data) > 0 || f.StreamEnded() {
-		s.sendReq(d.copyData(data, f.StreamEnded()))
+		it := d.copyData(s, data, f.StreamEnded())
+		if s.overHeld("src") {
+			it.release(d.bufs)
+			return nil
+		}
+		s.sendReq(it)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ type h2stream struct {
 	reqRecv  atomic.Int32 // what the client may still send us
 	respRecv atomic.Int32 // what the upstream may still send us
 	closed   atomic.Bool  // finished: an upstream writer must not open it
+	held     atomic.Int64 // bytes of DATA queued in the relay, both ways
 
 	// Set when the stream is created.
 	fields       []hpack.HeaderField // the request headers as forwarded
@@ -252,6 +253,21 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 	}
 	c.batch.add(&s.down.w.inbox, it)
 	s.mu.Unlock()
+}
+
+// overHeld resets the stream, counting and logging it, if its queued DATA
+// pins more than h2MaxHeld: a peer sending tiny frames into a closed
+// window.
+func (s *h2stream) overHeld(peer string) bool {
+	if s.held.Load() <= h2MaxHeld {
+		return false
+	}
+	srv := s.srv()
+	srv.cfg.Metrics.h2ConnError(srv.cfg.Direction, peer, http2.ErrCodeEnhanceYourCalm)
+	srv.logLimited(srv.failedLog, "HTTP/2 stream reset: too much DATA held", "h2_held",
+		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
+	s.resetBoth(http2.ErrCodeEnhanceYourCalm)
+	return true
 }
 
 // clientReset ends the stream because the client reset it or went away.

@@ -362,7 +362,12 @@ func (c *h2up) frame(f http2.Frame) error {
 			c.w.inbox.put(h2item{kind: h2Credit, s: e.s, o: e.o, n: pad})
 		}
 		if len(data) > 0 || f.StreamEnded() {
-			e.s.responseData(c, c.copyData(data, f.StreamEnded()))
+			it := c.copyData(e.s, data, f.StreamEnded())
+			if e.s.overHeld("dst") {
+				it.release(c.bufs)
+				return nil
+			}
+			e.s.responseData(c, it)
 		}
 	case *http2.RSTStreamFrame:
 		if e, ok := c.lookup(f.StreamID); ok {

@@ -1,9 +1,17 @@
 package httpproxy
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // pingPong sends a PING and waits for its ACK: the relay has read
@@ -57,5 +65,101 @@ func TestH2TinyDataFramesShareBuffers(t *testing.T) {
 	// The writer may not have taken the last batch yet: a few buffers.
 	if held := s.held.Load(); held <= 0 || held > 4*(h2BigFrame+h2ItemCost) {
 		t.Errorf("%d one-byte frames pin %d bytes", frames, held)
+	}
+}
+
+// pipeH2 serves one relayed client connection over a pipe: the relay's
+// writer blocks as soon as the client does not read.
+func pipeH2(t *testing.T) (*rawH2, *Metrics) {
+	t.Helper()
+	s, m, _ := startServer(t, Config{Direction: "inbound"})
+	pool := NewH2Pool(TransportConfig{Dial: dialTo("127.0.0.1:1")})
+	t.Cleanup(pool.CloseIdle)
+	cli, srv := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.ServeConn(t.Context(), srv, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+	}()
+	t.Cleanup(func() { _ = cli.Close(); <-done })
+	return newRawH2(t, cli), m
+}
+
+// waitCalm waits until the relay has counted a connection error
+// ENHANCE_YOUR_CALM from the client, and reports whether it did.
+func waitCalm(m *Metrics) bool {
+	c := m.h2errors.WithLabelValues("inbound", "src", http2.ErrCodeEnhanceYourCalm.String())
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if testutil.ToFloat64(c) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// goAwayCode reads what the relay wrote until its GOAWAY, whose code it
+// returns; false if the connection ended without one.
+func goAwayCode(r *rawH2) (http2.ErrCode, bool) {
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return 0, false
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			return g.ErrCode, true
+		}
+	}
+}
+
+// floodUnread writes the preface, then frame(i) for i < n, from a
+// goroutine (the pipe blocks each write until the relay reads it) as a
+// client that reads nothing, until a write fails.
+func floodUnread(r *rawH2, n int, frame func(fr *http2.Framer, i int) error) {
+	fr := http2.NewFramer(r.c, nil) // the test's reader keeps r.fr
+	go func() {
+		if _, err := io.WriteString(r.c, http2.ClientPreface); err != nil || fr.WriteSettings() != nil {
+			return
+		}
+		for i := range n {
+			if frame(fr, i) != nil {
+				return
+			}
+		}
+	}()
+}
+
+// Review #2: a client that sends frames the relay answers with a reset
+// (here HEADERS without :path) and reads nothing made the relay queue the
+// answers without bound. Past h2MaxControl queued the relay now stops
+// reading and ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+func TestH2UnreadResetsEndConnection(t *testing.T) {
+	r, m := pipeH2(t)
+	r.hbuf.Reset()
+	_ = r.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+	_ = r.enc.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
+	block := bytes.Clone(r.hbuf.Bytes()) // static table only: the same every time
+	floodUnread(r, 100*h2MaxControl, func(fr *http2.Framer, i int) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndStream: true, EndHeaders: true})
+	})
+	if !waitCalm(m) {
+		t.Fatal("the relay kept reading a client that reads nothing")
+	}
+	if code, ok := goAwayCode(r); !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v (%v), want ENHANCE_YOUR_CALM", code, ok)
+	}
+}
+
+// Review #2: each SETTINGS frame kept all its entries until answered; a
+// 64 KiB frame holds ~10 900. More than h2MaxSettings is a connection
+// error now.
+func TestH2SettingsWithTooManyEntries(t *testing.T) {
+	r, _ := pipeH2(t)
+	ss := make([]http2.Setting, h2MaxSettings+1)
+	for i := range ss {
+		ss[i] = http2.Setting{ID: http2.SettingHeaderTableSize, Val: uint32(i)}
+	}
+	floodUnread(r, 1, func(fr *http2.Framer, _ int) error { return fr.WriteSettings(ss...) })
+	if code, ok := goAwayCode(r); !ok || code != http2.ErrCodeProtocol {
+		t.Errorf("GOAWAY %v (%v), want PROTOCOL_ERROR", code, ok)
 	}
 }

@@ -28,9 +28,12 @@ const (
 	h2MaxStreams = 250
 	// h2MaxHeaderList bounds a decoded header block (net/http's default).
 	h2MaxHeaderList = 1 << 20
-	// h2MaxControl bounds the control frames (PING and SETTINGS answers,
-	// window updates) queued for a peer that does not read them.
+	// h2MaxControl bounds the control items (PING and SETTINGS answers,
+	// resets, window updates) queued for a peer that does not read them.
 	h2MaxControl = 4096
+	// h2MaxSettings bounds the entries of one SETTINGS frame, as net/http
+	// does: there are 6 settings; more entries only cost memory.
+	h2MaxSettings = 100
 	// h2WriteTimeout bounds the last flush of a connection being closed.
 	h2WriteTimeout = 5 * time.Second
 	h2FrameSize    = 16 << 10 // the protocol's default max frame size
@@ -159,6 +162,9 @@ func (b *h2inbox) put(items ...h2item) bool {
 	}
 	wasEmpty := len(b.items) == 0
 	for i := range items {
+		if items[i].ctl {
+			b.control++
+		}
 		if n := len(b.items); n > 0 && b.items[n-1].absorb(&items[i], b.bufs) {
 			continue
 		}
@@ -174,20 +180,26 @@ func (b *h2inbox) put(items ...h2item) bool {
 	return true
 }
 
-// putControl queues a control item; false once too many are waiting: the
-// peer sends faster than it reads our answers.
+// putControl queues a control item: something a peer's frame makes the
+// relay queue for that peer (an answer, a reset, a window). False once too
+// many are waiting: the peer sends faster than it reads, and its
+// connection must end, or the queue grows without bound.
 func (b *h2inbox) putControl(it h2item) bool {
-	b.mu.Lock()
-	if b.control >= h2MaxControl {
-		b.mu.Unlock()
-		return false
-	}
-	b.control++
-	b.mu.Unlock()
 	it.ctl = true
 	b.put(it)
-	return true
+	return !b.overControl()
 }
+
+// overControl reports whether more than h2MaxControl control items wait.
+func (b *h2inbox) overControl() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.control > h2MaxControl
+}
+
+// errTooManyControl ends a connection whose peer does not read what its
+// own frames make the relay answer.
+var errTooManyControl = h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
 
 // take swaps the queue for dst (emptied) and returns it with whether the
 // inbox is closed.

@@ -78,6 +78,11 @@ func (d *h2down) read() error {
 		if err := d.frame(f); err != nil {
 			return err
 		}
+		// Resets and windows the client's frames queued for it: a client
+		// that does not read them must not grow the queue.
+		if d.w.inbox.overControl() {
+			return errTooManyControl
+		}
 		f, err = d.readFrame()
 		var se http2.StreamError
 		for errors.As(err, &se) {
@@ -85,6 +90,9 @@ func (d *h2down) read() error {
 				s.resetBoth(se.Code)
 			} else {
 				d.refuse(se.StreamID, se.Code)
+			}
+			if d.w.inbox.overControl() {
+				return errTooManyControl
 			}
 			f, err = d.readFrame()
 		}
@@ -122,13 +130,13 @@ func (d *h2down) frame(f http2.Frame) error {
 		return settingsFrame(&d.h2conn, f)
 	case *http2.PingFrame:
 		if !f.IsAck() && !d.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
-			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+			return errTooManyControl
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
-			d.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+			d.w.inbox.putControl(h2item{kind: h2PeerWindow, n: f.Increment})
 		} else if s := d.lookup(f.StreamID); s != nil {
-			d.w.inbox.put(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
+			d.w.inbox.putControl(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
 		}
 	case *http2.PushPromiseFrame:
 		return h2ConnError{http2.ErrCodeProtocol, errors.New("PUSH_PROMISE from a client")}
@@ -144,13 +152,16 @@ func settingsFrame(c *h2conn, f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
+	if f.NumSettings() > h2MaxSettings {
+		return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("SETTINGS with %d entries", f.NumSettings())}
+	}
 	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
 		return frameError(err)
 	}
 	var ss []http2.Setting
 	_ = f.ForeachSetting(func(s http2.Setting) error { ss = append(ss, s); return nil })
 	if !c.w.inbox.putControl(h2item{kind: h2Settings, settings: ss}) {
-		return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+		return errTooManyControl
 	}
 	return nil
 }
@@ -251,7 +262,7 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 // refuse resets a stream the relay does not take.
 func (d *h2down) refuse(id uint32, code http2.ErrCode) {
 	s := &h2stream{down: d, downID: id}
-	d.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+	d.w.inbox.putControl(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 }
 
 func (d *h2down) data(f *http2.DataFrame) error {

@@ -282,7 +282,9 @@ func (s *h2stream) clientReset() {
 	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
 		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
 	}
-	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true})
+	// A control item: a client resetting streams in a loop without
+	// reading queues one each, which its reader bounds.
+	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true, ctl: true})
 	answered := s.answered
 	if !complete {
 		s.failed = true

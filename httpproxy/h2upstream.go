@@ -377,13 +377,13 @@ func (c *h2up) frame(f http2.Frame) error {
 		return c.settings(f)
 	case *http2.PingFrame:
 		if !f.IsAck() && !c.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
-			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+			return errTooManyControl
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
-			c.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+			c.w.inbox.putControl(h2item{kind: h2PeerWindow, n: f.Increment})
 		} else if e, ok := c.lookup(f.StreamID); ok {
-			c.w.inbox.put(h2item{kind: h2PeerWindow, s: e.s, o: e.o, n: f.Increment})
+			c.w.inbox.putControl(h2item{kind: h2PeerWindow, s: e.s, o: e.o, n: f.Increment})
 		}
 	case *http2.GoAwayFrame:
 		c.goAway(f.LastStreamID)

@@ -2,8 +2,11 @@ package httpproxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -161,5 +164,37 @@ func TestH2SettingsWithTooManyEntries(t *testing.T) {
 	floodUnread(r, 1, func(fr *http2.Framer, _ int) error { return fr.WriteSettings(ss...) })
 	if code, ok := goAwayCode(r); !ok || code != http2.ErrCodeProtocol {
 		t.Errorf("GOAWAY %v (%v), want PROTOCOL_ERROR", code, ok)
+	}
+}
+
+// Review #9: a request the framer rejects as a stream error (an uppercase
+// header name) was reset without recording its ID, so the DATA the client
+// had already sent on it was "DATA on an idle stream", and the connection
+// with its other streams was torn down.
+func TestH2DataAfterRejectedHeadersIgnored(t *testing.T) {
+	up := h2cServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), 0)
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.atOnce(func() {
+		c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/", "X-Upper", "1")
+		_ = c.fr.WriteData(1, true, []byte("body"))
+	})
+	c.get(3, "/after")
+	var got []string
+	c.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			got = append(got, fmt.Sprintf("RST %d %v", f.StreamID, f.ErrCode))
+		case *http2.GoAwayFrame:
+			got = append(got, "GOAWAY "+f.ErrCode.String())
+			return true
+		case *http2.MetaHeadersFrame:
+			got = append(got, fmt.Sprintf("HEADERS %d %s", f.StreamID, headerField(f, ":status")))
+			return f.StreamID == 3
+		}
+		return false
+	})
+	if want := []string{"RST 1 PROTOCOL_ERROR", "HEADERS 3 200"}; !slices.Equal(got, want) {
+		t.Errorf("client got %v, want %v", got, want)
 	}
 }

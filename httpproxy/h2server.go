@@ -89,6 +89,10 @@ func (d *h2down) read() error {
 			if s := d.lookup(se.StreamID); s != nil {
 				s.resetBoth(se.Code)
 			} else {
+				// A rejected HEADERS opened the stream all the same (RFC
+				// 9113, 5.1.1): the frames the client sent on it before
+				// hearing of the reset are ignored, not an error.
+				d.opened(se.StreamID)
 				d.refuse(se.StreamID, se.Code)
 			}
 			if d.w.inbox.overControl() {
@@ -170,6 +174,15 @@ func (d *h2down) lookup(id uint32) *h2stream {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.streams[id]
+}
+
+// opened records id, a client stream the relay did not take, as used.
+func (d *h2down) opened(id uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id%2 == 1 && id > d.lastID {
+		d.lastID = id
+	}
 }
 
 func (d *h2down) idleStream(id uint32) bool {

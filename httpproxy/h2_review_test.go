@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -196,5 +197,80 @@ func TestH2DataAfterRejectedHeadersIgnored(t *testing.T) {
 	})
 	if want := []string{"RST 1 PROTOCOL_ERROR", "HEADERS 3 200"}; !slices.Equal(got, want) {
 		t.Errorf("client got %v, want %v", got, want)
+	}
+}
+
+// crossGoAway reads frames until the connection ends, as a peer whose
+// frames cross the GOAWAY: it sends a PING when the GOAWAY comes and
+// another once the read has ended (the peer has not closed yet). It
+// returns whether a GOAWAY came, the read error that ended the reading
+// and the first write error.
+func crossGoAway(fr *http2.Framer) (goAway bool, rerr, werr error) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			rerr = err
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok && !goAway {
+			goAway = true
+			werr = fr.WritePing(false, [8]byte{1})
+		}
+	}
+	// What arrives at a closed socket is answered with RST, and the
+	// write after that fails.
+	time.Sleep(20 * time.Millisecond)
+	if err := fr.WritePing(false, [8]byte{2}); werr == nil {
+		werr = err
+	}
+	return goAway, rerr, werr
+}
+
+// Review #6: the idle close sent GOAWAY and closed the socket at once; a
+// client whose frames crossed the GOAWAY (keep-alive PINGs) got a TCP RST,
+// which can also drop the GOAWAY it had not read.
+func TestH2IdleCloseLingers(t *testing.T) {
+	up := h2cServer(t, nil, 0)
+	rl := startH2Relay(t, up, Config{Direction: "inbound", IdleTimeout: 100 * time.Millisecond})
+	c := dialRawH2(t, rl.addr)
+	goAway, rerr, werr := crossGoAway(c.fr)
+	if !goAway || !errors.Is(rerr, io.EOF) || werr != nil {
+		t.Errorf("idle close: GOAWAY %v, read ended with %v, writes with %v; want a GOAWAY, EOF and no write error", goAway, rerr, werr)
+	}
+}
+
+// Review #6: the same for a pooled upstream connection closed as idle.
+func TestH2UpstreamIdleCloseLingers(t *testing.T) {
+	type result struct {
+		goAway     bool
+		rerr, werr error
+	}
+	res := make(chan result, 1)
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		f := u.next(isType[*http2.MetaHeadersFrame])
+		if f == nil {
+			return
+		}
+		u.headers(f.Header().StreamID, true, ":status", "200")
+		var r result
+		r.goAway, r.rerr, r.werr = crossGoAway(u.fr)
+		res <- r
+	})
+	s, _, _ := startServer(t, Config{Direction: "inbound"})
+	pool := NewH2Pool(TransportConfig{Dial: dialTo(up), IdleTimeout: 100 * time.Millisecond})
+	t.Cleanup(pool.CloseIdle)
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+	c := dialRawH2(t, addr)
+	c.get(1, "/")
+	if c.next(isType[*http2.MetaHeadersFrame]) == nil {
+		t.Fatal("no answer")
+	}
+	select {
+	case r := <-res:
+		if !r.goAway || !errors.Is(r.rerr, io.EOF) || r.werr != nil {
+			t.Errorf("upstream: GOAWAY %v, read ended with %v, writes with %v; want a GOAWAY, EOF and no write error", r.goAway, r.rerr, r.werr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pooled connection not closed")
 	}
 }

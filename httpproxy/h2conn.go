@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,12 @@ const (
 	h2MaxSettings = 100
 	// h2WriteTimeout bounds the last flush of a connection being closed.
 	h2WriteTimeout = 5 * time.Second
-	h2FrameSize    = 16 << 10 // the protocol's default max frame size
+	// h2Linger and h2LingerBytes bound what lingerClose reads after the
+	// last flush: long enough for a GOAWAY to reach the peer, short
+	// enough that a peer flooding a closing connection pins little.
+	h2Linger      = time.Second
+	h2LingerBytes = 1 << 20
+	h2FrameSize   = 16 << 10 // the protocol's default max frame size
 	// h2BigFrame is the DATA frame size the relay takes, and announces.
 	// Between two relays it means a quarter of the frames, and of their
 	// TLS records, for a bulk stream; a writer joins the frames queued for
@@ -795,4 +801,18 @@ func (c *h2conn) copyData(s *h2stream, p []byte, end bool) h2item {
 	cost := int64(cap(*buf)) + h2ItemCost
 	s.held.Add(cost)
 	return h2item{kind: h2Data, s: s, data: d, buf: buf, end: end, held: &s.held, cost: cost}
+}
+
+// lingerClose ends a connection whose writer has flushed its last frames
+// (a GOAWAY): it half-closes, then reads and discards what the peer still
+// sends until it closes, h2Linger passes or h2LingerBytes came. Closing
+// with unread bytes would make the kernel send RST, which also drops the
+// GOAWAY the peer has not read yet: the ECONNRESETs at idle closes.
+func (c *h2conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(h2Linger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.br, h2LingerBytes))
+	_ = c.nc.Close()
 }

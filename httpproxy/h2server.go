@@ -385,7 +385,7 @@ func (d *h2down) teardown(err error) {
 	d.w.inbox.close()
 	_ = d.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-d.w.done
-	_ = d.nc.Close()
+	d.lingerClose()
 	for _, s := range append(streams, d.lost...) {
 		s.clientReset()
 	}

@@ -306,7 +306,7 @@ func (c *h2up) serve() {
 	c.w.inbox.close()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-c.w.done
-	_ = c.nc.Close()
+	c.lingerClose()
 	c.idle.Stop()
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		err = errUpstreamGone

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,5 +273,31 @@ func TestH2UpstreamIdleCloseLingers(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("pooled connection not closed")
+	}
+}
+
+// Review #5: a request without a body that the upstream refused
+// (REFUSED_STREAM) was sent again at once, forever: thousands of times a
+// second. It is sent at most h2MaxRefusals more times, then answered 503.
+func TestH2RefusedStreamRetriedBoundedly(t *testing.T) {
+	var headers atomic.Int32
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		u.next(func(f http2.Frame) bool {
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				headers.Add(1)
+				_ = u.fr.WriteRSTStream(h.StreamID, http2.ErrCodeRefusedStream)
+			}
+			return false
+		})
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.get(1, "/")
+	f, _ := c.next(func(f http2.Frame) bool { return f.Header().StreamID == 1 }).(*http2.MetaHeadersFrame)
+	if f == nil || headerField(f, ":status") != "503" || headerField(f, ErrorHeader) != ReasonBadGateway {
+		t.Fatalf("answer %v, want 503 %s", f, ReasonBadGateway)
+	}
+	if n := headers.Load(); n != 1+h2MaxRefusals {
+		t.Errorf("the upstream got the request %d times, want %d", n, 1+h2MaxRefusals)
 	}
 }

@@ -18,6 +18,17 @@ import (
 // under them.
 var errUpstreamGone = errors.New("upstream connection closed")
 
+// errStreamRefused fails a request its upstreams refused every time.
+var errStreamRefused = errors.New("upstream refused the stream on every attempt")
+
+const (
+	// h2MaxRefusals bounds the times a refused request without a body
+	// is sent again; h2RefusedBackoff times the attempt is the wait
+	// before it.
+	h2MaxRefusals    = 2
+	h2RefusedBackoff = 10 * time.Millisecond
+)
+
 // h2stream is one relayed stream: the client's stream on a client
 // connection and, once chosen, a stream on a pooled upstream connection.
 type h2stream struct {
@@ -38,15 +49,16 @@ type h2stream struct {
 	labels       Labels
 	start        time.Time
 
-	mu      sync.Mutex
-	up      *h2up
-	req     *h2out // written upstream by up's writer; new per attempt
-	upID    uint32 // guarded by up.mu
-	pick    H2Pick
-	skip    map[string]bool
-	lastErr error
-	pending []h2item // request frames before an upstream is chosen
-	timer   *time.Timer
+	mu       sync.Mutex
+	up       *h2up
+	req      *h2out // written upstream by up's writer; new per attempt
+	upID     uint32 // guarded by up.mu
+	pick     H2Pick
+	skip     map[string]bool
+	lastErr  error
+	refusals int      // times an upstream refused the stream
+	pending  []h2item // request frames before an upstream is chosen
+	timer    *time.Timer
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	final                                      bool // final response headers came
@@ -349,6 +361,12 @@ func (s *h2stream) refused(c *h2up) {
 		return
 	}
 	if s.endOnHeaders {
+		// Sent again at most h2MaxRefusals times, each a little later:
+		// an upstream that refuses everything must not get the request
+		// thousands of times a second.
+		retry := s.refusals < h2MaxRefusals
+		s.refusals++
+		wait := time.Duration(s.refusals) * h2RefusedBackoff
 		s.up = nil
 		s.pending = nil
 		s.reqEndOut = false
@@ -362,7 +380,11 @@ func (s *h2stream) refused(c *h2up) {
 		if pick.Done != nil {
 			pick.Done()
 		}
-		s.dispatch()
+		if !retry {
+			s.fail(failure{http.StatusServiceUnavailable, grpcUnavailable, ReasonBadGateway}, errStreamRefused)
+			return
+		}
+		time.AfterFunc(wait, s.dispatch) // dispatch drops a stream done meanwhile
 		return
 	}
 	s.done = true

@@ -301,3 +301,32 @@ func TestH2RefusedStreamRetriedBoundedly(t *testing.T) {
 		t.Errorf("the upstream got the request %d times, want %d", n, 1+h2MaxRefusals)
 	}
 }
+
+// Review #3: rapid reset (CVE-2023-44487): a client opening and resetting
+// streams in a loop put every one of them on the shared upstream and was
+// never told to stop. Past h2ResetBurst such resets it gets GOAWAY
+// ENHANCE_YOUR_CALM.
+func TestH2RapidResetGoAway(t *testing.T) {
+	rl := startH2Relay(t, h2cServer(t, nil, 0), Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.get(1, "/") // the pool has a connection: streams go upstream at once
+	if c.next(isType[*http2.MetaHeadersFrame]) == nil {
+		t.Fatal("no answer")
+	}
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for i := range h2ResetBurst + 500 {
+		id := uint32(2*i + 3)
+		c.hbuf.Reset()
+		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/"}} {
+			_ = c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
+	g, _ := c.next(isType[*http2.GoAwayFrame]).(*http2.GoAwayFrame)
+	if g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", g)
+	}
+}

@@ -26,6 +26,35 @@ type h2down struct {
 	goingAway bool
 	closing   bool // the relay ends the connection: its read error is ours
 	idle      *time.Timer
+
+	resets h2resetBudget // used by the reader only
+}
+
+// h2resetBudget is a token bucket of the client resets of streams already
+// sent upstream that a connection may make: h2ResetBurst at once, then
+// h2ResetRate a second.
+type h2resetBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	h2ResetBurst = 1000
+	h2ResetRate  = 200
+)
+
+func (b *h2resetBudget) allow(now time.Time) bool {
+	if b.at.IsZero() {
+		b.tokens = h2ResetBurst
+	} else {
+		b.tokens = min(h2ResetBurst, b.tokens+now.Sub(b.at).Seconds()*h2ResetRate)
+	}
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // h2ConnError is a connection error the relay found in what a peer sent.
@@ -126,6 +155,11 @@ func (d *h2down) frame(f http2.Frame) error {
 		return d.data(f)
 	case *http2.RSTStreamFrame:
 		if s := d.lookup(f.StreamID); s != nil {
+			if s.sentUpstream() && !d.resets.allow(time.Now()) {
+				// Rapid reset (CVE-2023-44487): each stream costs the
+				// shared upstream one, though the client frees its slot.
+				return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams reset after they were sent upstream")}
+			}
 			s.clientReset()
 		} else if d.idleStream(f.StreamID) {
 			return h2ConnError{http2.ErrCodeProtocol, errors.New("RST_STREAM on an idle stream")}

@@ -282,6 +282,13 @@ func (s *h2stream) overHeld(peer string) bool {
 	return true
 }
 
+// sentUpstream reports whether the stream's HEADERS went to an upstream.
+func (s *h2stream) sentUpstream() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up != nil
+}
+
 // clientReset ends the stream because the client reset it or went away.
 func (s *h2stream) clientReset() {
 	s.mu.Lock()

@@ -330,3 +330,52 @@ func TestH2RapidResetGoAway(t *testing.T) {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", g)
 	}
 }
+
+// Review #4: after a complete response the upstream ended the stream
+// (RST_STREAM NO_ERROR, as net/http's server does when the handler did
+// not read the body) or closed its connection; the relay forgot the
+// stream while its body still waited for the client's window, so the
+// client's WINDOW_UPDATEs were dropped and the response never completed.
+func TestH2ResponseCompletesAfterUpstreamEnds(t *testing.T) {
+	for _, mode := range []string{"rst-no-error", "upstream-closes"} {
+		t.Run(mode, func(t *testing.T) {
+			const size = 13 * 16 << 10 // 13 frames, over the client's 64 KiB window
+			up := rawH2Server(t, nil, func(u *rawH2) {
+				f := u.next(isType[*http2.MetaHeadersFrame])
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				u.headers(id, false, ":status", "200")
+				chunk := make([]byte, 16<<10)
+				for sent := 0; sent < size; sent += len(chunk) {
+					_ = u.fr.WriteData(id, sent+len(chunk) >= size, chunk)
+				}
+				if mode == "rst-no-error" {
+					_ = u.fr.WriteRSTStream(id, http2.ErrCodeNo)
+					u.next(func(http2.Frame) bool { return false })
+				} // else return, closing the connection
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			_ = c.c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/")
+			got := 0
+			end := c.next(func(f http2.Frame) bool {
+				d, ok := f.(*http2.DataFrame)
+				if !ok {
+					return false
+				}
+				got += len(d.Data())
+				if n := len(d.Data()); n > 0 {
+					_ = c.fr.WriteWindowUpdate(0, uint32(n))
+					_ = c.fr.WriteWindowUpdate(1, uint32(n))
+				}
+				return d.StreamEnded()
+			})
+			if end == nil || got != size {
+				t.Errorf("client got %d of %d bytes, END_STREAM %v", got, size, end != nil)
+			}
+		})
+	}
+}

@@ -429,6 +429,7 @@ func (w *h2writer) apply(it *h2item) {
 			return
 		}
 		w.resetOut(o, it.code, it.quiet)
+		w.resetDone(it.s)
 	case h2Credit:
 		w.credit(it)
 	case h2PeerWindow:
@@ -553,6 +554,7 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 		switch it.kind {
 		case h2Reset:
 			w.resetOut(o, it.code, false)
+			w.resetDone(s)
 			return
 		case h2Headers:
 			if o.id == 0 && !w.c.up.open(s, o) {
@@ -679,6 +681,13 @@ func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) {
 	if o.id != 0 && !quiet && w.err == nil {
 		w.dirty = true
 		w.check(w.fr.WriteRSTStream(o.id, code))
+	}
+}
+
+// resetDone tells s that its response was reset to the client.
+func (w *h2writer) resetDone(s *h2stream) {
+	if !w.c.upstream && s.down != nil {
+		s.respReset()
 	}
 }
 

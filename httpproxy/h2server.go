@@ -345,6 +345,9 @@ func (d *h2down) data(f *http2.DataFrame) error {
 
 // release forgets a finished stream.
 func (d *h2down) release(s *h2stream) {
+	if s.keepForResponse() {
+		return // released again once written (ended, respReset)
+	}
 	d.mu.Lock()
 	if d.streams[s.downID] != s {
 		d.mu.Unlock()

@@ -61,6 +61,7 @@ type h2stream struct {
 	timer    *time.Timer
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
+	respGone                                   bool // the client's response was reset
 	final                                      bool // final response headers came
 	answered                                   bool // the client has final headers
 	done                                       bool
@@ -174,7 +175,15 @@ func (s *h2stream) sendReq(it h2item) {
 func (s *h2stream) ended(c *h2conn) {
 	s.mu.Lock()
 	if s.done {
+		if c.upstream {
+			s.mu.Unlock()
+			return
+		}
+		// Ended upstream before the client had all of it: the stream
+		// stayed with its client connection until now.
+		s.respEndOut = true
 		s.mu.Unlock()
+		s.down.release(s)
 		return
 	}
 	if c.upstream {
@@ -282,6 +291,26 @@ func (s *h2stream) overHeld(peer string) bool {
 	return true
 }
 
+// respReset is told by the client's writer that it reset the response.
+func (s *h2stream) respReset() {
+	s.mu.Lock()
+	s.respGone = true
+	done := s.done
+	s.mu.Unlock()
+	if done {
+		s.down.release(s)
+	}
+}
+
+// keepForResponse reports whether a finished stream must stay with its
+// client connection: its complete response is queued but not yet all
+// written, and the client's WINDOW_UPDATEs must find it.
+func (s *h2stream) keepForResponse() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.respEndIn && !s.respEndOut && !s.respGone
+}
+
 // sentUpstream reports whether the stream's HEADERS went to an upstream.
 func (s *h2stream) sentUpstream() bool {
 	s.mu.Lock()
@@ -293,7 +322,15 @@ func (s *h2stream) sentUpstream() bool {
 func (s *h2stream) clientReset() {
 	s.mu.Lock()
 	if s.done {
+		// Perhaps one still writing its response (keepForResponse): the
+		// client does not want the rest.
+		gone := s.respGone
+		s.respGone = true
 		s.mu.Unlock()
+		if !gone {
+			s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true, ctl: true})
+			s.down.release(s)
+		}
 		return
 	}
 	s.done = true

@@ -379,3 +379,27 @@ func TestH2ResponseCompletesAfterUpstreamEnds(t *testing.T) {
 		})
 	}
 }
+
+// Review #7: an upstream announcing MAX_CONCURRENT_STREAMS 0 made the
+// pool dial in a loop (about 2000 connections a second, all kept). The
+// connection that takes no stream is closed and the request answered.
+func TestH2ZeroMaxStreamsNoDialLoop(t *testing.T) {
+	var conns atomic.Int32
+	up := rawH2Server(t, []http2.Setting{{ID: http2.SettingMaxConcurrentStreams, Val: 0}}, func(u *rawH2) {
+		conns.Add(1)
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.get(1, "/")
+	f, _ := c.next(isType[*http2.MetaHeadersFrame]).(*http2.MetaHeadersFrame)
+	if f == nil || headerField(f, ":status") != "502" {
+		t.Fatalf("answer %v, want 502", f)
+	}
+	rl.pool.mu.Lock()
+	pooled := len(rl.pool.conns)
+	rl.pool.mu.Unlock()
+	if n := conns.Load(); n != 1 || pooled != 0 {
+		t.Errorf("%d connections dialed, %d pooled; want 1 and 0", n, pooled)
+	}
+}

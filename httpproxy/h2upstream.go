@@ -122,7 +122,6 @@ func (p *H2Pool) dial() {
 			}
 			return
 		}
-		p.conns = append(p.conns, c)
 		var give, rest []*h2stream
 		for _, s := range p.waiting {
 			if c.reserve() {
@@ -131,6 +130,19 @@ func (p *H2Pool) dial() {
 				rest = append(rest, s)
 			}
 		}
+		if len(give) == 0 && len(rest) > 0 {
+			// It takes no stream (MAX_CONCURRENT_STREAMS 0): dialing on
+			// would open connections in a loop. It is closed, and the
+			// waiting streams fail.
+			p.waiting, p.dialing = nil, false
+			p.mu.Unlock()
+			c.closeIdle()
+			for _, s := range rest {
+				s.connectFailed(errNoStreams)
+			}
+			return
+		}
+		p.conns = append(p.conns, c)
 		p.waiting = rest
 		more := len(rest) > 0
 		p.dialing = more
@@ -171,8 +183,9 @@ func (p *H2Pool) connect() (*h2up, error) {
 		return nil, err
 	}
 	_ = nc.SetReadDeadline(time.Time{})
+	// Running from the start: a connection no stream reserves (reserve
+	// stops it) is closed as idle too.
 	c.idle = time.AfterFunc(p.cfg.IdleTimeout, c.closeIdle)
-	c.idle.Stop()
 	go c.serve()
 	return c, nil
 }
@@ -188,6 +201,10 @@ func (p *H2Pool) remove(c *h2up) {
 	}
 }
 
+// errNoStreams fails the streams waiting for a new connection that takes
+// none.
+var errNoStreams = errors.New("upstream connection allows no streams (MAX_CONCURRENT_STREAMS 0)")
+
 // h2up is a pooled upstream connection on which the relay is the client.
 type h2up struct {
 	h2conn
@@ -199,9 +216,11 @@ type h2up struct {
 	nextID     uint32
 	active     int // streams reserved and not yet released
 	maxStreams uint32
-	goaway     bool // takes no new streams
-	closed     bool
-	idle       *time.Timer
+	// settingsSeen: the peer's first SETTINGS came.
+	settingsSeen bool
+	goaway       bool // takes no new streams
+	closed       bool
+	idle         *time.Timer
 }
 
 type upEntry struct {
@@ -283,12 +302,14 @@ func (c *h2up) settings(f *http2.SettingsFrame) error {
 		return nil
 	}
 	c.mu.Lock()
-	if c.maxStreams == 0 {
-		c.maxStreams = 1000 // the peer sets no limit: ours
-	}
 	if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
-		c.maxStreams = v
+		c.maxStreams = v // 0: no streams on this connection, for now
+	} else if !c.settingsSeen {
+		// The peer sets no limit: ours. A later SETTINGS without the
+		// field leaves the limit as it was (RFC 9113, 6.5.3).
+		c.maxStreams = 1000
 	}
+	c.settingsSeen = true
 	c.mu.Unlock()
 	return settingsFrame(&c.h2conn, f)
 }

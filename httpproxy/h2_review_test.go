@@ -403,3 +403,88 @@ func TestH2ZeroMaxStreamsNoDialLoop(t *testing.T) {
 		t.Errorf("%d connections dialed, %d pooled; want 1 and 0", n, pooled)
 	}
 }
+
+// Review #8: a request body that disagrees with its content-length was
+// forwarded (RFC 9113, 8.1.1: malformed, must not be). The stream is reset
+// both ways before its END_STREAM goes on.
+func TestH2RequestContentLengthMismatchReset(t *testing.T) {
+	upGot := make(chan string, 1)
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		u.next(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.RSTStreamFrame:
+				upGot <- "RST " + f.ErrCode.String()
+				return true
+			case *http2.DataFrame:
+				if f.StreamEnded() {
+					upGot <- "END_STREAM"
+					return true
+				}
+			}
+			return false
+		})
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/", "content-length", "100")
+	_ = c.fr.WriteData(1, true, []byte("short"))
+	r, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+	if r == nil || r.ErrCode != http2.ErrCodeProtocol {
+		t.Errorf("client got %v, want RST_STREAM PROTOCOL_ERROR", r)
+	}
+	// The stream may have been reset before it reached the upstream.
+	_ = c.pingPong()
+	select {
+	case got := <-upGot:
+		if got != "RST PROTOCOL_ERROR" {
+			t.Errorf("upstream got %s, want RST PROTOCOL_ERROR or nothing", got)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// Review #8: the same for a response, which the client must not get whole.
+func TestH2ResponseContentLengthMismatchReset(t *testing.T) {
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		f := u.next(isType[*http2.MetaHeadersFrame])
+		if f == nil {
+			return
+		}
+		u.headers(f.Header().StreamID, false, ":status", "200", "content-length", "10")
+		_ = u.fr.WriteData(f.Header().StreamID, true, []byte("short"))
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.get(1, "/")
+	var got []string
+	c.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			got = append(got, fmt.Sprintf("DATA %d end=%v", len(f.Data()), f.StreamEnded()))
+			return f.StreamEnded()
+		case *http2.RSTStreamFrame:
+			got = append(got, "RST "+f.ErrCode.String())
+			return true
+		}
+		return false
+	})
+	if !slices.Equal(got, []string{"RST PROTOCOL_ERROR"}) {
+		t.Errorf("client got %v, want only RST PROTOCOL_ERROR after the headers", got)
+	}
+}
+
+// Review #8: :path and :method were not checked.
+func TestH2BadPathOrMethodRefused(t *testing.T) {
+	rl := startH2Relay(t, h2cServer(t, nil, 0), Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "svc.example", ":path", "noslash")
+	c.headers(3, true, ":method", "G T", ":scheme", "http", ":authority", "svc.example", ":path", "/")
+	for _, id := range []uint32{1, 3} {
+		r, _ := c.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame)
+		if r == nil || r.StreamID != id || r.ErrCode != http2.ErrCodeProtocol {
+			t.Errorf("stream %d: got %v, want RST_STREAM PROTOCOL_ERROR", id, r)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -233,6 +234,10 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 			s.resetBoth(http2.ErrCodeProtocol)
 			return nil
 		}
+		if !bodyFits(&s.reqGot, s.reqCL, 0, true) {
+			s.resetBoth(http2.ErrCodeProtocol) // the body ended short
+			return nil
+		}
 		s.sendReq(h2item{kind: h2Headers, fields: filterFields(f.RegularFields(), false), end: true})
 		return nil
 	}
@@ -254,8 +259,12 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	cl, clOK := contentLength(f.RegularFields())
 	if method == "" || f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" ||
-		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) {
+		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) ||
+		!httpguts.ValidHeaderFieldName(method) || // a method is a token
+		(path != "" && path[0] != '/' && !(method == "OPTIONS" && path == "*")) ||
+		!clOK || (f.StreamEnded() && cl > 0) {
 		d.mu.Unlock()
 		d.refuse(id, http2.ErrCodeProtocol)
 		return nil
@@ -291,7 +300,9 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 		labels:       d.info.Labels,
 		start:        time.Now(),
 		reqEndIn:     f.StreamEnded(),
+		respCL:       -1,
 	}
+	s.reqCL, _ = contentLength(s.fields) // checked by headers
 	s.grpc = isGRPCType(fieldValue(s.fields, "content-type"))
 	s.reqRecv.Store(h2StreamWindow)
 	s.respRecv.Store(h2StreamWindow)
@@ -331,6 +342,12 @@ func (d *h2down) data(f *http2.DataFrame) error {
 	if pad := f.Length - uint32(len(data)); pad > 0 {
 		// Padding never reaches the other hop: its window comes back now.
 		d.w.inbox.put(h2item{kind: h2Credit, s: s, o: &s.resp, n: pad})
+	}
+	if !bodyFits(&s.reqGot, s.reqCL, len(data), f.StreamEnded()) {
+		// Not forwarded (RFC 9113, 8.1.1): the body disagrees with its
+		// content-length.
+		s.resetBoth(http2.ErrCodeProtocol)
+		return nil
 	}
 	if len(data) > 0 || f.StreamEnded() {
 		it := d.copyData(s, data, f.StreamEnded())

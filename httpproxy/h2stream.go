@@ -18,6 +18,9 @@ import (
 // under them.
 var errUpstreamGone = errors.New("upstream connection closed")
 
+// errBadContentLength fails a response whose content-length is no length.
+var errBadContentLength = errors.New("upstream response with an invalid content-length")
+
 // errStreamRefused fails a request its upstreams refused every time.
 var errStreamRefused = errors.New("upstream refused the stream on every attempt")
 
@@ -62,10 +65,14 @@ type h2stream struct {
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	respGone                                   bool // the client's response was reset
-	final                                      bool // final response headers came
-	answered                                   bool // the client has final headers
-	done                                       bool
-	counted                                    bool
+
+	// The bodies' declared content-length (-1: none) and the bytes that
+	// came, each used by the reader of its direction only.
+	reqCL, respCL, reqGot, respGot int64
+	final                          bool // final response headers came
+	answered                       bool // the client has final headers
+	done                           bool
+	counted                        bool
 
 	status     int
 	grpcStatus string
@@ -227,6 +234,16 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 			s.mu.Unlock()
 			return
 		}
+		cl, ok := contentLength(fields)
+		if !ok {
+			s.mu.Unlock()
+			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errBadContentLength)
+			return
+		}
+		if s.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+			cl = -1 // no body whatever the field says
+		}
+		s.respCL = cl
 		s.final, s.answered = true, true
 		s.status = code
 		s.headersAt = time.Now()
@@ -268,6 +285,12 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 		s.resetBoth(http2.ErrCodeProtocol)
 		return
 	}
+	if !bodyFits(&s.respGot, s.respCL, len(it.data), it.end) {
+		s.mu.Unlock()
+		it.release(c.bufs)
+		s.resetBoth(http2.ErrCodeProtocol)
+		return
+	}
 	if it.end {
 		s.respEndIn = true
 		s.countLocked()
@@ -289,6 +312,25 @@ func (s *h2stream) overHeld(peer string) bool {
 		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
 	s.resetBoth(http2.ErrCodeEnhanceYourCalm)
 	return true
+}
+
+// contentLength parses a content-length field: -1 if there is none,
+// false if it is not a length.
+func contentLength(fields []hpack.HeaderField) (int64, bool) {
+	v := fieldValue(fields, "content-length")
+	if v == "" {
+		return -1, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+// bodyFits counts n more body bytes of a direction whose declared length
+// is cl: false once they exceed it, or end short of it (RFC 9113, 8.1.1:
+// such a message is malformed and must not be forwarded).
+func bodyFits(got *int64, cl int64, n int, end bool) bool {
+	*got += int64(n)
+	return cl < 0 || (*got <= cl && (!end || *got == cl))
 }
 
 // respReset is told by the client's writer that it reset the response.

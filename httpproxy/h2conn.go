@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -27,12 +29,20 @@ const (
 	h2MaxStreams = 250
 	// h2MaxHeaderList bounds a decoded header block (net/http's default).
 	h2MaxHeaderList = 1 << 20
-	// h2MaxControl bounds the control frames (PING and SETTINGS answers,
-	// window updates) queued for a peer that does not read them.
+	// h2MaxControl bounds the control items (PING and SETTINGS answers,
+	// resets, window updates) queued for a peer that does not read them.
 	h2MaxControl = 4096
+	// h2MaxSettings bounds the entries of one SETTINGS frame, as net/http
+	// does: there are 6 settings; more entries only cost memory.
+	h2MaxSettings = 100
 	// h2WriteTimeout bounds the last flush of a connection being closed.
 	h2WriteTimeout = 5 * time.Second
-	h2FrameSize    = 16 << 10 // the protocol's default max frame size
+	// h2Linger and h2LingerBytes bound what lingerClose reads after the
+	// last flush: long enough for a GOAWAY to reach the peer, short
+	// enough that a peer flooding a closing connection pins little.
+	h2Linger      = time.Second
+	h2LingerBytes = 1 << 20
+	h2FrameSize   = 16 << 10 // the protocol's default max frame size
 	// h2BigFrame is the DATA frame size the relay takes, and announces.
 	// Between two relays it means a quarter of the frames, and of their
 	// TLS records, for a bulk stream; a writer joins the frames queued for
@@ -40,6 +50,15 @@ const (
 	h2BigFrame    = 64 << 10
 	h2ReadBuffer  = 64 << 10
 	h2WriteBuffer = 128 << 10
+	// h2ItemCost is what one queued DATA item costs besides its buffer,
+	// roughly: counted so that many tiny frames cost what they pin.
+	h2ItemCost = 256
+	// h2MaxHeld bounds the bytes (buffers and items) one stream may pin
+	// in the relay. Its window bounds the payload to h2StreamWindow; a
+	// peer whose frames do not fill the buffers they land in (each
+	// payload takes a 16 or 64 KiB one unless it joins the one before)
+	// may cost up to 4 times that before it is reset.
+	h2MaxHeld = 4*h2StreamWindow + h2BigFrame
 )
 
 // h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.
@@ -94,7 +113,9 @@ type h2item struct {
 	o        *h2out // the direction of s the item is for
 	fields   []hpack.HeaderField
 	data     []byte
-	buf      *[]byte // data's pooled buffer, returned once written
+	buf      *[]byte       // data's pooled buffer, returned once written
+	held     *atomic.Int64 // the stream's count of bytes held, for h2MaxHeld
+	cost     int64         // what this item adds to held
 	ping     [8]byte
 	settings []http2.Setting
 }
@@ -104,6 +125,24 @@ func (it *h2item) release(bufs *h2bufs) {
 		bufs.put(it.buf)
 		it.buf = nil
 	}
+	if it.held != nil {
+		it.held.Add(-it.cost)
+		it.held = nil
+	}
+}
+
+// absorb appends next, a DATA item queued right after it for the same
+// stream, to it's buffer if there is room, and releases next: a run of
+// tiny frames then shares one buffer instead of pinning one each.
+func (it *h2item) absorb(next *h2item, bufs *h2bufs) bool {
+	if it.kind != h2Data || next.kind != h2Data || it.end || it.buf == nil ||
+		it.s != next.s || it.o != next.o || len(next.data) > cap(it.data)-len(it.data) {
+		return false
+	}
+	it.data = append(it.data, next.data...)
+	it.end = next.end
+	next.release(bufs)
+	return true
 }
 
 // h2inbox is a writer's queue: readers of either connection append to it
@@ -128,7 +167,15 @@ func (b *h2inbox) put(items ...h2item) bool {
 		return false
 	}
 	wasEmpty := len(b.items) == 0
-	b.items = append(b.items, items...)
+	for i := range items {
+		if items[i].ctl {
+			b.control++
+		}
+		if n := len(b.items); n > 0 && b.items[n-1].absorb(&items[i], b.bufs) {
+			continue
+		}
+		b.items = append(b.items, items[i])
+	}
 	b.mu.Unlock()
 	if wasEmpty {
 		select {
@@ -139,20 +186,26 @@ func (b *h2inbox) put(items ...h2item) bool {
 	return true
 }
 
-// putControl queues a control item; false once too many are waiting: the
-// peer sends faster than it reads our answers.
+// putControl queues a control item: something a peer's frame makes the
+// relay queue for that peer (an answer, a reset, a window). False once too
+// many are waiting: the peer sends faster than it reads, and its
+// connection must end, or the queue grows without bound.
 func (b *h2inbox) putControl(it h2item) bool {
-	b.mu.Lock()
-	if b.control >= h2MaxControl {
-		b.mu.Unlock()
-		return false
-	}
-	b.control++
-	b.mu.Unlock()
 	it.ctl = true
 	b.put(it)
-	return true
+	return !b.overControl()
 }
+
+// overControl reports whether more than h2MaxControl control items wait.
+func (b *h2inbox) overControl() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.control > h2MaxControl
+}
+
+// errTooManyControl ends a connection whose peer does not read what its
+// own frames make the relay answer.
+var errTooManyControl = h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
 
 // take swaps the queue for dst (emptied) and returns it with whether the
 // inbox is closed.
@@ -190,6 +243,9 @@ const h2MaxBatch = 128
 func (b *h2batch) add(in *h2inbox, it h2item) {
 	for i, t := range b.to {
 		if t == in {
+			if n := len(b.items[i]); n > 0 && b.items[i][n-1].absorb(&it, in.bufs) {
+				return
+			}
 			b.items[i] = append(b.items[i], it)
 			b.n++
 			return
@@ -355,6 +411,10 @@ func (w *h2writer) apply(it *h2item) {
 			it.release(w.c.bufs)
 			return
 		}
+		if n := len(o.q); n > o.qh && o.q[n-1].absorb(it, w.c.bufs) {
+			w.schedule(it.s, o)
+			return
+		}
 		o.q = append(o.q, *it)
 		w.schedule(it.s, o)
 	case h2Reset:
@@ -369,6 +429,7 @@ func (w *h2writer) apply(it *h2item) {
 			return
 		}
 		w.resetOut(o, it.code, it.quiet)
+		w.resetDone(it.s)
 	case h2Credit:
 		w.credit(it)
 	case h2PeerWindow:
@@ -493,6 +554,7 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 		switch it.kind {
 		case h2Reset:
 			w.resetOut(o, it.code, false)
+			w.resetDone(s)
 			return
 		case h2Headers:
 			if o.id == 0 && !w.c.up.open(s, o) {
@@ -622,6 +684,13 @@ func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) {
 	}
 }
 
+// resetDone tells s that its response was reset to the client.
+func (w *h2writer) resetDone(s *h2stream) {
+	if !w.c.upstream && s.down != nil {
+		s.respReset()
+	}
+}
+
 func (w *h2writer) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) {
 	w.hbuf.Reset()
 	for _, f := range fields {
@@ -726,10 +795,11 @@ func (c *h2conn) received(n uint32) bool {
 	return true
 }
 
-// copyData copies a DATA payload out of the framer's buffer.
-func (c *h2conn) copyData(p []byte, end bool) h2item {
+// copyData copies a DATA payload of s out of the framer's buffer, counting
+// what it pins in s.held.
+func (c *h2conn) copyData(s *h2stream, p []byte, end bool) h2item {
 	if len(p) == 0 {
-		return h2item{kind: h2Data, end: end}
+		return h2item{kind: h2Data, s: s, end: end}
 	}
 	buf := c.bufs.get(len(p))
 	if cap(*buf) < len(p) {
@@ -737,5 +807,21 @@ func (c *h2conn) copyData(p []byte, end bool) h2item {
 	}
 	d := (*buf)[:len(p)]
 	copy(d, p)
-	return h2item{kind: h2Data, data: d, buf: buf, end: end}
+	cost := int64(cap(*buf)) + h2ItemCost
+	s.held.Add(cost)
+	return h2item{kind: h2Data, s: s, data: d, buf: buf, end: end, held: &s.held, cost: cost}
+}
+
+// lingerClose ends a connection whose writer has flushed its last frames
+// (a GOAWAY): it half-closes, then reads and discards what the peer still
+// sends until it closes, h2Linger passes or h2LingerBytes came. Closing
+// with unread bytes would make the kernel send RST, which also drops the
+// GOAWAY the peer has not read yet: the ECONNRESETs at idle closes.
+func (c *h2conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(h2Linger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.br, h2LingerBytes))
+	_ = c.nc.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -26,6 +27,35 @@ type h2down struct {
 	goingAway bool
 	closing   bool // the relay ends the connection: its read error is ours
 	idle      *time.Timer
+
+	resets h2resetBudget // used by the reader only
+}
+
+// h2resetBudget is a token bucket of the client resets of streams already
+// sent upstream that a connection may make: h2ResetBurst at once, then
+// h2ResetRate a second.
+type h2resetBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	h2ResetBurst = 1000
+	h2ResetRate  = 200
+)
+
+func (b *h2resetBudget) allow(now time.Time) bool {
+	if b.at.IsZero() {
+		b.tokens = h2ResetBurst
+	} else {
+		b.tokens = min(h2ResetBurst, b.tokens+now.Sub(b.at).Seconds()*h2ResetRate)
+	}
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // h2ConnError is a connection error the relay found in what a peer sent.
@@ -78,13 +108,25 @@ func (d *h2down) read() error {
 		if err := d.frame(f); err != nil {
 			return err
 		}
+		// Resets and windows the client's frames queued for it: a client
+		// that does not read them must not grow the queue.
+		if d.w.inbox.overControl() {
+			return errTooManyControl
+		}
 		f, err = d.readFrame()
 		var se http2.StreamError
 		for errors.As(err, &se) {
 			if s := d.lookup(se.StreamID); s != nil {
 				s.resetBoth(se.Code)
 			} else {
+				// A rejected HEADERS opened the stream all the same (RFC
+				// 9113, 5.1.1): the frames the client sent on it before
+				// hearing of the reset are ignored, not an error.
+				d.opened(se.StreamID)
 				d.refuse(se.StreamID, se.Code)
+			}
+			if d.w.inbox.overControl() {
+				return errTooManyControl
 			}
 			f, err = d.readFrame()
 		}
@@ -114,6 +156,11 @@ func (d *h2down) frame(f http2.Frame) error {
 		return d.data(f)
 	case *http2.RSTStreamFrame:
 		if s := d.lookup(f.StreamID); s != nil {
+			if s.sentUpstream() && !d.resets.allow(time.Now()) {
+				// Rapid reset (CVE-2023-44487): each stream costs the
+				// shared upstream one, though the client frees its slot.
+				return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams reset after they were sent upstream")}
+			}
 			s.clientReset()
 		} else if d.idleStream(f.StreamID) {
 			return h2ConnError{http2.ErrCodeProtocol, errors.New("RST_STREAM on an idle stream")}
@@ -122,13 +169,13 @@ func (d *h2down) frame(f http2.Frame) error {
 		return settingsFrame(&d.h2conn, f)
 	case *http2.PingFrame:
 		if !f.IsAck() && !d.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
-			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+			return errTooManyControl
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
-			d.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+			d.w.inbox.putControl(h2item{kind: h2PeerWindow, n: f.Increment})
 		} else if s := d.lookup(f.StreamID); s != nil {
-			d.w.inbox.put(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
+			d.w.inbox.putControl(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
 		}
 	case *http2.PushPromiseFrame:
 		return h2ConnError{http2.ErrCodeProtocol, errors.New("PUSH_PROMISE from a client")}
@@ -144,13 +191,16 @@ func settingsFrame(c *h2conn, f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
+	if f.NumSettings() > h2MaxSettings {
+		return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("SETTINGS with %d entries", f.NumSettings())}
+	}
 	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
 		return frameError(err)
 	}
 	var ss []http2.Setting
 	_ = f.ForeachSetting(func(s http2.Setting) error { ss = append(ss, s); return nil })
 	if !c.w.inbox.putControl(h2item{kind: h2Settings, settings: ss}) {
-		return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+		return errTooManyControl
 	}
 	return nil
 }
@@ -159,6 +209,15 @@ func (d *h2down) lookup(id uint32) *h2stream {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.streams[id]
+}
+
+// opened records id, a client stream the relay did not take, as used.
+func (d *h2down) opened(id uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id%2 == 1 && id > d.lastID {
+		d.lastID = id
+	}
 }
 
 func (d *h2down) idleStream(id uint32) bool {
@@ -173,6 +232,10 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 	if s := d.lookup(id); s != nil {
 		if !f.StreamEnded() {
 			s.resetBoth(http2.ErrCodeProtocol)
+			return nil
+		}
+		if !bodyFits(&s.reqGot, s.reqCL, 0, true) {
+			s.resetBoth(http2.ErrCodeProtocol) // the body ended short
 			return nil
 		}
 		s.sendReq(h2item{kind: h2Headers, fields: filterFields(f.RegularFields(), false), end: true})
@@ -196,8 +259,12 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	cl, clOK := contentLength(f.RegularFields())
 	if method == "" || f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" ||
-		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) {
+		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) ||
+		!httpguts.ValidHeaderFieldName(method) || // a method is a token
+		(path != "" && path[0] != '/' && !(method == "OPTIONS" && path == "*")) ||
+		!clOK || (f.StreamEnded() && cl > 0) {
 		d.mu.Unlock()
 		d.refuse(id, http2.ErrCodeProtocol)
 		return nil
@@ -233,7 +300,9 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 		labels:       d.info.Labels,
 		start:        time.Now(),
 		reqEndIn:     f.StreamEnded(),
+		respCL:       -1,
 	}
+	s.reqCL, _ = contentLength(s.fields) // checked by headers
 	s.grpc = isGRPCType(fieldValue(s.fields, "content-type"))
 	s.reqRecv.Store(h2StreamWindow)
 	s.respRecv.Store(h2StreamWindow)
@@ -251,7 +320,7 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 // refuse resets a stream the relay does not take.
 func (d *h2down) refuse(id uint32, code http2.ErrCode) {
 	s := &h2stream{down: d, downID: id}
-	d.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+	d.w.inbox.putControl(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 }
 
 func (d *h2down) data(f *http2.DataFrame) error {
@@ -274,14 +343,28 @@ func (d *h2down) data(f *http2.DataFrame) error {
 		// Padding never reaches the other hop: its window comes back now.
 		d.w.inbox.put(h2item{kind: h2Credit, s: s, o: &s.resp, n: pad})
 	}
+	if !bodyFits(&s.reqGot, s.reqCL, len(data), f.StreamEnded()) {
+		// Not forwarded (RFC 9113, 8.1.1): the body disagrees with its
+		// content-length.
+		s.resetBoth(http2.ErrCodeProtocol)
+		return nil
+	}
 	if len(data) > 0 || f.StreamEnded() {
-		s.sendReq(d.copyData(data, f.StreamEnded()))
+		it := d.copyData(s, data, f.StreamEnded())
+		if s.overHeld("src") {
+			it.release(d.bufs)
+			return nil
+		}
+		s.sendReq(it)
 	}
 	return nil
 }
 
 // release forgets a finished stream.
 func (d *h2down) release(s *h2stream) {
+	if s.keepForResponse() {
+		return // released again once written (ended, respReset)
+	}
 	d.mu.Lock()
 	if d.streams[s.downID] != s {
 		d.mu.Unlock()
@@ -356,7 +439,7 @@ func (d *h2down) teardown(err error) {
 	d.w.inbox.close()
 	_ = d.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-d.w.done
-	_ = d.nc.Close()
+	d.lingerClose()
 	for _, s := range append(streams, d.lost...) {
 		s.clientReset()
 	}

@@ -18,6 +18,20 @@ import (
 // under them.
 var errUpstreamGone = errors.New("upstream connection closed")
 
+// errBadContentLength fails a response whose content-length is no length.
+var errBadContentLength = errors.New("upstream response with an invalid content-length")
+
+// errStreamRefused fails a request its upstreams refused every time.
+var errStreamRefused = errors.New("upstream refused the stream on every attempt")
+
+const (
+	// h2MaxRefusals bounds the times a refused request without a body
+	// is sent again; h2RefusedBackoff times the attempt is the wait
+	// before it.
+	h2MaxRefusals    = 2
+	h2RefusedBackoff = 10 * time.Millisecond
+)
+
 // h2stream is one relayed stream: the client's stream on a client
 // connection and, once chosen, a stream on a pooled upstream connection.
 type h2stream struct {
@@ -28,6 +42,7 @@ type h2stream struct {
 	reqRecv  atomic.Int32 // what the client may still send us
 	respRecv atomic.Int32 // what the upstream may still send us
 	closed   atomic.Bool  // finished: an upstream writer must not open it
+	held     atomic.Int64 // bytes of DATA queued in the relay, both ways
 
 	// Set when the stream is created.
 	fields       []hpack.HeaderField // the request headers as forwarded
@@ -37,21 +52,27 @@ type h2stream struct {
 	labels       Labels
 	start        time.Time
 
-	mu      sync.Mutex
-	up      *h2up
-	req     *h2out // written upstream by up's writer; new per attempt
-	upID    uint32 // guarded by up.mu
-	pick    H2Pick
-	skip    map[string]bool
-	lastErr error
-	pending []h2item // request frames before an upstream is chosen
-	timer   *time.Timer
+	mu       sync.Mutex
+	up       *h2up
+	req      *h2out // written upstream by up's writer; new per attempt
+	upID     uint32 // guarded by up.mu
+	pick     H2Pick
+	skip     map[string]bool
+	lastErr  error
+	refusals int      // times an upstream refused the stream
+	pending  []h2item // request frames before an upstream is chosen
+	timer    *time.Timer
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
-	final                                      bool // final response headers came
-	answered                                   bool // the client has final headers
-	done                                       bool
-	counted                                    bool
+	respGone                                   bool // the client's response was reset
+
+	// The bodies' declared content-length (-1: none) and the bytes that
+	// came, each used by the reader of its direction only.
+	reqCL, respCL, reqGot, respGot int64
+	final                          bool // final response headers came
+	answered                       bool // the client has final headers
+	done                           bool
+	counted                        bool
 
 	status     int
 	grpcStatus string
@@ -161,7 +182,15 @@ func (s *h2stream) sendReq(it h2item) {
 func (s *h2stream) ended(c *h2conn) {
 	s.mu.Lock()
 	if s.done {
+		if c.upstream {
+			s.mu.Unlock()
+			return
+		}
+		// Ended upstream before the client had all of it: the stream
+		// stayed with its client connection until now.
+		s.respEndOut = true
 		s.mu.Unlock()
+		s.down.release(s)
 		return
 	}
 	if c.upstream {
@@ -205,6 +234,16 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 			s.mu.Unlock()
 			return
 		}
+		cl, ok := contentLength(fields)
+		if !ok {
+			s.mu.Unlock()
+			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errBadContentLength)
+			return
+		}
+		if s.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+			cl = -1 // no body whatever the field says
+		}
+		s.respCL = cl
 		s.final, s.answered = true, true
 		s.status = code
 		s.headersAt = time.Now()
@@ -246,6 +285,12 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 		s.resetBoth(http2.ErrCodeProtocol)
 		return
 	}
+	if !bodyFits(&s.respGot, s.respCL, len(it.data), it.end) {
+		s.mu.Unlock()
+		it.release(c.bufs)
+		s.resetBoth(http2.ErrCodeProtocol)
+		return
+	}
 	if it.end {
 		s.respEndIn = true
 		s.countLocked()
@@ -254,11 +299,80 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 	s.mu.Unlock()
 }
 
+// overHeld resets the stream, counting and logging it, if its queued DATA
+// pins more than h2MaxHeld: a peer sending tiny frames into a closed
+// window.
+func (s *h2stream) overHeld(peer string) bool {
+	if s.held.Load() <= h2MaxHeld {
+		return false
+	}
+	srv := s.srv()
+	srv.cfg.Metrics.h2ConnError(srv.cfg.Direction, peer, http2.ErrCodeEnhanceYourCalm)
+	srv.logLimited(srv.failedLog, "HTTP/2 stream reset: too much DATA held", "h2_held",
+		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
+	s.resetBoth(http2.ErrCodeEnhanceYourCalm)
+	return true
+}
+
+// contentLength parses a content-length field: -1 if there is none,
+// false if it is not a length.
+func contentLength(fields []hpack.HeaderField) (int64, bool) {
+	v := fieldValue(fields, "content-length")
+	if v == "" {
+		return -1, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+// bodyFits counts n more body bytes of a direction whose declared length
+// is cl: false once they exceed it, or end short of it (RFC 9113, 8.1.1:
+// such a message is malformed and must not be forwarded).
+func bodyFits(got *int64, cl int64, n int, end bool) bool {
+	*got += int64(n)
+	return cl < 0 || (*got <= cl && (!end || *got == cl))
+}
+
+// respReset is told by the client's writer that it reset the response.
+func (s *h2stream) respReset() {
+	s.mu.Lock()
+	s.respGone = true
+	done := s.done
+	s.mu.Unlock()
+	if done {
+		s.down.release(s)
+	}
+}
+
+// keepForResponse reports whether a finished stream must stay with its
+// client connection: its complete response is queued but not yet all
+// written, and the client's WINDOW_UPDATEs must find it.
+func (s *h2stream) keepForResponse() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.respEndIn && !s.respEndOut && !s.respGone
+}
+
+// sentUpstream reports whether the stream's HEADERS went to an upstream.
+func (s *h2stream) sentUpstream() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up != nil
+}
+
 // clientReset ends the stream because the client reset it or went away.
 func (s *h2stream) clientReset() {
 	s.mu.Lock()
 	if s.done {
+		// Perhaps one still writing its response (keepForResponse): the
+		// client does not want the rest.
+		gone := s.respGone
+		s.respGone = true
 		s.mu.Unlock()
+		if !gone {
+			s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true, ctl: true})
+			s.down.release(s)
+		}
 		return
 	}
 	s.done = true
@@ -266,7 +380,9 @@ func (s *h2stream) clientReset() {
 	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
 		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
 	}
-	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true})
+	// A control item: a client resetting streams in a loop without
+	// reading queues one each, which its reader bounds.
+	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, quiet: true, ctl: true})
 	answered := s.answered
 	if !complete {
 		s.failed = true
@@ -331,6 +447,12 @@ func (s *h2stream) refused(c *h2up) {
 		return
 	}
 	if s.endOnHeaders {
+		// Sent again at most h2MaxRefusals times, each a little later:
+		// an upstream that refuses everything must not get the request
+		// thousands of times a second.
+		retry := s.refusals < h2MaxRefusals
+		s.refusals++
+		wait := time.Duration(s.refusals) * h2RefusedBackoff
 		s.up = nil
 		s.pending = nil
 		s.reqEndOut = false
@@ -344,7 +466,11 @@ func (s *h2stream) refused(c *h2up) {
 		if pick.Done != nil {
 			pick.Done()
 		}
-		s.dispatch()
+		if !retry {
+			s.fail(failure{http.StatusServiceUnavailable, grpcUnavailable, ReasonBadGateway}, errStreamRefused)
+			return
+		}
+		time.AfterFunc(wait, s.dispatch) // dispatch drops a stream done meanwhile
 		return
 	}
 	s.done = true

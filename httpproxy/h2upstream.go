@@ -122,7 +122,6 @@ func (p *H2Pool) dial() {
 			}
 			return
 		}
-		p.conns = append(p.conns, c)
 		var give, rest []*h2stream
 		for _, s := range p.waiting {
 			if c.reserve() {
@@ -131,6 +130,19 @@ func (p *H2Pool) dial() {
 				rest = append(rest, s)
 			}
 		}
+		if len(give) == 0 && len(rest) > 0 {
+			// It takes no stream (MAX_CONCURRENT_STREAMS 0): dialing on
+			// would open connections in a loop. It is closed, and the
+			// waiting streams fail.
+			p.waiting, p.dialing = nil, false
+			p.mu.Unlock()
+			c.closeIdle()
+			for _, s := range rest {
+				s.connectFailed(errNoStreams)
+			}
+			return
+		}
+		p.conns = append(p.conns, c)
 		p.waiting = rest
 		more := len(rest) > 0
 		p.dialing = more
@@ -171,8 +183,9 @@ func (p *H2Pool) connect() (*h2up, error) {
 		return nil, err
 	}
 	_ = nc.SetReadDeadline(time.Time{})
+	// Running from the start: a connection no stream reserves (reserve
+	// stops it) is closed as idle too.
 	c.idle = time.AfterFunc(p.cfg.IdleTimeout, c.closeIdle)
-	c.idle.Stop()
 	go c.serve()
 	return c, nil
 }
@@ -188,6 +201,10 @@ func (p *H2Pool) remove(c *h2up) {
 	}
 }
 
+// errNoStreams fails the streams waiting for a new connection that takes
+// none.
+var errNoStreams = errors.New("upstream connection allows no streams (MAX_CONCURRENT_STREAMS 0)")
+
 // h2up is a pooled upstream connection on which the relay is the client.
 type h2up struct {
 	h2conn
@@ -199,9 +216,11 @@ type h2up struct {
 	nextID     uint32
 	active     int // streams reserved and not yet released
 	maxStreams uint32
-	goaway     bool // takes no new streams
-	closed     bool
-	idle       *time.Timer
+	// settingsSeen: the peer's first SETTINGS came.
+	settingsSeen bool
+	goaway       bool // takes no new streams
+	closed       bool
+	idle         *time.Timer
 }
 
 type upEntry struct {
@@ -283,12 +302,14 @@ func (c *h2up) settings(f *http2.SettingsFrame) error {
 		return nil
 	}
 	c.mu.Lock()
-	if c.maxStreams == 0 {
-		c.maxStreams = 1000 // the peer sets no limit: ours
-	}
 	if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
-		c.maxStreams = v
+		c.maxStreams = v // 0: no streams on this connection, for now
+	} else if !c.settingsSeen {
+		// The peer sets no limit: ours. A later SETTINGS without the
+		// field leaves the limit as it was (RFC 9113, 6.5.3).
+		c.maxStreams = 1000
 	}
+	c.settingsSeen = true
 	c.mu.Unlock()
 	return settingsFrame(&c.h2conn, f)
 }
@@ -306,7 +327,7 @@ func (c *h2up) serve() {
 	c.w.inbox.close()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-c.w.done
-	_ = c.nc.Close()
+	c.lingerClose()
 	c.idle.Stop()
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		err = errUpstreamGone
@@ -362,7 +383,12 @@ func (c *h2up) frame(f http2.Frame) error {
 			c.w.inbox.put(h2item{kind: h2Credit, s: e.s, o: e.o, n: pad})
 		}
 		if len(data) > 0 || f.StreamEnded() {
-			e.s.responseData(c, c.copyData(data, f.StreamEnded()))
+			it := c.copyData(e.s, data, f.StreamEnded())
+			if e.s.overHeld("dst") {
+				it.release(c.bufs)
+				return nil
+			}
+			e.s.responseData(c, it)
 		}
 	case *http2.RSTStreamFrame:
 		if e, ok := c.lookup(f.StreamID); ok {
@@ -372,13 +398,13 @@ func (c *h2up) frame(f http2.Frame) error {
 		return c.settings(f)
 	case *http2.PingFrame:
 		if !f.IsAck() && !c.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
-			return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many unanswered frames")}
+			return errTooManyControl
 		}
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
-			c.w.inbox.put(h2item{kind: h2PeerWindow, n: f.Increment})
+			c.w.inbox.putControl(h2item{kind: h2PeerWindow, n: f.Increment})
 		} else if e, ok := c.lookup(f.StreamID); ok {
-			c.w.inbox.put(h2item{kind: h2PeerWindow, s: e.s, o: e.o, n: f.Increment})
+			c.w.inbox.putControl(h2item{kind: h2PeerWindow, s: e.s, o: e.o, n: f.Increment})
 		}
 	case *http2.GoAwayFrame:
 		c.goAway(f.LastStreamID)

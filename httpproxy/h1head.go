@@ -445,39 +445,36 @@ func (h *h1Head) upgrading() bool { return h.connUpgrade && !h.upgrade.empty() }
 // Host are not copied either: the relay writes them itself (see emitFields).
 func (h *h1Head) hopByHop(f field) bool {
 	n := h.bytes(f.name)
-	if len(n) == 0 {
+	if len(n) == 0 || hopByHopName(n) || equalFold(n, "content-length") || equalFold(n, "host") {
 		return true
-	}
-	switch n[0] | 0x20 {
-	case 'c':
-		if equalFold(n, "connection") || equalFold(n, "content-length") {
-			return true
-		}
-	case 't':
-		if equalFold(n, "te") || equalFold(n, "transfer-encoding") {
-			return true
-		}
-	case 'k':
-		if equalFold(n, "keep-alive") {
-			return true
-		}
-	case 'p':
-		if equalFold(n, "proxy-connection") || equalFold(n, "proxy-authenticate") || equalFold(n, "proxy-authorization") {
-			return true
-		}
-	case 'u':
-		if equalFold(n, "upgrade") {
-			return true
-		}
-	case 'h':
-		if equalFold(n, "host") {
-			return true
-		}
 	}
 	for _, t := range h.connTokens {
 		if equalFoldBytes(n, h.bytes(t)) {
 			return true
 		}
+	}
+	return false
+}
+
+// hopByHopName reports whether a field named n describes one hop and
+// stops at a proxy, in the HTTP/1 relay and the HTTP/2 one alike: the
+// fields RFC 9110 (7.6.1) names and the proxy-* ones. HTTP/2 keeps
+// "te: trailers".
+func hopByHopName[T string | []byte](n T) bool {
+	if len(n) == 0 {
+		return false
+	}
+	switch n[0] | 0x20 {
+	case 'c':
+		return equalFold(n, "connection")
+	case 't':
+		return equalFold(n, "te") || equalFold(n, "transfer-encoding")
+	case 'k':
+		return equalFold(n, "keep-alive")
+	case 'p':
+		return equalFold(n, "proxy-connection") || equalFold(n, "proxy-authenticate") || equalFold(n, "proxy-authorization")
+	case 'u':
+		return equalFold(n, "upgrade")
 	}
 	return false
 }
@@ -553,7 +550,7 @@ func validHost(v []byte) bool {
 }
 
 // equalFold compares b and the lower-case ASCII s case-insensitively.
-func equalFold(b []byte, s string) bool {
+func equalFold[T string | []byte](b T, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}

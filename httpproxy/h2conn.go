@@ -1,11 +1,12 @@
 package httpproxy
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,13 +63,16 @@ const (
 )
 
 // h2bufs lend the buffers DATA payloads cross the relay in, in two sizes.
-// A buffer goes back to the pool of the connection that wrote it.
-type h2bufs struct{ small, big sync.Pool }
+// A buffer goes back to the pool of the connection that wrote it. Busy
+// connections borrow their read buffers from big too (h2ReadBuffer is
+// h2BigFrame), and their write buffers from write.
+type h2bufs struct{ small, big, write sync.Pool }
 
 func newH2Bufs() *h2bufs {
 	b := &h2bufs{}
 	b.small.New = func() any { p := make([]byte, h2FrameSize); return &p }
 	b.big.New = func() any { p := make([]byte, h2BigFrame); return &p }
+	b.write.New = func() any { p := make([]byte, h2WriteBuffer); return &p }
 	return b
 }
 
@@ -291,7 +295,7 @@ type h2out struct {
 type h2writer struct {
 	c     *h2conn
 	inbox h2inbox
-	bw    *bufio.Writer
+	bw    *h2bufWriter
 	fr    *http2.Framer
 	enc   *hpack.Encoder
 	hbuf  bytes.Buffer
@@ -300,6 +304,7 @@ type h2writer struct {
 	done  chan struct{}
 
 	maxFrame   uint32
+	maxHeaders uint32 // the peer's SETTINGS_MAX_HEADER_LIST_SIZE
 	initWindow int32
 	connWindow int64
 	outs       map[*h2out]*h2stream
@@ -316,11 +321,12 @@ func (w *h2writer) setup(c *h2conn) {
 	w.c = c
 	w.inbox.wake = make(chan struct{}, 1)
 	w.inbox.bufs = c.bufs
-	w.bw = bufio.NewWriterSize(c.nc, h2WriteBuffer)
+	w.bw = &h2bufWriter{w: c.nc, pool: &c.bufs.write}
 	w.fr = http2.NewFramer(w.bw, nil)
 	w.enc = hpack.NewEncoder(&w.hbuf)
 	w.done = make(chan struct{})
 	w.maxFrame = h2FrameSize
+	w.maxHeaders = math.MaxUint32 // unlimited until announced
 	w.initWindow = 65535
 	w.connWindow = 65535
 	w.outs = map[*h2out]*h2stream{}
@@ -483,7 +489,7 @@ func (w *h2writer) peerWindow(it *h2item) {
 	if it.s == nil {
 		w.connWindow += int64(it.n)
 		if w.connWindow > 1<<31-1 {
-			w.fail(errors.New("http2: peer overflowed the connection window"))
+			w.c.connError(http2.ErrCodeFlowControl, errors.New("peer overflowed the connection window"))
 		}
 		return
 	}
@@ -501,6 +507,10 @@ func (w *h2writer) settings(ss []http2.Setting) {
 		switch st.ID {
 		case http2.SettingInitialWindowSize:
 			delta := int32(st.Val) - w.initWindow
+			if !w.windowsFit(delta) {
+				w.c.connError(http2.ErrCodeFlowControl, errors.New("SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window"))
+				return
+			}
 			w.initWindow = int32(st.Val)
 			for o, s := range w.outs {
 				o.window += delta
@@ -508,12 +518,49 @@ func (w *h2writer) settings(ss []http2.Setting) {
 			}
 		case http2.SettingMaxFrameSize:
 			w.maxFrame = st.Val
+		case http2.SettingMaxHeaderListSize:
+			w.maxHeaders = st.Val
 		case http2.SettingHeaderTableSize:
 			w.enc.SetMaxDynamicTableSizeLimit(st.Val)
 		}
 	}
 	w.dirty = true
 	w.check(w.fr.WriteSettingsAck())
+}
+
+// windowsFit reports whether every open stream's window stays within
+// 2^31-1 when the initial window changes by delta (RFC 9113, 6.9.2).
+func (w *h2writer) windowsFit(delta int32) bool {
+	for o := range w.outs {
+		if int64(o.window)+int64(delta) > 1<<31-1 {
+			return false
+		}
+	}
+	return true
+}
+
+// headerListSize is a header block's size as SETTINGS_MAX_HEADER_LIST_SIZE
+// counts it (RFC 9113, 6.5.2).
+func headerListSize(fields []hpack.HeaderField) uint64 {
+	var n uint64
+	for _, f := range fields {
+		n += uint64(len(f.Name) + len(f.Value) + 32)
+	}
+	return n
+}
+
+// headersTooLarge drops a header block over the peer's announced limit,
+// which the peer would refuse: a request gets the relay's 431, a response
+// is reset (or gets a 502 if nothing of it was written yet: see fail).
+func (w *h2writer) headersTooLarge(s *h2stream, o *h2out) {
+	if w.c.upstream {
+		w.resetOut(o, http2.ErrCodeCancel, o.id == 0)
+		s.fail(failure{http.StatusRequestHeaderFieldsTooLarge, grpcUnavailable, ReasonHeaders}, errHeadersTooLarge)
+		return
+	}
+	w.resetOut(o, http2.ErrCodeInternal, false)
+	w.resetDone(s)
+	s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errHeadersTooLarge)
 }
 
 func (w *h2writer) schedule(s *h2stream, o *h2out) {
@@ -557,6 +604,10 @@ func (w *h2writer) writeOut(s *h2stream, o *h2out) {
 			w.resetDone(s)
 			return
 		case h2Headers:
+			if headerListSize(it.fields) > uint64(w.maxHeaders) {
+				w.headersTooLarge(s, o)
+				return
+			}
 			if o.id == 0 && !w.c.up.open(s, o) {
 				w.resetOut(o, 0, true)
 				s.refused(w.c.up)
@@ -720,7 +771,7 @@ type h2conn struct {
 	upstream bool  // the relay is the client on it
 	up       *h2up // when upstream
 	bufs     *h2bufs
-	br       *bufio.Reader
+	br       *h2reader
 	rf       *http2.Framer
 	w        h2writer
 
@@ -731,12 +782,23 @@ type h2conn struct {
 
 	// lost collects, at the end, the streams the writer still had.
 	lost []*h2stream
+	// peerErr is a connection error the writer found in what the peer
+	// sent (a window overflow), for the reader to end the connection with.
+	peerErr atomic.Pointer[h2ConnError]
+}
+
+// connError ends the connection, from its writer, for a protocol error of
+// the peer: the reader, woken, returns it and the connection ends as for
+// one the reader found (GOAWAY, lingering close).
+func (c *h2conn) connError(code http2.ErrCode, err error) {
+	c.peerErr.CompareAndSwap(nil, &h2ConnError{code, err})
+	_ = c.nc.SetReadDeadline(time.Now())
 }
 
 func (c *h2conn) setup(nc net.Conn, bufs *h2bufs) {
 	c.nc = nc
 	c.bufs = bufs
-	c.br = bufio.NewReaderSize(nc, h2ReadBuffer)
+	c.br = newH2Reader(nc, &bufs.big)
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rf.MaxHeaderListSize = h2MaxHeaderList
@@ -764,10 +826,18 @@ func (c *h2conn) ownSettings() []http2.Setting {
 // readFrame reads the next frame, first passing on what the reader holds
 // if the frame is not already buffered: it is about to wait.
 func (c *h2conn) readFrame() (http2.Frame, error) {
-	if c.batch.n > 0 && (c.batch.n >= h2MaxBatch || !c.frameBuffered()) {
+	buffered := c.frameBuffered()
+	if !buffered {
+		c.br.idle()
+	}
+	if c.batch.n > 0 && (c.batch.n >= h2MaxBatch || !buffered) {
 		c.batch.flush()
 	}
-	return c.rf.ReadFrame()
+	f, err := c.rf.ReadFrame()
+	if ce := c.peerErr.Load(); err != nil && ce != nil {
+		return nil, *ce
+	}
+	return f, err
 }
 
 func (c *h2conn) frameBuffered() bool {
@@ -793,6 +863,21 @@ func (c *h2conn) received(n uint32) bool {
 		c.connCredit = 0
 	}
 	return true
+}
+
+// creditPadding gives back to the peer the window that the padding of a
+// DATA frame of s took: padding never reaches the other hop. pending is
+// the stream's padding not yet given back; it goes back in batches, as
+// the window of its data does (passOn), so that padded frames do not
+// queue a WINDOW_UPDATE each. False if too many control items wait.
+func (c *h2conn) creditPadding(s *h2stream, o *h2out, pending *uint32, pad uint32) bool {
+	*pending += pad
+	if *pending < h2StreamWindow/4 {
+		return true
+	}
+	n := *pending
+	*pending = 0
+	return c.w.inbox.putControl(h2item{kind: h2Credit, s: s, o: o, n: n})
 }
 
 // copyData copies a DATA payload of s out of the framer's buffer, counting

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +29,9 @@ type h2down struct {
 	goingAway bool
 	closing   bool // the relay ends the connection: its read error is ours
 	idle      *time.Timer
+	// The last streams the relay reset (see ignoreLateLocked).
+	ignored   [h2Ignored]uint32
+	ignoredAt int
 
 	resets h2resetBudget // used by the reader only
 }
@@ -176,12 +181,23 @@ func (d *h2down) frame(f http2.Frame) error {
 			d.w.inbox.putControl(h2item{kind: h2PeerWindow, n: f.Increment})
 		} else if s := d.lookup(f.StreamID); s != nil {
 			d.w.inbox.putControl(h2item{kind: h2PeerWindow, s: s, o: &s.resp, n: f.Increment})
+		} else if d.idleStream(f.StreamID) {
+			return h2ConnError{http2.ErrCodeProtocol, errors.New("WINDOW_UPDATE on an idle stream")}
+		}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			// A stream error (RFC 9113, 5.3.1).
+			if s := d.lookup(f.StreamID); s != nil {
+				s.resetBoth(http2.ErrCodeProtocol)
+			} else {
+				d.refuse(f.StreamID, http2.ErrCodeProtocol)
+			}
 		}
 	case *http2.PushPromiseFrame:
 		return h2ConnError{http2.ErrCodeProtocol, errors.New("PUSH_PROMISE from a client")}
 	}
 	// GOAWAY from a client: it opens nothing more and ends the
-	// connection itself. PRIORITY and unknown frames are ignored.
+	// connection itself. Other PRIORITY and unknown frames are ignored.
 	return nil
 }
 
@@ -230,6 +246,15 @@ func (d *h2down) idleStream(id uint32) bool {
 func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if s := d.lookup(id); s != nil {
+		if s.requestEnded() {
+			s.resetBoth(http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
+			return nil
+		}
+		if f.Truncated {
+			// Trailers cut at the limit must not be passed on short.
+			s.fail(failure{http.StatusRequestHeaderFieldsTooLarge, grpcUnavailable, ReasonHeaders}, errHeadersTooLarge)
+			return nil
+		}
 		if !f.StreamEnded() {
 			s.resetBoth(http2.ErrCodeProtocol)
 			return nil
@@ -247,9 +272,13 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("HEADERS opening stream %d", id)}
 	}
 	if id <= d.lastID {
-		// A stream that has ended here, whose client had not heard yet
-		// (RFC 9113, 5.1: ignored after our RST_STREAM).
 		d.mu.Unlock()
+		if f.PseudoValue("method") != "" {
+			// A request: no stream may open below the last one (RFC
+			// 9113, 5.1.1).
+			return h2ConnError{http2.ErrCodeProtocol, fmt.Errorf("HEADERS opening stream %d, not above the last one", id)}
+		}
+		d.closedStream(id) // trailers of a stream that has ended here
 		return nil
 	}
 	d.lastID = id
@@ -264,7 +293,8 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		(method != "CONNECT" && (path == "" || f.PseudoValue("scheme") == "")) ||
 		!httpguts.ValidHeaderFieldName(method) || // a method is a token
 		(path != "" && path[0] != '/' && !(method == "OPTIONS" && path == "*")) ||
-		!clOK || (f.StreamEnded() && cl > 0) {
+		!clOK || (f.StreamEnded() && cl > 0) ||
+		(f.HasPriority() && f.Priority.StreamDep == id) { // RFC 9113, 5.3.1
 		d.mu.Unlock()
 		d.refuse(id, http2.ErrCodeProtocol)
 		return nil
@@ -319,8 +349,36 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 
 // refuse resets a stream the relay does not take.
 func (d *h2down) refuse(id uint32, code http2.ErrCode) {
+	d.mu.Lock()
+	d.ignoreLateLocked(id)
+	d.mu.Unlock()
 	s := &h2stream{down: d, downID: id}
 	d.w.inbox.putControl(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+}
+
+// h2Ignored is how many of the streams it reset last a connection
+// remembers, to ignore what their client sent before it heard.
+const h2Ignored = 32
+
+// ignoreLateLocked records id, a stream the relay resets: the frames the
+// client sent on it before hearing of the reset are ignored (RFC 9113,
+// 5.1). Only the last h2Ignored are kept: a later frame on an older one
+// gets RST_STREAM, which such a client ignores.
+func (d *h2down) ignoreLateLocked(id uint32) {
+	d.ignored[d.ignoredAt] = id
+	d.ignoredAt = (d.ignoredAt + 1) % h2Ignored
+}
+
+// closedStream answers a frame on a closed stream (not the client's own
+// in a half-closed one) with STREAM_CLOSED (RFC 9113, 5.1), unless the
+// relay reset that stream itself.
+func (d *h2down) closedStream(id uint32) {
+	d.mu.Lock()
+	ignore := slices.Contains(d.ignored[:], id)
+	d.mu.Unlock()
+	if !ignore {
+		d.refuse(id, http2.ErrCodeStreamClosed) // and ignores the next ones
+	}
 }
 
 func (d *h2down) data(f *http2.DataFrame) error {
@@ -332,16 +390,20 @@ func (d *h2down) data(f *http2.DataFrame) error {
 		if d.idleStream(f.StreamID) {
 			return h2ConnError{http2.ErrCodeProtocol, errors.New("DATA on an idle stream")}
 		}
-		return nil // a stream that has ended here
+		d.closedStream(f.StreamID)
+		return nil
+	}
+	if s.requestEnded() {
+		s.resetBoth(http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
+		return nil
 	}
 	if s.reqRecv.Add(-int32(f.Length)) < 0 {
 		s.resetBoth(http2.ErrCodeFlowControl)
 		return nil
 	}
 	data := f.Data()
-	if pad := f.Length - uint32(len(data)); pad > 0 {
-		// Padding never reaches the other hop: its window comes back now.
-		d.w.inbox.put(h2item{kind: h2Credit, s: s, o: &s.resp, n: pad})
+	if pad := f.Length - uint32(len(data)); pad > 0 && !d.creditPadding(s, &s.resp, &s.reqPad, pad) {
+		return errTooManyControl
 	}
 	if !bodyFits(&s.reqGot, s.reqCL, len(data), f.StreamEnded()) {
 		// Not forwarded (RFC 9113, 8.1.1): the body disagrees with its
@@ -371,6 +433,9 @@ func (d *h2down) release(s *h2stream) {
 		return
 	}
 	delete(d.streams, s.downID)
+	if s.resetByRelay() {
+		d.ignoreLateLocked(s.downID)
+	}
 	n, going := len(d.streams), d.goingAway
 	if n == 0 && !going {
 		d.idle.Reset(d.srv.cfg.IdleTimeout)

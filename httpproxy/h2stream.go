@@ -18,6 +18,10 @@ import (
 // under them.
 var errUpstreamGone = errors.New("upstream connection closed")
 
+// errHeadersTooLarge fails a stream whose header block is over a limit:
+// the relay's, or that its peer announced.
+var errHeadersTooLarge = errors.New("header list over the limit")
+
 // errBadContentLength fails a response whose content-length is no length.
 var errBadContentLength = errors.New("upstream response with an invalid content-length")
 
@@ -65,6 +69,7 @@ type h2stream struct {
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	respGone                                   bool // the client's response was reset
+	clientGone                                 bool // the client reset the stream
 
 	// The bodies' declared content-length (-1: none) and the bytes that
 	// came, each used by the reader of its direction only.
@@ -79,6 +84,10 @@ type h2stream struct {
 	headersAt  time.Time
 	failed     bool
 	serverID   string
+
+	// The padding of each direction's DATA not yet given back (see
+	// creditPadding), each used by the reader of its direction only.
+	reqPad, respPad uint32
 }
 
 func (s *h2stream) srv() *Server { return s.down.srv }
@@ -218,6 +227,17 @@ func (s *h2stream) ended(c *h2conn) {
 
 // responseHeaders relays response headers or trailers from the upstream.
 func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
+	if f.Truncated {
+		// Cut at the limit: not passed on short (trailers could lose
+		// grpc-status). The client gets a 502, or a reset.
+		s.mu.Lock()
+		ours := s.up == c
+		s.mu.Unlock()
+		if ours {
+			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errHeadersTooLarge)
+		}
+		return
+	}
 	fields := filterFields(f.Fields, true)
 	end := f.StreamEnded()
 	s.mu.Lock()
@@ -353,6 +373,23 @@ func (s *h2stream) keepForResponse() bool {
 	return s.respEndIn && !s.respEndOut && !s.respGone
 }
 
+// requestEnded reports whether the client ended its side of the stream:
+// it is half-closed (remote), and may carry no more DATA or HEADERS.
+func (s *h2stream) requestEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reqEndIn
+}
+
+// resetByRelay reports whether the stream ended, for its client, with a
+// reset of the relay's own: not with both END_STREAMs nor its client's
+// reset.
+func (s *h2stream) resetByRelay() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.clientGone && !(s.reqEndIn && s.respEndOut)
+}
+
 // sentUpstream reports whether the stream's HEADERS went to an upstream.
 func (s *h2stream) sentUpstream() bool {
 	s.mu.Lock()
@@ -363,6 +400,7 @@ func (s *h2stream) sentUpstream() bool {
 // clientReset ends the stream because the client reset it or went away.
 func (s *h2stream) clientReset() {
 	s.mu.Lock()
+	s.clientGone = true
 	if s.done {
 		// Perhaps one still writing its response (keepForResponse): the
 		// client does not want the rest.
@@ -676,23 +714,18 @@ func (s *h2stream) otherWriter(c *h2conn) (*h2writer, *h2out) {
 	return &s.up.w, s.req
 }
 
-// connectionSpecific reports the fields HTTP/2 forbids (RFC 9113, 8.2.2):
-// they describe one hop, and each hop is its own connection here.
-func connectionSpecific(name string) bool {
-	switch name {
-	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-		return true
-	}
-	return false
-}
-
 // filterFields copies fields, which the framer reuses, without the
-// connection-specific ones; te survives only as "trailers", which gRPC
-// requires.
+// hop-by-hop ones (those HTTP/2 forbids, RFC 9113 8.2.2, and the proxy-*
+// ones), as the HTTP/1 relay does; te survives only as "trailers", which
+// gRPC requires.
 func filterFields(fields []hpack.HeaderField, response bool) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, len(fields))
 	for _, f := range fields {
-		if connectionSpecific(f.Name) || (f.Name == "te" && (response || !strings.EqualFold(f.Value, "trailers"))) {
+		if f.Name == "te" {
+			if response || !strings.EqualFold(f.Value, "trailers") {
+				continue
+			}
+		} else if hopByHopName(f.Name) {
 			continue
 		}
 		out = append(out, f)

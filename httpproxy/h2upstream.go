@@ -324,6 +324,10 @@ func (c *h2up) serve() {
 	}
 	c.mu.Unlock()
 	c.pool.remove(c)
+	var ce h2ConnError
+	if errors.As(err, &ce) {
+		c.w.inbox.put(h2item{kind: h2GoAway, code: ce.code})
+	}
 	c.w.inbox.close()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
 	<-c.w.done
@@ -379,8 +383,8 @@ func (c *h2up) frame(f http2.Frame) error {
 			return nil
 		}
 		data := f.Data()
-		if pad := f.Length - uint32(len(data)); pad > 0 {
-			c.w.inbox.put(h2item{kind: h2Credit, s: e.s, o: e.o, n: pad})
+		if pad := f.Length - uint32(len(data)); pad > 0 && !c.creditPadding(e.s, e.o, &e.s.respPad, pad) {
+			return errTooManyControl
 		}
 		if len(data) > 0 || f.StreamEnded() {
 			it := c.copyData(e.s, data, f.StreamEnded())

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
@@ -183,4 +185,42 @@ func TestHTTP2TransportResponseTimeout(t *testing.T) {
 		t.Error("the app's handler still runs: the timed-out stream was not reset")
 	}
 	getOK(t, get) // the connection still serves
+}
+
+// The Server's HTTP/2 (on net/http) announces at most the relay's frame
+// size: a client's transport holds a write buffer of the announced size,
+// up to 512 KB, for each streaming request body (each gRPC stream).
+func TestServerHTTP2FrameSizeBounded(t *testing.T) {
+	s, _, _ := newServer(t, "inbound")
+	app := startH2CApp(t)
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, Transport: newPool(NewTransport(TransportConfig{
+		Protocol: header.HTTP2,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", app.Addr().String())
+		},
+	})), Upstream: app.Addr().String(), Labels: Labels{Direction: "inbound"}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if size, ok := settings.Value(http2.SettingMaxFrameSize); ok && size > h2BigFrame {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want at most %d", size, h2BigFrame)
+	}
 }

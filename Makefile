@@ -94,10 +94,14 @@ proto:
 # RSS or goroutines grow after warm-up, and writes docs/soak.md and
 # docs/soak.csv (TestSoak in test/soak_test.go). Root, about one core.
 # SOAKTIMEOUT must exceed SOAK by the setup time (a minute or two).
-SOAK        ?= 30m
-SOAKTIMEOUT ?= 2h
+# SOAKPROFILES=<dir> saves each proxy's heap profile, MemStats, /metrics
+# and smaps_rollup there every minute, to tell a leak from the runtime.
+SOAK         ?= 30m
+SOAKTIMEOUT  ?= 2h
+SOAKPROFILES ?=
 soak: deps
 	MESHPROXY_SOAK=$(SOAK) MESHPROXY_SOAK_REPORT=$(CURDIR)/docs/soak.md MESHPROXY_SOAK_VERSION=$(VERSION) \
+	  MESHPROXY_SOAK_PROFILES=$(SOAKPROFILES) \
 	  $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAKTIMEOUT) ./test/
 
 # microbench runs the Go micro-benchmarks of the hot paths.

@@ -31,6 +31,7 @@ type Pools[K comparable] struct {
 // transport's. It records when it was last used.
 type Pool struct {
 	t        *http.Transport
+	h2c      *h2cTransport // carries the requests of an HTTP/2 pool; nil for HTTP/1
 	h1       *connPool
 	lastUsed atomic.Int64 // Unix nanoseconds of the last request or Get
 	h2once   sync.Once
@@ -60,8 +61,16 @@ func (p *Pool) Conn(ctx context.Context, _ bool) (*UpstreamConn, Lease, error) {
 	return c, nil, err
 }
 
+// newPool returns a pool of t's connections.
+func newPool(t *http.Transport) *Pool {
+	return &Pool{t: t, h2c: newH2CTransport(t), h1: newConnPool(t)}
+}
+
 func (p *Pool) closeIdle() {
 	p.t.CloseIdleConnections()
+	if p.h2c != nil {
+		p.h2c.CloseIdleConnections()
+	}
 	p.h1.closeIdle()
 	if h := p.h2.Load(); h != nil {
 		h.CloseIdle()
@@ -71,6 +80,9 @@ func (p *Pool) closeIdle() {
 // RoundTrip sends r through the pool's transport.
 func (p *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
 	p.lastUsed.Store(time.Now().UnixNano())
+	if p.h2c != nil {
+		return p.h2c.RoundTrip(r)
+	}
 	return p.t.RoundTrip(r)
 }
 
@@ -101,8 +113,7 @@ func (ps *Pools[K]) Get(key K, now time.Time, create func() *http.Transport) *Po
 	if ps.m == nil {
 		ps.m = map[K]*Pool{}
 	}
-	t := create()
-	p := &Pool{t: t, h1: newConnPool(t)}
+	p := newPool(create())
 	p.lastUsed.Store(now.UnixNano())
 	ps.m[key] = p
 	return p

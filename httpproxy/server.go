@@ -117,8 +117,13 @@ func New(cfg Config) *Server {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(s.serveHTTP),
-		Protocols:         &protos,
+		Handler:   http.HandlerFunc(s.serveHTTP),
+		Protocols: &protos,
+		// net/http announces 1 MB frames, and an HTTP/2 client (the peer
+		// proxy's transport) then holds a 512 KB write buffer for each
+		// streaming request body (a gRPC stream) for the stream's life.
+		// The relay's frame size bounds that to 64 KB (issue #18).
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: h2BigFrame},
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

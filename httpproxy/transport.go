@@ -2,9 +2,13 @@ package httpproxy
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/seed722d2a70/meshproxy/internal/header"
 )
@@ -26,7 +30,8 @@ type TransportConfig struct {
 
 // NewTransport returns a pooling transport to one upstream. HTTP/1
 // connections are kept alive and reused; HTTP/2 requests are multiplexed
-// on as few connections as flow control allows.
+// on as few connections as flow control allows. A Pool sends HTTP/2
+// requests through an h2cTransport made from it, not through it.
 func NewTransport(cfg TransportConfig) *http.Transport {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 90 * time.Second
@@ -50,4 +55,80 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		// client does, for at most this long.
 		ExpectContinueTimeout: time.Second,
 	}
+}
+
+// h2cTransport carries the requests of a prior-knowledge HTTP/2 pool with
+// x/net's HTTP/2 transport, which pools and dials its connections itself.
+// net/http's Transport must not: it keeps a prior-knowledge HTTP/2
+// connection in its idle list stamped with the time of its first use and,
+// once IdleConnTimeout has passed since then, dials a new connection for
+// the next request however busy the old one is, finds the old one usable
+// and closes the new one without reading the app's SETTINGS, which resets
+// the app (issue #18). x/net's connections time out only when they carry
+// no stream. The response timeout is h2cTransport's own (x/net knows none
+// without a net/http Transport); Expect: 100-continue bodies are sent at
+// once, which RFC 9110 allows.
+type h2cTransport struct {
+	t               *http2.Transport
+	responseTimeout time.Duration
+}
+
+// newH2CTransport returns t's HTTP/2 transport when t speaks only
+// prior-knowledge HTTP/2 (NewTransport with header.HTTP2), else nil.
+func newH2CTransport(t *http.Transport) *h2cTransport {
+	if t.Protocols == nil || !t.Protocols.UnencryptedHTTP2() || t.Protocols.HTTP1() {
+		return nil
+	}
+	return &h2cTransport{
+		t: &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return t.DialContext(ctx, network, addr)
+			},
+			IdleConnTimeout:    t.IdleConnTimeout,
+			DisableCompression: t.DisableCompression,
+		},
+		responseTimeout: t.ResponseHeaderTimeout,
+	}
+}
+
+// RoundTrip sends r, failing with errResponseTimeout when the response's
+// headers take longer than the response timeout.
+func (h *h2cTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.responseTimeout <= 0 {
+		return h.t.RoundTrip(r)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	timer := time.AfterFunc(h.responseTimeout, func() { cancel(errResponseTimeout) })
+	resp, err := h.t.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() {
+		// Too late, even if the headers came as the timer fired.
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		return nil, errResponseTimeout
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	// The stream lives as long as the body: the context ends with it.
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the connections carrying no stream.
+func (h *h2cTransport) CloseIdleConnections() { h.t.CloseIdleConnections() }
+
+// cancelOnClose ends a response's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel(nil)
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -238,6 +239,24 @@ func (p *Process) Scrape(t testing.TB) []*dto.MetricFamily {
 		out = append(out, f)
 	}
 	return out
+}
+
+// Fetch returns the body of a GET of path (e.g. "/debug/pprof/heap") on
+// the proxy's admin port, from the proxy's network namespace.
+func (p *Process) Fetch(path string) ([]byte, error) {
+	resp, err := p.client.Get("http://" + dialable(p.Admin) + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return body, nil
 }
 
 // Metric is Sum over a fresh scrape.

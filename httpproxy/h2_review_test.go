@@ -339,7 +339,9 @@ func TestH2RapidResetGoAway(t *testing.T) {
 func TestH2ResponseCompletesAfterUpstreamEnds(t *testing.T) {
 	for _, mode := range []string{"rst-no-error", "upstream-closes"} {
 		t.Run(mode, func(t *testing.T) {
-			const size = 13 * 16 << 10 // 13 frames, over the client's 64 KiB window
+			// The relay's window toward the upstream, which the upstream
+			// fills at once: one byte over the client's window.
+			const size = h2UpStreamWindow
 			up := rawH2Server(t, nil, func(u *rawH2) {
 				f := u.next(isType[*http2.MetaHeadersFrame])
 				if f == nil {
@@ -486,5 +488,233 @@ func TestH2BadPathOrMethodRefused(t *testing.T) {
 		if r == nil || r.StreamID != id || r.ErrCode != http2.ErrCodeProtocol {
 			t.Errorf("stream %d: got %v, want RST_STREAM PROTOCOL_ERROR", id, r)
 		}
+	}
+}
+
+// pump serves an upstream connection from the calling goroutine: it
+// answers SETTINGS, passes every other frame to each, and runs the
+// functions sent on do between frames, until the connection ends. A frame
+// is valid during its call only.
+func pump(u *rawH2, each func(http2.Frame), do <-chan func(*rawH2)) {
+	frames, next := make(chan http2.Frame), make(chan struct{})
+	go func() {
+		defer close(frames)
+		for {
+			f, err := u.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			frames <- f
+			<-next
+		}
+	}()
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok {
+				if !sf.IsAck() {
+					_ = u.fr.WriteSettingsAck()
+				}
+			} else {
+				each(f)
+			}
+			next <- struct{}{}
+		case fn := <-do:
+			fn(u)
+		}
+	}
+}
+
+// heldStreams returns the streams of the relay's client connections that
+// are reset upstream and not yet confirmed there.
+func (rl *h2relay) heldStreams() int {
+	rl.srv.h2.mu.Lock()
+	defer rl.srv.h2.mu.Unlock()
+	n := 0
+	for d := range rl.srv.h2.m {
+		d.mu.Lock()
+		n += d.held
+		d.mu.Unlock()
+	}
+	return n
+}
+
+// waitFor polls cond for up to 5 s and reports whether it came true.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// Review (2nd round) #1: a stream the client reset freed its place under
+// MAX_CONCURRENT_STREAMS at once, while its upstream still had it: a
+// client could open and reset streams faster than the upstream ended them
+// (the rapid-reset pattern, CVE-2023-44487; the reset budget bounds only
+// the rate). A stream reset upstream now counts against its client's limit
+// until the upstream has confirmed the reset: it acknowledged a PING the
+// relay wrote after it.
+func TestH2ResetStreamsHoldTheirSlots(t *testing.T) {
+	headers := make(chan uint32, h2MaxStreams+8)
+	pinged := make(chan struct{}, 1)
+	ack := make(chan func(*rawH2), 1)
+	var unacked [][8]byte // the upstream's goroutine's
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		_ = u.c.SetDeadline(time.Time{})
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				headers <- f.StreamID
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					// Held: the upstream has not got to the resets.
+					unacked = append(unacked, f.Data)
+					select {
+					case pinged <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}, ack)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.atOnce(func() {
+		for i := range h2MaxStreams {
+			c.get(uint32(2*i+1), "/")
+		}
+	})
+	for range h2MaxStreams {
+		select {
+		case <-headers:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream did not get every stream")
+		}
+	}
+	c.atOnce(func() {
+		for i := range h2MaxStreams {
+			_ = c.fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
+		}
+	})
+	select {
+	case <-pinged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no PING followed the resets upstream")
+	}
+	// The upstream has not confirmed the resets: the client has no room.
+	next := uint32(2*h2MaxStreams + 1)
+	c.get(next, "/")
+	on, ok := c.framesBeforePong(next, nil)
+	if r, _ := firstFrame(on).(*http2.RSTStreamFrame); !ok || r == nil || r.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream %d past %d reset ones: got %v, want RST_STREAM REFUSED_STREAM", next, h2MaxStreams, on)
+	}
+	if n := rl.heldStreams(); n != h2MaxStreams {
+		t.Errorf("%d streams held, want %d", n, h2MaxStreams)
+	}
+
+	// The upstream confirms: the slots are free again.
+	ack <- func(u *rawH2) {
+		for _, p := range unacked {
+			_ = u.fr.WritePing(true, p)
+		}
+		unacked = nil
+	}
+	if !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+		t.Fatalf("%d streams still held after the upstream confirmed the resets", rl.heldStreams())
+	}
+	next += 2
+	c.get(next, "/")
+	select {
+	case <-headers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a new stream did not reach the upstream once the resets were confirmed")
+	}
+	rl.pool.mu.Lock()
+	conns := rl.pool.conns
+	rl.pool.mu.Unlock()
+	for _, uc := range conns {
+		uc.mu.Lock()
+		if uc.active != 1 {
+			t.Errorf("upstream connection has %d streams, want 1", uc.active)
+		}
+		uc.mu.Unlock()
+	}
+}
+
+// firstFrame returns the first of frames, or nil.
+func firstFrame(frames []http2.Frame) http2.Frame {
+	if len(frames) == 0 {
+		return nil
+	}
+	return frames[0]
+}
+
+// The PINGs that confirm resets follow net/http's transport: after one is
+// acknowledged, the next waits until the upstream has sent HEADERS or
+// DATA. gRPC servers end a connection that PINGs them more often (its
+// "too_many_pings" GOAWAY would fail every stream on it).
+func TestH2ResetPingsWaitForUpstreamFrames(t *testing.T) {
+	type event struct {
+		kind string
+		id   uint32
+	}
+	events := make(chan event, 16)
+	do := make(chan func(*rawH2))
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				events <- event{"HEADERS", f.StreamID}
+			case *http2.RSTStreamFrame:
+				events <- event{"RST", f.StreamID}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					_ = u.fr.WritePing(true, f.Data)
+					events <- event{"PING", 0}
+				}
+			}
+		}, do)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	expect := func(kind string) event {
+		t.Helper()
+		select {
+		case e := <-events:
+			if e.kind != kind {
+				t.Fatalf("upstream got %s %d, want %s", e.kind, e.id, kind)
+			}
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatalf("upstream got no %s", kind)
+		}
+		return event{}
+	}
+	for _, id := range []uint32{1, 3} {
+		c.get(id, "/")
+		expect("HEADERS")
+		_ = c.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		expect("RST")
+		if id == 1 {
+			expect("PING") // acknowledged at once
+		}
+	}
+	// Stream 5 goes upstream behind the reset of 3, and behind a PING if
+	// one had been written with it.
+	c.get(5, "/")
+	up5 := expect("HEADERS").id
+	if n := rl.heldStreams(); n != 1 {
+		t.Errorf("%d streams held, want 1 (stream 3)", n)
+	}
+	// The upstream answers: now a PING may confirm the reset of 3.
+	do <- func(u *rawH2) { u.headers(up5, true, ":status", "200") }
+	expect("PING")
+	if !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+		t.Errorf("%d streams held after the upstream confirmed", rl.heldStreams())
 	}
 }

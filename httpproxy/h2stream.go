@@ -262,14 +262,14 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 			// No response (RFC 9113, 8.3.2; 101 is HTTP/1's, 8.6): the
 			// upstream broke the exchange, as with a bad content-length.
 			s.mu.Unlock()
-			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errBadStatus)
+			s.badResponse(c, errBadStatus)
 			return
 		}
 		if code < 200 {
 			// 1xx: relayed, and the final answer is still to come.
 			if s.num1xx++; s.num1xx > h2Max1xx {
 				s.mu.Unlock()
-				s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errTooMany1xx)
+				s.badResponse(c, errTooMany1xx)
 				return
 			}
 			c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields})
@@ -279,7 +279,7 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 		cl, ok := contentLength(fields)
 		if !ok {
 			s.mu.Unlock()
-			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errBadContentLength)
+			s.badResponse(c, errBadContentLength)
 			return
 		}
 		if s.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
@@ -310,6 +310,13 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 	if observe != nil {
 		observe(time.Since(s.start))
 	}
+}
+
+// badResponse fails a stream whose upstream answered with no response:
+// 502 to the client, behind the 1xx answers relayed before it.
+func (s *h2stream) badResponse(c *h2up, err error) {
+	c.batch.flush() // in c's reader
+	s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, err)
 }
 
 // responseData relays response DATA from the upstream.

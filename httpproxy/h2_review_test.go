@@ -975,29 +975,42 @@ func TestH2DialBackoffPicksAnotherEndpoint(t *testing.T) {
 }
 
 // h2sender sends DATA as its peer's windows allow, as a well-behaved
-// peer: conn is the connection's window, win each stream's.
+// peer: conn is the connection's window, win each stream's, init a new
+// stream's.
 type h2sender struct {
 	r    *rawH2
 	conn int64
+	init int64
 	win  map[uint32]int64
 	peak int64 // the largest stream window seen after an update
 }
 
-// newSender returns a sender on r whose streams ids have window each, its
-// connection window being what r reads up to the peer's first
-// connection WINDOW_UPDATE, added to the default.
-func newSender(r *rawH2, window int64, ids ...uint32) *h2sender {
-	s := &h2sender{r: r, conn: 65535, win: map[uint32]int64{}}
-	for _, id := range ids {
-		s.win[id] = window
-	}
-	if wu, _ := r.next(func(f http2.Frame) bool {
-		wu, ok := f.(*http2.WindowUpdateFrame)
-		return ok && wu.StreamID == 0
-	}).(*http2.WindowUpdateFrame); wu != nil {
-		s.conn += int64(wu.Increment)
-	}
+// newSender returns a sender on r whose windows are what r reads up to the
+// peer's first connection WINDOW_UPDATE: its SETTINGS, and that.
+func newSender(r *rawH2) *h2sender {
+	s := &h2sender{r: r, conn: 65535, init: 65535, win: map[uint32]int64{}}
+	r.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				s.init = int64(v)
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				s.conn += int64(f.Increment)
+				return true
+			}
+		}
+		return false
+	})
 	return s
+}
+
+// open gives streams ids the initial window.
+func (s *h2sender) open(ids ...uint32) {
+	for _, id := range ids {
+		s.win[id] = s.init
+	}
 }
 
 // fill sends DATA in 16 KiB frames on streams ids, in turn, while the
@@ -1083,7 +1096,8 @@ func TestH2ClientConnectionWindowBoundsRequestBytes(t *testing.T) {
 		ids[i] = uint32(2*i + 1)
 		c.headers(ids[i], false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
 	}
-	snd := newSender(c, h2StreamWindow, ids...)
+	snd := newSender(c)
+	snd.open(ids...)
 	if sent := snd.fill(0, ids...); sent != h2ConnWindow {
 		t.Fatalf("the client put %d bytes into the relay, want %d (the connection window; the streams' are %d)",
 			sent, h2ConnWindow, streams*h2StreamWindow)
@@ -1128,15 +1142,15 @@ func TestH2ResponseWindowsBoundedPerClient(t *testing.T) {
 	type result struct{ sent, peak int64 }
 	results, more := make(chan result), make(chan struct{})
 	up := rawH2Server(t, nil, func(u *rawH2) {
-		snd := newSender(u, 0)
+		snd := newSender(u)
 		var ids []uint32
 		u.next(func(f http2.Frame) bool {
 			if h, ok := f.(*http2.MetaHeadersFrame); ok {
 				ids = append(ids, h.StreamID)
-				snd.win[h.StreamID] = h2UpStreamWindow
 			}
 			return len(ids) == streams
 		})
+		snd.open(ids...)
 		for _, id := range ids {
 			u.headers(id, false, ":status", "200")
 		}

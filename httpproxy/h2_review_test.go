@@ -1140,7 +1140,9 @@ func TestH2ClientConnectionWindowBoundsRequestBytes(t *testing.T) {
 func TestH2ResponseWindowsBoundedPerClient(t *testing.T) {
 	const streams = 16
 	type result struct{ sent, peak int64 }
-	results, more := make(chan result), make(chan struct{})
+	results, more := make(chan result, 2), make(chan struct{})
+	var once sync.Once
+	goOn := func() { once.Do(func() { close(more) }) }
 	up := rawH2Server(t, nil, func(u *rawH2) {
 		snd := newSender(u)
 		var ids []uint32
@@ -1168,6 +1170,7 @@ func TestH2ResponseWindowsBoundedPerClient(t *testing.T) {
 	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	// A client that takes no DATA.
 	c := dialRawH2(t, rl.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	t.Cleanup(goOn) // first: the upstream must not wait for a failed test
 	for i := range streams {
 		c.get(uint32(2*i+1), "/")
 	}
@@ -1192,7 +1195,7 @@ func TestH2ResponseWindowsBoundedPerClient(t *testing.T) {
 		})
 		ended <- n
 	}()
-	close(more)
+	goOn()
 	second := <-results
 	if second.sent != 4*h2StreamWindow || second.peak <= h2UpStreamWindow || second.peak > h2StreamWindow {
 		t.Errorf("once the client read, the upstream sent %d bytes (want %d), its largest stream window was %d (want more than %d, at most %d)",

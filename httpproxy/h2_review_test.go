@@ -311,27 +311,58 @@ func TestH2RefusedStreamRetriedBoundedly(t *testing.T) {
 // Review #3: rapid reset (CVE-2023-44487): a client opening and resetting
 // streams in a loop put every one of them on the shared upstream and was
 // never told to stop. Past h2ResetBurst such resets it gets GOAWAY
-// ENHANCE_YOUR_CALM.
+// ENHANCE_YOUR_CALM. (Reset streams also hold their slots until the
+// upstream confirms; the client goes in rounds that stay under
+// h2MaxStreams, as it must to have its streams sent upstream at all.)
 func TestH2RapidResetGoAway(t *testing.T) {
-	rl := startH2Relay(t, h2cServer(t, nil, 0), Config{Direction: "inbound"})
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				u.headers(f.StreamID, false, ":status", "200")
+			case *http2.RSTStreamFrame:
+				// A busy server's DATA on the first stream, which lets
+				// the next PING confirm resets.
+				_ = u.fr.WriteData(1, false, []byte{'x'})
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					_ = u.fr.WritePing(true, f.Data)
+				}
+			}
+		}, nil)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)
-	c.get(1, "/") // the pool has a connection: streams go upstream at once
-	if c.next(isType[*http2.MetaHeadersFrame]) == nil {
-		t.Fatal("no answer")
-	}
-	var buf bytes.Buffer
-	fr := http2.NewFramer(&buf, nil)
-	for i := range h2ResetBurst + 500 {
-		id := uint32(2*i + 3)
-		c.hbuf.Reset()
-		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/"}} {
-			_ = c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	c.get(1, "/") // left open
+	const round = 200
+	id := uint32(3)
+	var g *http2.GoAwayFrame
+	for sent := 0; sent < 10*h2ResetBurst && g == nil; sent += round {
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, nil)
+		for range round {
+			c.hbuf.Reset()
+			for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/"}} {
+				_ = c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+			}
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			id += 2
 		}
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
-		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		_ = fr.WritePing(false, [8]byte{5})
+		go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
+		f := c.next(func(f http2.Frame) bool {
+			p, ok := f.(*http2.PingFrame)
+			return isType[*http2.GoAwayFrame](f) || ok && p.IsAck() && p.Data == [8]byte{5}
+		})
+		if f == nil {
+			break
+		}
+		g, _ = f.(*http2.GoAwayFrame)
+		if g == nil && !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+			t.Fatalf("%d reset streams still held", rl.heldStreams())
+		}
 	}
-	go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
-	g, _ := c.next(isType[*http2.GoAwayFrame]).(*http2.GoAwayFrame)
 	if g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", g)
 	}

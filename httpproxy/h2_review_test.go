@@ -814,7 +814,7 @@ func pipeDial(t *testing.T, settings []http2.Setting, serve func(*rawH2)) func(c
 // timeout now ends the connection, counted and logged; an upstream's
 // streams fail as timed out.
 func TestH2WriteTimeoutClosesConnection(t *testing.T) {
-	const timeout = 250 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	t.Run("client", func(t *testing.T) {
 		up := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			chunk := make([]byte, 64<<10)

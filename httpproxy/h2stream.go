@@ -772,7 +772,7 @@ func (s *h2stream) creditTo(c *h2conn) (*h2writer, *h2out, uint32) {
 		return nil, nil, 0
 	}
 	var grow int64
-	if s.respExtra == 0 {
+	if s.respExtra == 0 && !s.respEndIn { // no growth for what is all here
 		const want = h2StreamWindow - h2UpStreamWindow
 		if s.down.respBudget.Add(-want) >= 0 {
 			grow = want

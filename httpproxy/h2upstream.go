@@ -394,7 +394,7 @@ func (c *h2up) serve() {
 		// The upstream took nothing for the write timeout: its streams
 		// fail as timed out, not as a connection lost.
 		err = fmt.Errorf("upstream not reading: %w", c.w.err)
-		c.countWriteTimeout(entries)
+		c.countWriteTimeout(entries, c.lost)
 	} else if err == nil || errors.Is(err, net.ErrClosed) {
 		err = errUpstreamGone
 	}
@@ -415,16 +415,22 @@ func (c *h2up) serve() {
 }
 
 // countWriteTimeout counts and logs an upstream connection closed because
-// it read nothing for the write timeout. The pool has no metrics: its
-// streams' server counts it.
-func (c *h2up) countWriteTimeout(entries []upEntry) {
-	for _, e := range entries {
-		srv := e.s.srv()
-		srv.cfg.Metrics.h2WriteTimeout(srv.cfg.Direction, "dst")
-		srv.logLimited(srv.failedLog, "HTTP/2 upstream connection closed: it read nothing for the write timeout",
-			"h2_write_timeout_dst", zap.String("server_id", c.peerID), zap.Duration("timeout", c.pool.cfg.WriteTimeout))
+// it read nothing for the write timeout. The pool has no metrics: the
+// server of a stream it carried counts it; without one (a connection
+// idle but for PINGs and SETTINGS) it is not counted.
+func (c *h2up) countWriteTimeout(entries []upEntry, lost []*h2stream) {
+	var s *h2stream
+	if len(entries) > 0 {
+		s = entries[0].s
+	} else if len(lost) > 0 {
+		s = lost[0]
+	} else {
 		return
 	}
+	srv := s.srv()
+	srv.cfg.Metrics.h2WriteTimeout(srv.cfg.Direction, "dst")
+	srv.logLimited(srv.failedLog, "HTTP/2 upstream connection closed: it read nothing for the write timeout",
+		"h2_write_timeout_dst", zap.String("server_id", c.peerID), zap.Duration("timeout", c.pool.cfg.WriteTimeout))
 }
 
 // resetWritten records that the writer wrote the reset of s, a held

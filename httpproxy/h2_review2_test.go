@@ -558,3 +558,44 @@ func TestH2HeaderBlocksOverTheLimit(t *testing.T) {
 		t.Errorf("upstream got %d trailers over the limit", n)
 	}
 }
+
+// A response stream starts with a window of h2UpStreamWindow. Padding the
+// upstream sends must come back before the window is spent, or a response
+// padded past it stalls: the batch of padding credit is smaller than the
+// smallest window.
+func TestH2ResponsePaddingWindowGivenBack(t *testing.T) {
+	credited := make(chan uint32, 1)
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		f := u.next(isType[*http2.MetaHeadersFrame])
+		if f == nil {
+			return
+		}
+		id := f.Header().StreamID
+		u.headers(id, false, ":status", "200")
+		pad := make([]byte, 255)
+		for range h2UpStreamWindow / 256 { // the whole starting window, padding only
+			_ = u.fr.WriteDataPadded(id, false, nil, pad)
+		}
+		var got uint32
+		u.next(func(f http2.Frame) bool {
+			if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == id {
+				got += wu.Increment
+			}
+			return got > 0
+		})
+		credited <- got
+		_ = u.fr.WriteData(id, true, nil)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	_ = c.c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.get(1, "/")
+	if c.next(func(f http2.Frame) bool {
+		return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)
+	}) == nil {
+		t.Fatal("the padded response did not end: its window was not given back")
+	}
+	if got := <-credited; got == 0 || got > h2UpStreamWindow {
+		t.Errorf("the relay gave back %d bytes of a %d-byte padded window", got, h2UpStreamWindow)
+	}
+}

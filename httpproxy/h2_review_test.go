@@ -2,17 +2,23 @@ package httpproxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -305,27 +311,58 @@ func TestH2RefusedStreamRetriedBoundedly(t *testing.T) {
 // Review #3: rapid reset (CVE-2023-44487): a client opening and resetting
 // streams in a loop put every one of them on the shared upstream and was
 // never told to stop. Past h2ResetBurst such resets it gets GOAWAY
-// ENHANCE_YOUR_CALM.
+// ENHANCE_YOUR_CALM. (Reset streams also hold their slots until the
+// upstream confirms; the client goes in rounds that stay under
+// h2MaxStreams, as it must to have its streams sent upstream at all.)
 func TestH2RapidResetGoAway(t *testing.T) {
-	rl := startH2Relay(t, h2cServer(t, nil, 0), Config{Direction: "inbound"})
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				u.headers(f.StreamID, false, ":status", "200")
+			case *http2.RSTStreamFrame:
+				// A busy server's DATA on the first stream, which lets
+				// the next PING confirm resets.
+				_ = u.fr.WriteData(1, false, []byte{'x'})
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					_ = u.fr.WritePing(true, f.Data)
+				}
+			}
+		}, nil)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)
-	c.get(1, "/") // the pool has a connection: streams go upstream at once
-	if c.next(isType[*http2.MetaHeadersFrame]) == nil {
-		t.Fatal("no answer")
-	}
-	var buf bytes.Buffer
-	fr := http2.NewFramer(&buf, nil)
-	for i := range h2ResetBurst + 500 {
-		id := uint32(2*i + 3)
-		c.hbuf.Reset()
-		for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/"}} {
-			_ = c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	c.get(1, "/") // left open
+	const round = 200
+	id := uint32(3)
+	var g *http2.GoAwayFrame
+	for sent := 0; sent < 10*h2ResetBurst && g == nil; sent += round {
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, nil)
+		for range round {
+			c.hbuf.Reset()
+			for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "svc.example"}, {":path", "/"}} {
+				_ = c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+			}
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			id += 2
 		}
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
-		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		_ = fr.WritePing(false, [8]byte{5})
+		go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
+		f := c.next(func(f http2.Frame) bool {
+			p, ok := f.(*http2.PingFrame)
+			return isType[*http2.GoAwayFrame](f) || ok && p.IsAck() && p.Data == [8]byte{5}
+		})
+		if f == nil {
+			break
+		}
+		g, _ = f.(*http2.GoAwayFrame)
+		if g == nil && !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+			t.Fatalf("%d reset streams still held", rl.heldStreams())
+		}
 	}
-	go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
-	g, _ := c.next(isType[*http2.GoAwayFrame]).(*http2.GoAwayFrame)
 	if g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", g)
 	}
@@ -339,7 +376,9 @@ func TestH2RapidResetGoAway(t *testing.T) {
 func TestH2ResponseCompletesAfterUpstreamEnds(t *testing.T) {
 	for _, mode := range []string{"rst-no-error", "upstream-closes"} {
 		t.Run(mode, func(t *testing.T) {
-			const size = 13 * 16 << 10 // 13 frames, over the client's 64 KiB window
+			// The relay's window toward the upstream, which the upstream
+			// fills at once: one byte over the client's window.
+			const size = h2UpStreamWindow
 			up := rawH2Server(t, nil, func(u *rawH2) {
 				f := u.next(isType[*http2.MetaHeadersFrame])
 				if f == nil {
@@ -486,5 +525,866 @@ func TestH2BadPathOrMethodRefused(t *testing.T) {
 		if r == nil || r.StreamID != id || r.ErrCode != http2.ErrCodeProtocol {
 			t.Errorf("stream %d: got %v, want RST_STREAM PROTOCOL_ERROR", id, r)
 		}
+	}
+}
+
+// pump serves an upstream connection from the calling goroutine: it
+// answers SETTINGS, passes every other frame to each, and runs the
+// functions sent on do between frames, until the connection ends. A frame
+// is valid during its call only.
+func pump(u *rawH2, each func(http2.Frame), do <-chan func(*rawH2)) {
+	frames, next := make(chan http2.Frame), make(chan struct{})
+	go func() {
+		defer close(frames)
+		for {
+			f, err := u.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			frames <- f
+			<-next
+		}
+	}()
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok {
+				if !sf.IsAck() {
+					_ = u.fr.WriteSettingsAck()
+				}
+			} else {
+				each(f)
+			}
+			next <- struct{}{}
+		case fn := <-do:
+			fn(u)
+		}
+	}
+}
+
+// heldStreams returns the streams of the relay's client connections that
+// are reset upstream and not yet confirmed there.
+func (rl *h2relay) heldStreams() int {
+	rl.srv.h2.mu.Lock()
+	defer rl.srv.h2.mu.Unlock()
+	n := 0
+	for d := range rl.srv.h2.m {
+		d.mu.Lock()
+		n += d.held
+		d.mu.Unlock()
+	}
+	return n
+}
+
+// waitFor polls cond for up to 5 s and reports whether it came true.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// Review (2nd round) #1: a stream the client reset freed its place under
+// MAX_CONCURRENT_STREAMS at once, while its upstream still had it: a
+// client could open and reset streams faster than the upstream ended them
+// (the rapid-reset pattern, CVE-2023-44487; the reset budget bounds only
+// the rate). A stream reset upstream now counts against its client's limit
+// until the upstream has confirmed the reset: it acknowledged a PING the
+// relay wrote after it.
+func TestH2ResetStreamsHoldTheirSlots(t *testing.T) {
+	headers := make(chan uint32, h2MaxStreams+8)
+	pinged := make(chan struct{}, 1)
+	ack := make(chan func(*rawH2), 1)
+	var unacked [][8]byte // the upstream's goroutine's
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		_ = u.c.SetDeadline(time.Time{})
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				headers <- f.StreamID
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					// Held: the upstream has not got to the resets.
+					unacked = append(unacked, f.Data)
+					select {
+					case pinged <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}, ack)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.atOnce(func() {
+		for i := range h2MaxStreams {
+			c.get(uint32(2*i+1), "/")
+		}
+	})
+	for range h2MaxStreams {
+		select {
+		case <-headers:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream did not get every stream")
+		}
+	}
+	c.atOnce(func() {
+		for i := range h2MaxStreams {
+			_ = c.fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
+		}
+	})
+	select {
+	case <-pinged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no PING followed the resets upstream")
+	}
+	// The upstream has not confirmed the resets: the client has no room.
+	next := uint32(2*h2MaxStreams + 1)
+	c.get(next, "/")
+	on, ok := c.framesBeforePong(next, nil)
+	if r, _ := firstFrame(on).(*http2.RSTStreamFrame); !ok || r == nil || r.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream %d past %d reset ones: got %v, want RST_STREAM REFUSED_STREAM", next, h2MaxStreams, on)
+	}
+	if n := rl.heldStreams(); n != h2MaxStreams {
+		t.Errorf("%d streams held, want %d", n, h2MaxStreams)
+	}
+
+	// The upstream confirms: the slots are free again.
+	ack <- func(u *rawH2) {
+		for _, p := range unacked {
+			_ = u.fr.WritePing(true, p)
+		}
+		unacked = nil
+	}
+	if !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+		t.Fatalf("%d streams still held after the upstream confirmed the resets", rl.heldStreams())
+	}
+	next += 2
+	c.get(next, "/")
+	select {
+	case <-headers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a new stream did not reach the upstream once the resets were confirmed")
+	}
+	rl.pool.mu.Lock()
+	conns := rl.pool.conns
+	rl.pool.mu.Unlock()
+	for _, uc := range conns {
+		uc.mu.Lock()
+		if uc.active != 1 {
+			t.Errorf("upstream connection has %d streams, want 1", uc.active)
+		}
+		uc.mu.Unlock()
+	}
+}
+
+// firstFrame returns the first of frames, or nil.
+func firstFrame(frames []http2.Frame) http2.Frame {
+	if len(frames) == 0 {
+		return nil
+	}
+	return frames[0]
+}
+
+// The PINGs that confirm resets follow net/http's transport: after one is
+// acknowledged, the next waits until the upstream has sent HEADERS or
+// DATA. gRPC servers end a connection that PINGs them more often (its
+// "too_many_pings" GOAWAY would fail every stream on it).
+func TestH2ResetPingsWaitForUpstreamFrames(t *testing.T) {
+	type event struct {
+		kind string
+		id   uint32
+	}
+	events := make(chan event, 16)
+	do := make(chan func(*rawH2))
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		pump(u, func(f http2.Frame) {
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				events <- event{"HEADERS", f.StreamID}
+			case *http2.RSTStreamFrame:
+				events <- event{"RST", f.StreamID}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					_ = u.fr.WritePing(true, f.Data)
+					events <- event{"PING", 0}
+				}
+			}
+		}, do)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	expect := func(kind string) event {
+		t.Helper()
+		select {
+		case e := <-events:
+			if e.kind != kind {
+				t.Fatalf("upstream got %s %d, want %s", e.kind, e.id, kind)
+			}
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatalf("upstream got no %s", kind)
+		}
+		return event{}
+	}
+	for _, id := range []uint32{1, 3} {
+		c.get(id, "/")
+		expect("HEADERS")
+		_ = c.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		expect("RST")
+		if id == 1 {
+			expect("PING") // acknowledged at once
+		}
+	}
+	// Stream 5 goes upstream behind the reset of 3, and behind a PING if
+	// one had been written with it.
+	c.get(5, "/")
+	up5 := expect("HEADERS").id
+	if n := rl.heldStreams(); n != 1 {
+		t.Errorf("%d streams held, want 1 (stream 3)", n)
+	}
+	// The upstream answers: now a PING may confirm the reset of 3.
+	do <- func(u *rawH2) { u.headers(up5, true, ":status", "200") }
+	expect("PING")
+	if !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+		t.Errorf("%d streams held after the upstream confirmed", rl.heldStreams())
+	}
+}
+
+// pipeClient serves one relayed client connection over a pipe with cfg,
+// its streams going to pool: the relay's writes block as soon as the
+// client does not read.
+func pipeClient(t *testing.T, cfg Config, pool *H2Pool) (*rawH2, *Metrics) {
+	t.Helper()
+	s, m, _ := startServer(t, cfg)
+	cli, srv := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.ServeConn(t.Context(), srv, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: cfg.Direction}})
+	}()
+	t.Cleanup(func() { _ = cli.Close(); <-done })
+	return newRawH2(t, cli), m
+}
+
+// start writes the client preface and the frames that frames writes
+// through r in one write.
+func (r *rawH2) start(frames func()) {
+	r.t.Helper()
+	var buf bytes.Buffer
+	buf.WriteString(http2.ClientPreface)
+	fr := r.fr
+	r.fr = http2.NewFramer(&buf, nil)
+	frames()
+	r.fr = fr
+	if _, err := r.c.Write(buf.Bytes()); err != nil {
+		r.t.Errorf("write frames: %v", err)
+	}
+}
+
+// pipeDial dials upstreams over pipes, each served by serve after the
+// preface and the upstream's settings.
+func pipeDial(t *testing.T, settings []http2.Setting, serve func(*rawH2)) func(context.Context) (net.Conn, error) {
+	return func(context.Context) (net.Conn, error) {
+		cli, srv := net.Pipe()
+		go func() {
+			defer srv.Close()
+			u := newRawH2(t, srv)
+			preface := make([]byte, len(http2.ClientPreface))
+			if _, err := io.ReadFull(srv, preface); err != nil || string(preface) != http2.ClientPreface {
+				return
+			}
+			if u.fr.WriteSettings(settings...) != nil {
+				return
+			}
+			serve(u)
+		}()
+		return cli, nil
+	}
+}
+
+// Review (2nd round) #2: nothing bounded a write, so a peer that stopped
+// reading held the relay's writer (and every stream of the connection,
+// and their buffers) for good. A write that takes longer than the write
+// timeout now ends the connection, counted and logged; an upstream's
+// streams fail as timed out.
+func TestH2WriteTimeoutClosesConnection(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	t.Run("client", func(t *testing.T) {
+		up := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 64<<10)
+			for range 128 { // 8 MiB, more than the windows on the way
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}), 0)
+		core, logs := observer.New(zapcore.InfoLevel)
+		pool := NewH2Pool(TransportConfig{Dial: dialTo(up)})
+		t.Cleanup(pool.CloseIdle)
+		c, m := pipeClient(t, Config{Direction: "inbound", WriteTimeout: timeout, Log: zap.New(core)}, pool)
+		// At once, and read at once: the relay's first writes must not
+		// wait for the client's.
+		c.start(func() {
+			_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+			_ = c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+			c.get(1, "/big")
+		})
+		if c.next(isType[*http2.MetaHeadersFrame]) == nil {
+			t.Fatal("no response")
+		}
+		// The client reads no more: the relay's writer blocks on the pipe.
+		timeouts := m.h2timeouts.WithLabelValues("inbound", "src")
+		if !waitFor(func() bool { return testutil.ToFloat64(timeouts) == 1 }) {
+			t.Fatal("the relay did not give up on a client that reads nothing")
+		}
+		if _, err := io.Copy(io.Discard, c.c); err != nil { // until EOF: closed
+			t.Errorf("client connection: %v, want it closed", err)
+		}
+		if n := logs.FilterMessageSnippet("read nothing for the write timeout").Len(); n != 1 {
+			t.Errorf("logged %d write timeouts, want 1", n)
+		}
+	})
+	t.Run("upstream", func(t *testing.T) {
+		stop := make(chan struct{})
+		t.Cleanup(func() { close(stop) })
+		dial := pipeDial(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}}, func(u *rawH2) {
+			_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+			u.next(isType[*http2.MetaHeadersFrame])
+			<-stop // reads no more
+		})
+		s, m, _ := startServer(t, Config{Direction: "inbound"})
+		pool := NewH2Pool(TransportConfig{Dial: dial, WriteTimeout: timeout})
+		t.Cleanup(pool.CloseIdle)
+		addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+		c := dialRawH2(t, addr)
+		c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+		_ = c.fr.WriteData(1, false, make([]byte, 64<<10))
+		f, _ := c.next(func(f http2.Frame) bool { return f.Header().StreamID == 1 }).(*http2.MetaHeadersFrame)
+		if f == nil || headerField(f, ":status") != "504" || headerField(f, ErrorHeader) != ReasonTimeout {
+			t.Fatalf("answer %v, want 504 %s", f, ReasonTimeout)
+		}
+		if n := testutil.ToFloat64(m.h2timeouts.WithLabelValues("inbound", "dst")); n != 1 {
+			t.Errorf("http2_write_timeouts_total{peer=dst} = %v, want 1", n)
+		}
+	})
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// countingDial dials the address in *to, counting the attempts.
+func countingDial(to *atomic.Pointer[string], dials *atomic.Int32) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		dials.Add(1)
+		return dialTo(*to.Load())(ctx)
+	}
+}
+
+// Review (2nd round) #3: every stream that needed a connection to an
+// upstream that refuses them dialed again. After a failed connect the pool
+// now waits before the next (backoff, reset by a success), and streams
+// meanwhile fail at once with the same answer.
+func TestH2DialBackoff(t *testing.T) {
+	dead, live := closedAddr(t), h2cServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), 0)
+	var to atomic.Pointer[string]
+	to.Store(&dead)
+	var dials atomic.Int32
+	pool := NewH2Pool(TransportConfig{Dial: countingDial(&to, &dials)})
+	pool.backoff, pool.maxBackoff = time.Hour, time.Hour // none ends in the test
+	t.Cleanup(pool.CloseIdle)
+	s, m, _ := startServer(t, Config{Direction: "inbound"})
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+	client := h2cClient(t, addr)
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := client.Get("http://svc.example/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(ErrorHeader)
+	}
+	const requests = 20
+	for range requests {
+		if code, reason := get(); code != http.StatusBadGateway || reason != ReasonUnreachable {
+			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d requests to a dead upstream dialed %d times, want 1", requests, n)
+	}
+	if n := testutil.ToFloat64(m.errors.WithLabelValues("inbound", ReasonUnreachable)); n != requests {
+		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
+	}
+
+	// The backoff over, the upstream back: a success resets it.
+	to.Store(&live)
+	pool.mu.Lock()
+	pool.retryAt = time.Time{}
+	pool.mu.Unlock()
+	if code, _ := get(); code != http.StatusOK {
+		t.Fatalf("got %d once the upstream is back, want 200", code)
+	}
+	pool.mu.Lock()
+	failures := pool.failures
+	pool.mu.Unlock()
+	if n := dials.Load(); n != 2 || failures != 0 {
+		t.Errorf("%d dials, %d failures in a row; want 2 and 0", n, failures)
+	}
+}
+
+// twoPools picks a first, then b for a stream whose connect to a failed.
+type twoPools struct {
+	a, b   *H2Pool
+	failed func(error)
+}
+
+func (p twoPools) PickH2(skip map[string]bool) (H2Pick, error) {
+	if skip["a"] {
+		return H2Pick{Pool: p.b}, nil
+	}
+	return H2Pick{Pool: p.a, Key: "a", Failed: func(err error) bool { p.failed(err); return true }}, nil
+}
+
+// A balanced stream whose endpoint's pool is backing off moves on to
+// another endpoint, as when its connect fails: the backoff's error is
+// the dial's.
+func TestH2DialBackoffPicksAnotherEndpoint(t *testing.T) {
+	dead, live := closedAddr(t), h2cServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), 0)
+	var to atomic.Pointer[string]
+	to.Store(&dead)
+	var dials atomic.Int32
+	var mu sync.Mutex
+	var errs []error
+	picker := twoPools{
+		a:      NewH2Pool(TransportConfig{Dial: countingDial(&to, &dials)}),
+		b:      NewH2Pool(TransportConfig{Dial: dialTo(live)}),
+		failed: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() },
+	}
+	picker.a.backoff, picker.a.maxBackoff = time.Hour, time.Hour
+	t.Cleanup(picker.a.CloseIdle)
+	t.Cleanup(picker.b.CloseIdle)
+	s, _, _ := startServer(t, Config{Direction: "outbound"})
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: picker, Labels: Labels{Direction: "outbound"}})
+	client := h2cClient(t, addr)
+	const requests = 10
+	for range requests {
+		resp, err := client.Get("http://svc.example/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %s, want 200 from the other endpoint", resp.Status)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the dead endpoint was dialed %d times, want 1", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, err := range errs {
+		if !isDialError(err) || (i > 0 && !errors.Is(err, ErrDialBackoff)) {
+			t.Errorf("connect failure %d: %v; want the dial's error, then wrapped in ErrDialBackoff", i, err)
+		}
+	}
+}
+
+// h2sender sends DATA as its peer's windows allow, as a well-behaved
+// peer: conn is the connection's window, win each stream's, init a new
+// stream's.
+type h2sender struct {
+	r    *rawH2
+	conn int64
+	init int64
+	win  map[uint32]int64
+	peak int64 // the largest stream window seen after an update
+}
+
+// newSender returns a sender on r whose windows are what r reads up to the
+// peer's first connection WINDOW_UPDATE: its SETTINGS, and that.
+func newSender(r *rawH2) *h2sender {
+	s := &h2sender{r: r, conn: 65535, init: 65535, win: map[uint32]int64{}}
+	r.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				s.init = int64(v)
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				s.conn += int64(f.Increment)
+				return true
+			}
+		}
+		return false
+	})
+	return s
+}
+
+// open gives streams ids the initial window.
+func (s *h2sender) open(ids ...uint32) {
+	for _, id := range ids {
+		s.win[id] = s.init
+	}
+}
+
+// fill sends DATA in 16 KiB frames on streams ids, in turn, while the
+// windows allow, then reads the window updates that came (up to the ACK
+// of a PING), and so on: until it has sent want bytes or, want being 0,
+// until a round brings no window, or 5 s have passed. It returns the
+// bytes sent. A stream reset by the peer is left.
+func (s *h2sender) fill(want int64, ids ...uint32) int64 {
+	s.r.t.Helper()
+	chunk := make([]byte, 16<<10)
+	var sent int64
+	deadline := time.Now().Add(5 * time.Second)
+	for want == 0 || sent < want {
+		progress := false
+		for _, id := range ids {
+			w, ok := s.win[id]
+			if n := min(int64(len(chunk)), s.conn, w); ok && n > 0 && (want == 0 || sent < want) {
+				if err := s.r.fr.WriteData(id, false, chunk[:n]); err != nil {
+					s.r.t.Errorf("write data: %v", err)
+					return sent
+				}
+				s.conn -= n
+				s.win[id] -= n
+				sent += n
+				progress = true
+			}
+		}
+		if progress {
+			continue
+		}
+		if !s.sync() && (want == 0 || time.Now().After(deadline)) {
+			break
+		}
+	}
+	return sent
+}
+
+// sync reads frames up to the ACK of a PING, applying window updates;
+// it reports whether any window opened.
+func (s *h2sender) sync() bool {
+	opened := false
+	_ = s.r.fr.WritePing(false, [8]byte{7})
+	s.r.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				s.conn += int64(f.Increment)
+			} else if _, ok := s.win[f.StreamID]; ok {
+				s.win[f.StreamID] += int64(f.Increment)
+				s.peak = max(s.peak, s.win[f.StreamID])
+			}
+			opened = true
+		case *http2.RSTStreamFrame:
+			delete(s.win, f.StreamID)
+		case *http2.PingFrame:
+			return f.IsAck() && f.Data == [8]byte{7}
+		}
+		return false
+	})
+	return opened
+}
+
+// Review (2nd round) #4: a client connection's window was given back as
+// its frames arrived, so a client could put streams × 1 MiB (250 MiB) into
+// the relay while the upstream took nothing. The window is now given back
+// as the bytes leave the relay, written upstream or dropped: the client
+// can have no more than h2ConnWindow in the relay.
+func TestH2ClientConnectionWindowBoundsRequestBytes(t *testing.T) {
+	do := make(chan func(*rawH2))
+	// An upstream whose windows stay shut until told.
+	up := rawH2Server(t, []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: 0}}, func(u *rawH2) {
+		pump(u, func(f http2.Frame) {
+			if p, ok := f.(*http2.PingFrame); ok && !p.IsAck() {
+				_ = u.fr.WritePing(true, p.Data)
+			}
+		}, do)
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	const streams = 16
+	ids := make([]uint32, streams)
+	for i := range ids {
+		ids[i] = uint32(2*i + 1)
+		c.headers(ids[i], false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+	}
+	snd := newSender(c)
+	snd.open(ids...)
+	if sent := snd.fill(0, ids...); sent != h2ConnWindow {
+		t.Fatalf("the client put %d bytes into the relay, want %d (the connection window; the streams' are %d)",
+			sent, h2ConnWindow, streams*h2StreamWindow)
+	}
+
+	// Streams reset: what the relay held of them is dropped, and its
+	// window comes back.
+	half := ids[:streams/2]
+	c.atOnce(func() {
+		for _, id := range half {
+			_ = c.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}
+	})
+	for _, id := range half {
+		delete(snd.win, id)
+	}
+	dropped := int64(len(half)) * h2ConnWindow / streams
+	if sent := snd.fill(dropped, ids[streams/2:]...); sent != dropped {
+		t.Errorf("after resetting streams that held %d bytes the client could send %d", dropped, sent)
+	}
+
+	// The upstream reads: what it takes leaves the relay, and the
+	// client may send as much more.
+	do <- func(u *rawH2) {
+		_ = u.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	}
+	if sent := snd.fill(h2ConnWindow, ids[streams/2:]...); sent != h2ConnWindow {
+		t.Errorf("once the upstream read, the client could send %d more bytes, want at least %d", sent, h2ConnWindow)
+	}
+}
+
+// Review (2nd round) #4, the other way: each response stream had a 1 MiB
+// window, so a client that reads nothing could have streams × 1 MiB of
+// answers held in the relay. A response stream now starts at
+// h2UpStreamWindow and grows to h2StreamWindow as its client reads, within
+// h2RespBudget per client connection, which it gets back when it ends.
+// (The upstream connection's window is still given back on receipt: a
+// client that does not read must not stall a connection others share.)
+func TestH2ResponseWindowsBoundedPerClient(t *testing.T) {
+	const streams = 16
+	type result struct{ sent, peak int64 }
+	results, more := make(chan result, 2), make(chan struct{})
+	var once sync.Once
+	goOn := func() { once.Do(func() { close(more) }) }
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		snd := newSender(u)
+		var ids []uint32
+		u.next(func(f http2.Frame) bool {
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				ids = append(ids, h.StreamID)
+			}
+			return len(ids) == streams
+		})
+		snd.open(ids...)
+		for _, id := range ids {
+			u.headers(id, false, ":status", "200")
+		}
+		results <- result{sent: snd.fill(0, ids...)}
+		<-more
+		var r result
+		r.sent = snd.fill(4*h2StreamWindow, ids...)
+		r.peak = snd.peak
+		for _, id := range ids {
+			_ = u.fr.WriteData(id, true, nil)
+		}
+		results <- r
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	// A client that takes no DATA.
+	c := dialRawH2(t, rl.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	t.Cleanup(goOn) // first: the upstream must not wait for a failed test
+	for i := range streams {
+		c.get(uint32(2*i+1), "/")
+	}
+	first := <-results
+	if bound := int64(streams*h2UpStreamWindow + h2RespBudget); first.sent > bound || first.sent != streams*h2UpStreamWindow {
+		t.Fatalf("the upstream put %d bytes into the relay for a client that reads nothing, want %d (at most %d)",
+			first.sent, streams*h2UpStreamWindow, bound)
+	}
+
+	// The client reads: windows grow, within the budget, and the budget
+	// comes back as the streams end.
+	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	ended := make(chan int)
+	go func() {
+		n := 0
+		c.next(func(f http2.Frame) bool {
+			if d, ok := f.(*http2.DataFrame); ok && d.StreamEnded() {
+				n++
+			}
+			return n == streams
+		})
+		ended <- n
+	}()
+	goOn()
+	second := <-results
+	if second.sent != 4*h2StreamWindow || second.peak <= h2UpStreamWindow || second.peak > h2StreamWindow {
+		t.Errorf("once the client read, the upstream sent %d bytes (want %d), its largest stream window was %d (want more than %d, at most %d)",
+			second.sent, 4*h2StreamWindow, second.peak, h2UpStreamWindow, h2StreamWindow)
+	}
+	if n := <-ended; n != streams {
+		t.Fatalf("%d of %d responses ended", n, streams)
+	}
+	budget := func() int64 {
+		rl.srv.h2.mu.Lock()
+		defer rl.srv.h2.mu.Unlock()
+		for d := range rl.srv.h2.m {
+			return d.respBudget.Load()
+		}
+		return -1
+	}
+	if !waitFor(func() bool { return budget() == h2RespBudget }) {
+		t.Errorf("response budget %d after the streams ended, want %d back", budget(), h2RespBudget)
+	}
+}
+
+// Review (2nd round) #5: response headers without a valid :status were
+// taken for a 1xx, and 1xx responses were relayed without end. A missing
+// or invalid :status, a 1xx that ends the stream, a 101 (HTTP/1's) and a
+// 6th 1xx now fail the stream: reset upstream, 502 to the client.
+func TestH2ResponseStatusChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// heads are the upstream's header blocks (:status values, "-" for
+		// none), the last with END_STREAM.
+		heads []string
+		want  []string // the :status of each HEADERS the client gets
+	}{
+		{"ok", []string{"200"}, []string{"200"}},
+		{"1xx then ok", []string{"103", "100", "200"}, []string{"103", "100", "200"}},
+		{"five 1xx", []string{"103", "103", "103", "103", "103", "200"}, []string{"103", "103", "103", "103", "103", "200"}},
+		{"six 1xx", []string{"103", "103", "103", "103", "103", "103", "200"}, []string{"103", "103", "103", "103", "103", "502"}},
+		{"missing", []string{"-"}, []string{"502"}},
+		{"not a number", []string{"2x0"}, []string{"502"}},
+		{"two digits", []string{"20"}, []string{"502"}},
+		{"four digits", []string{"2000"}, []string{"502"}},
+		{"signed", []string{"+20"}, []string{"502"}},
+		{"above 599", []string{"600"}, []string{"502"}},
+		{"below 100", []string{"099"}, []string{"502"}},
+		{"1xx ending the stream", []string{"103"}, []string{"502"}},
+		{"101", []string{"101", "200"}, []string{"502"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			upReset := make(chan http2.ErrCode, 1)
+			up := rawH2Server(t, nil, func(u *rawH2) {
+				f := u.next(isType[*http2.MetaHeadersFrame])
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				for i, st := range tc.heads {
+					var kv []string
+					if st != "-" {
+						kv = []string{":status", st}
+					}
+					u.headers(id, i == len(tc.heads)-1, append(kv, "x-head", strconv.Itoa(i))...)
+				}
+				if r, _ := u.next(isType[*http2.RSTStreamFrame]).(*http2.RSTStreamFrame); r != nil {
+					upReset <- r.ErrCode
+				}
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.get(1, "/")
+			var got []string
+			var reason string
+			c.next(func(f http2.Frame) bool {
+				h, ok := f.(*http2.MetaHeadersFrame)
+				if !ok || h.StreamID != 1 {
+					return false
+				}
+				got = append(got, headerField(h, ":status"))
+				reason = headerField(h, ErrorHeader)
+				return headerField(h, ":status") >= "2"
+			})
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("client got :status %v, want %v", got, tc.want)
+			}
+			if failed := tc.want[len(tc.want)-1] == "502"; failed {
+				if reason != ReasonBadGateway {
+					t.Errorf("%s %q, want %q", ErrorHeader, reason, ReasonBadGateway)
+				}
+				select {
+				case <-upReset:
+				case <-time.After(5 * time.Second):
+					t.Error("the upstream's stream was not reset")
+				}
+				if n := testutil.ToFloat64(rl.m.errors.WithLabelValues("inbound", ReasonBadGateway)); n != 1 {
+					t.Errorf("http_proxy_errors_total{reason=bad_gateway} = %v, want 1", n)
+				}
+			}
+		})
+	}
+}
+
+// The cap on what one stream may pin (h2MaxHeld), reached: tiny DATA
+// frames of two streams, in turn, to an upstream whose connection takes
+// nothing. They wait in the upstream writer's queue, where frames of
+// different streams do not share buffers, each pinning one. The streams
+// are reset with ENHANCE_YOUR_CALM, counted and logged, long before their
+// windows are used up; the connection goes on.
+func TestH2HeldBytesCapResetsStream(t *testing.T) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	dial := pipeDial(t, nil, func(u *rawH2) {
+		heads := 0
+		u.next(func(f http2.Frame) bool {
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				heads++
+			}
+			return heads == 2
+		})
+		<-stop // reads no more: the relay's writer blocks on the pipe
+	})
+	core, logs := observer.New(zapcore.InfoLevel)
+	s, m, _ := startServer(t, Config{Direction: "inbound", Log: zap.New(core)})
+	pool := NewH2Pool(TransportConfig{Dial: dial})
+	t.Cleanup(pool.CloseIdle)
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+	c := dialRawH2(t, addr)
+	for _, id := range []uint32{1, 3} {
+		c.headers(id, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+	}
+	// Enough for each stream to pin four times h2MaxHeld, and far from
+	// its window.
+	const frames = 8 * h2MaxHeld / (h2FrameSize + h2ItemCost)
+	go func() { // the relay reads it all, whatever it writes
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, nil)
+		for i := range frames {
+			_ = fr.WriteData(uint32(1+2*(i%2)), false, []byte{'x'})
+		}
+		_, _ = c.c.Write(buf.Bytes())
+	}()
+	reset := map[uint32]http2.ErrCode{}
+	c.next(func(f http2.Frame) bool {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			reset[r.StreamID] = r.ErrCode
+		}
+		return len(reset) == 2
+	})
+	for _, id := range []uint32{1, 3} {
+		if code, ok := reset[id]; !ok || code != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("stream %d: reset %v (%v), want ENHANCE_YOUR_CALM", id, code, ok)
+		}
+	}
+	if n := testutil.ToFloat64(m.h2errors.WithLabelValues("inbound", "src", http2.ErrCodeEnhanceYourCalm.String())); n < 1 {
+		t.Errorf("http2_connection_errors_total{code=ENHANCE_YOUR_CALM} = %v, want the resets counted", n)
+	}
+	if logs.FilterMessage("HTTP/2 stream reset: too much DATA held").Len() == 0 {
+		t.Error("the reset was not logged")
+	}
+	if !c.pingPong() {
+		t.Error("the connection did not survive its streams' resets")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,16 +18,35 @@ import (
 
 // What the relay advertises to each peer, and how it buffers.
 const (
-	// h2StreamWindow is the flow-control window of each stream, each way:
-	// the most a stream's sender may have in the relay at once. It is given
-	// back only as the relay writes the bytes on to the other hop.
+	// h2StreamWindow is the flow-control window of each stream a client
+	// sends on: the most a stream's request body may have in the relay at
+	// once. It is given back only as the relay writes the bytes upstream.
+	// A response stream's window grows to it too, within h2RespBudget.
 	h2StreamWindow = 1 << 20
-	// h2ConnWindow is each connection's window. It is given back as frames
-	// arrive, so one slow stream holds its own window and no more: the
-	// relay holds at most streams × h2StreamWindow per connection.
-	h2ConnWindow = 16 << 20
+	// h2ConnWindow is a client connection's window, given back only as
+	// the relay writes the bytes upstream (or drops them): the most of a
+	// client's request bodies the relay holds, whatever its streams. A
+	// stream whose upstream is slow holds its share of it, as net/http's
+	// server does with a handler that does not read.
+	h2ConnWindow = 4 << 20
+	// h2UpStreamWindow is the window a response stream starts with: what
+	// its upstream may send before the client reads any of it. The
+	// protocol's default; small answers never need more.
+	h2UpStreamWindow = 64 << 10
+	// h2RespBudget is what a client connection's response streams may
+	// hold beyond h2UpStreamWindow each: a stream whose client reads grows
+	// its window to h2StreamWindow while the budget lasts, and gives the
+	// growth back when it ends. A client connection thus holds at most
+	// h2MaxStreams × h2UpStreamWindow + h2RespBudget of responses (20 MiB).
+	h2RespBudget = 4 << 20
+	// h2UpConnWindow is an upstream connection's window. It is given back
+	// as frames arrive: the streams' windows bound what each client holds,
+	// and a client that does not read must not stall the upstream
+	// connection it shares with others.
+	h2UpConnWindow = 16 << 20
 	// h2MaxStreams is the concurrent streams a client may open: net/http's
-	// default, which clients had before the relay.
+	// default, which clients had before the relay. Streams reset upstream
+	// still count until the upstream has seen the reset (h2stream.hold).
 	h2MaxStreams = 250
 	// h2MaxHeaderList bounds a decoded header block (net/http's default).
 	h2MaxHeaderList = 1 << 20
@@ -38,6 +58,12 @@ const (
 	h2MaxSettings = 100
 	// h2WriteTimeout bounds the last flush of a connection being closed.
 	h2WriteTimeout = 5 * time.Second
+	// h2FlushTimeout is the default bound on each write to a peer
+	// (Config.WriteTimeout, TransportConfig.WriteTimeout). HTTP/2 peers
+	// read eagerly, flow control being their backpressure: one that takes
+	// no bytes for this long is stuck, and its connection is closed
+	// rather than hold the relay's writer and buffers.
+	h2FlushTimeout = 10 * time.Second
 	// h2Linger and h2LingerBytes bound what lingerClose reads after the
 	// last flush: long enough for a GOAWAY to reach the peer, short
 	// enough that a peer flooding a closing connection pins little.
@@ -103,6 +129,7 @@ const (
 	h2Ping                     // ping: to answer
 	h2GoAway                   // n: last stream ID, code
 	h2Own                      // the relay's own SETTINGS and connection window
+	h2PingResets               // upstream: a PING may confirm the resets written
 )
 
 // h2item is one thing for a connection's writer to do.
@@ -110,6 +137,7 @@ type h2item struct {
 	kind     h2kind
 	end      bool
 	quiet    bool // h2Reset: the peer reset the stream; forget it, write nothing
+	hold     bool // h2Reset upstream: s is held until the upstream saw it (h2stream.hold)
 	ctl      bool // queued by putControl
 	code     http2.ErrCode
 	n        uint32
@@ -120,6 +148,8 @@ type h2item struct {
 	buf      *[]byte       // data's pooled buffer, returned once written
 	held     *atomic.Int64 // the stream's count of bytes held, for h2MaxHeld
 	cost     int64         // what this item adds to held
+	from     *h2conn       // the connection whose window data took
+	fc       uint32        // that window, given back to from on release
 	ping     [8]byte
 	settings []http2.Setting
 }
@@ -133,6 +163,11 @@ func (it *h2item) release(bufs *h2bufs) {
 		it.held.Add(-it.cost)
 		it.held = nil
 	}
+	if it.fc > 0 {
+		// Written on or dropped: either way it has left the relay.
+		it.from.giveBack(it.fc)
+		it.fc = 0
+	}
 }
 
 // absorb appends next, a DATA item queued right after it for the same
@@ -145,6 +180,8 @@ func (it *h2item) absorb(next *h2item, bufs *h2bufs) bool {
 	}
 	it.data = append(it.data, next.data...)
 	it.end = next.end
+	it.fc += next.fc // its bytes are it's now
+	next.fc = 0
 	next.release(bufs)
 	return true
 }
@@ -286,7 +323,11 @@ type h2out struct {
 	ready  bool // in the writer's ready list
 	ended  bool // END_STREAM written
 	reset  bool // RST_STREAM written or received: nothing more
-	credit uint32
+	// credit is what was written of o and not yet given back to its
+	// sender; recvWin the window that sender has, whose quarter is the
+	// batch credits go back in.
+	credit  uint32
+	recvWin uint32
 }
 
 // h2writer writes one connection: everything queued in its inbox, encoded
@@ -295,6 +336,7 @@ type h2out struct {
 type h2writer struct {
 	c     *h2conn
 	inbox h2inbox
+	dl    h2deadline
 	bw    *h2bufWriter
 	fr    *http2.Framer
 	enc   *hpack.Encoder
@@ -302,6 +344,8 @@ type h2writer struct {
 	err   error
 	dirty bool
 	done  chan struct{}
+	// pingDue: resets of held streams were written (upstream only).
+	pingDue bool
 
 	maxFrame   uint32
 	maxHeaders uint32 // the peer's SETTINGS_MAX_HEADER_LIST_SIZE
@@ -317,11 +361,12 @@ type h2ready struct {
 	o *h2out
 }
 
-func (w *h2writer) setup(c *h2conn) {
+func (w *h2writer) setup(c *h2conn, timeout time.Duration) {
 	w.c = c
 	w.inbox.wake = make(chan struct{}, 1)
 	w.inbox.bufs = c.bufs
-	w.bw = &h2bufWriter{w: c.nc, pool: &c.bufs.write}
+	w.dl = h2deadline{nc: c.nc, timeout: timeout}
+	w.bw = &h2bufWriter{w: &w.dl, pool: &c.bufs.write}
 	w.fr = http2.NewFramer(w.bw, nil)
 	w.enc = hpack.NewEncoder(&w.hbuf)
 	w.done = make(chan struct{})
@@ -338,8 +383,11 @@ func (w *h2writer) touch(s *h2stream, o *h2out) *h2out {
 	if !o.init {
 		o.init = true
 		o.window = w.initWindow
-		if !w.c.upstream {
+		if w.c.upstream {
+			o.recvWin = h2StreamWindow
+		} else {
 			o.id = s.downID
+			o.recvWin = h2UpStreamWindow
 		}
 		w.outs[o] = s
 	}
@@ -380,6 +428,10 @@ func (w *h2writer) run() {
 			w.inbox.mu.Unlock()
 		}
 		w.writeReady()
+		if w.pingDue {
+			w.pingDue = false
+			w.c.up.pingResets(w)
+		}
 	}
 }
 
@@ -426,16 +478,24 @@ func (w *h2writer) apply(it *h2item) {
 	case h2Reset:
 		o := w.touch(it.s, it.o)
 		if o.reset {
+			if it.hold {
+				it.s.unhold() // the upstream's stream is closed already
+			}
 			return
 		}
-		if it.code == http2.ErrCodeNo && !it.quiet {
+		if it.code == http2.ErrCodeNo && !it.quiet && !it.hold {
 			// After the answer: the client is told to stop sending.
 			o.q = append(o.q, *it)
 			w.schedule(it.s, o)
 			return
 		}
-		w.resetOut(o, it.code, it.quiet)
+		written := w.resetOut(o, it.code, it.quiet)
 		w.resetDone(it.s)
+		if it.hold {
+			w.heldReset(it.s, written)
+		}
+	case h2PingResets:
+		w.pingDue = true
 	case h2Credit:
 		w.credit(it)
 	case h2PeerWindow:
@@ -455,7 +515,7 @@ func (w *h2writer) apply(it *h2item) {
 			w.check(err)
 		}
 		w.check(w.fr.WriteSettings(w.c.ownSettings()...))
-		w.check(w.fr.WriteWindowUpdate(0, h2ConnWindow-65535))
+		w.check(w.fr.WriteWindowUpdate(0, uint32(w.c.connWin-65535)))
 	}
 }
 
@@ -708,31 +768,47 @@ func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
 }
 
 // passOn gives back, in batches, the window of the stream's sender on the
-// other hop: what it sent has left the relay.
+// other hop: what it sent has left the relay. A response stream's window
+// may grow with it (h2RespBudget).
 func (w *h2writer) passOn(s *h2stream, o *h2out, n uint32) {
 	o.credit += n
-	if o.credit < h2StreamWindow/4 {
+	if o.credit < o.recvWin/4 {
 		return
 	}
-	if other, oo := s.otherWriter(w.c); other != nil {
-		other.inbox.put(h2item{kind: h2Credit, s: s, o: oo, n: o.credit})
+	if other, oo, grow := s.creditTo(w.c); other != nil {
+		other.inbox.put(h2item{kind: h2Credit, s: s, o: oo, n: o.credit + grow})
+		o.recvWin += grow
 	}
 	o.credit = 0
 }
 
 // resetOut drops what is queued for o and, unless quiet, writes
-// RST_STREAM with code.
-func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) {
+// RST_STREAM with code; it reports whether it did.
+func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) bool {
 	o.reset = true
 	for i := o.qh; i < len(o.q); i++ {
 		o.q[i].release(w.c.bufs)
 	}
 	o.q, o.qh = o.q[:0], 0
 	delete(w.outs, o)
-	if o.id != 0 && !quiet && w.err == nil {
-		w.dirty = true
-		w.check(w.fr.WriteRSTStream(o.id, code))
+	if o.id == 0 || quiet || w.err != nil {
+		return false
 	}
+	w.dirty = true
+	w.check(w.fr.WriteRSTStream(o.id, code))
+	return w.err == nil
+}
+
+// heldReset follows the reset of a held stream upstream: one the upstream
+// never had, or that did not go out, is released; one written waits for
+// the PING that confirms it (see h2up.pingResets).
+func (w *h2writer) heldReset(s *h2stream, written bool) {
+	if !written {
+		s.unhold()
+		return
+	}
+	w.c.up.resetWritten(s)
+	w.pingDue = true
 }
 
 // resetDone tells s that its response was reset to the client.
@@ -775,10 +851,13 @@ type h2conn struct {
 	rf       *http2.Framer
 	w        h2writer
 
-	// Used by the reader only.
-	connRecv   int64
-	connCredit uint32
-	batch      h2batch
+	// The connection window the relay gives the peer: its size, what the
+	// peer may still send, and what has left the relay (see giveBack).
+	connWin  int64
+	connRecv atomic.Int64
+	connFree atomic.Int64
+
+	batch h2batch // used by the reader only
 
 	// lost collects, at the end, the streams the writer still had.
 	lost []*h2stream
@@ -795,32 +874,40 @@ func (c *h2conn) connError(code http2.ErrCode, err error) {
 	_ = c.nc.SetReadDeadline(time.Now())
 }
 
-func (c *h2conn) setup(nc net.Conn, bufs *h2bufs) {
+// setup readies c on nc; writeTimeout bounds each write to it.
+func (c *h2conn) setup(nc net.Conn, bufs *h2bufs, upstream bool, writeTimeout time.Duration) {
 	c.nc = nc
 	c.bufs = bufs
+	c.upstream = upstream
 	c.br = newH2Reader(nc, &bufs.big)
 	c.rf = http2.NewFramer(nil, c.br)
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.rf.MaxHeaderListSize = h2MaxHeaderList
 	c.rf.SetReuseFrames()
 	c.rf.SetMaxReadFrameSize(h2BigFrame) // as announced in ownSettings
-	c.connRecv = h2ConnWindow
-	c.w.setup(c)
+	c.connWin = h2ConnWindow
+	if upstream {
+		c.connWin = h2UpConnWindow
+	}
+	c.connRecv.Store(c.connWin)
+	c.w.setup(c, writeTimeout)
 }
 
 // ownSettings are what the relay announces: to a client, the streams it
-// may open; to an upstream, that it may not push. Both get the relay's
-// stream window and header list limit.
+// may open and its stream window; to an upstream, that it may not push
+// and the window response streams start with. Both get the header list
+// limit and the frame size.
 func (c *h2conn) ownSettings() []http2.Setting {
 	ss := []http2.Setting{
-		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
 		{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
 		{ID: http2.SettingMaxFrameSize, Val: h2BigFrame},
 	}
 	if c.upstream {
-		return append(ss, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+		return append(ss, http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2UpStreamWindow},
+			http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	}
-	return append(ss, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams})
+	return append(ss, http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams})
 }
 
 // readFrame reads the next frame, first passing on what the reader holds
@@ -849,18 +936,16 @@ func (c *h2conn) frameBuffered() bool {
 	return n >= 9+int(h[0])<<16|int(h[1])<<8|int(h[2])
 }
 
-// received accounts a DATA frame of n bytes against the connection window
-// and gives it back in batches; false if the peer overran the window.
+// received accounts a DATA frame of n bytes against the connection
+// window; false if the peer overran it. An upstream connection's window
+// is given back at once; a client's as the bytes leave the relay (the
+// caller's, see giveBack).
 func (c *h2conn) received(n uint32) bool {
-	if int64(n) > c.connRecv {
+	if c.connRecv.Add(-int64(n)) < 0 {
 		return false
 	}
-	c.connRecv -= int64(n)
-	c.connCredit += n
-	if c.connCredit >= h2ConnWindow/4 {
-		c.w.inbox.put(h2item{kind: h2Credit, n: c.connCredit})
-		c.connRecv += int64(c.connCredit)
-		c.connCredit = 0
+	if c.upstream {
+		c.giveBack(n)
 	}
 	return true
 }
@@ -869,10 +954,12 @@ func (c *h2conn) received(n uint32) bool {
 // DATA frame of s took: padding never reaches the other hop. pending is
 // the stream's padding not yet given back; it goes back in batches, as
 // the window of its data does (passOn), so that padded frames do not
-// queue a WINDOW_UPDATE each. False if too many control items wait.
+// queue a WINDOW_UPDATE each; a batch is a quarter of the smallest window
+// a stream starts with, so padding alone never stalls one. False if too
+// many control items wait.
 func (c *h2conn) creditPadding(s *h2stream, o *h2out, pending *uint32, pad uint32) bool {
 	*pending += pad
-	if *pending < h2StreamWindow/4 {
+	if *pending < h2UpStreamWindow/4 {
 		return true
 	}
 	n := *pending
@@ -880,8 +967,25 @@ func (c *h2conn) creditPadding(s *h2stream, o *h2out, pending *uint32, pad uint3
 	return c.w.inbox.putControl(h2item{kind: h2Credit, s: s, o: o, n: n})
 }
 
+// giveBack returns n bytes of the connection window: they have left the
+// relay, written on or dropped. It batches them in quarters of the window;
+// any goroutine may call it.
+func (c *h2conn) giveBack(n uint32) {
+	if n == 0 {
+		return
+	}
+	for v := c.connFree.Add(int64(n)); v >= c.connWin/4; v = c.connFree.Load() {
+		if c.connFree.CompareAndSwap(v, 0) {
+			c.connRecv.Add(v) // before the peer can know
+			c.w.inbox.put(h2item{kind: h2Credit, n: uint32(v)})
+			return
+		}
+	}
+}
+
 // copyData copies a DATA payload of s out of the framer's buffer, counting
-// what it pins in s.held.
+// what it pins in s.held. A client's payload takes its connection's window
+// with it, given back when the item is released.
 func (c *h2conn) copyData(s *h2stream, p []byte, end bool) h2item {
 	if len(p) == 0 {
 		return h2item{kind: h2Data, s: s, end: end}
@@ -894,7 +998,11 @@ func (c *h2conn) copyData(s *h2stream, p []byte, end bool) h2item {
 	copy(d, p)
 	cost := int64(cap(*buf)) + h2ItemCost
 	s.held.Add(cost)
-	return h2item{kind: h2Data, s: s, data: d, buf: buf, end: end, held: &s.held, cost: cost}
+	it := h2item{kind: h2Data, s: s, data: d, buf: buf, end: end, held: &s.held, cost: cost}
+	if !c.upstream {
+		it.from, it.fc = c, uint32(len(p))
+	}
+	return it
 }
 
 // lingerClose ends a connection whose writer has flushed its last frames
@@ -910,3 +1018,35 @@ func (c *h2conn) lingerClose() {
 	_, _ = io.Copy(io.Discard, io.LimitReader(c.br, h2LingerBytes))
 	_ = c.nc.Close()
 }
+
+// h2deadline is what a writer writes through: each write to the
+// connection must end within timeout, or fails and ends the connection. To
+// spare a SetWriteDeadline per write, the deadline is pushed back only
+// once less than half of it is left: a stuck write fails after between
+// timeout/2 and timeout.
+type h2deadline struct {
+	nc      net.Conn
+	timeout time.Duration
+	at      time.Time
+	final   atomic.Bool // the connection is closing: the deadline is last's
+}
+
+func (d *h2deadline) Write(p []byte) (int, error) {
+	if !d.final.Load() {
+		if now := time.Now(); d.at.Sub(now) < d.timeout/2 {
+			d.at = now.Add(d.timeout)
+			_ = d.nc.SetWriteDeadline(d.at)
+		}
+	}
+	return d.nc.Write(p)
+}
+
+// last bounds the writes left, those of a closing connection, to within
+// t from now.
+func (d *h2deadline) last(t time.Duration) {
+	d.final.Store(true)
+	_ = d.nc.SetWriteDeadline(time.Now().Add(t))
+}
+
+// timedOut reports whether err is a write that took too long.
+func timedOut(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,8 +33,21 @@ type h2down struct {
 	// The last streams the relay reset (see ignoreLateLocked).
 	ignored   [h2Ignored]uint32
 	ignoredAt int
+	// held counts the streams reset upstream and not yet confirmed there
+	// (h2stream.hold): they count against h2MaxStreams.
+	held int
 
 	resets h2resetBudget // used by the reader only
+	// respBudget is what is left of h2RespBudget, the growth of response
+	// windows beyond h2UpStreamWindow (h2stream.creditTo).
+	respBudget atomic.Int64
+}
+
+// holdSlot counts a stream held (+1) or released (-1).
+func (d *h2down) holdSlot(delta int) {
+	d.mu.Lock()
+	d.held += delta
+	d.mu.Unlock()
 }
 
 // h2resetBudget is a token bucket of the client resets of streams already
@@ -78,7 +92,8 @@ var errBadPreface = errors.New("not the HTTP/2 client preface")
 // ends, the server shuts down, or ctx is done.
 func (s *Server) serveH2(ctx context.Context, nc net.Conn, info *Conn) {
 	d := &h2down{srv: s, info: info, streams: map[uint32]*h2stream{}}
-	d.setup(nc, s.h2bufs)
+	d.setup(nc, s.h2bufs, false, s.cfg.WriteTimeout)
+	d.respBudget.Store(h2RespBudget)
 	if !s.h2.add(d) {
 		_ = nc.Close()
 		return
@@ -282,7 +297,7 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	d.lastID = id
-	if d.goingAway || len(d.streams) >= h2MaxStreams {
+	if d.goingAway || len(d.streams)+d.held >= h2MaxStreams {
 		d.mu.Unlock()
 		d.refuse(id, http2.ErrCodeRefusedStream)
 		return nil
@@ -335,7 +350,7 @@ func (d *h2down) newStream(f *http2.MetaHeadersFrame) *h2stream {
 	s.reqCL, _ = contentLength(s.fields) // checked by headers
 	s.grpc = isGRPCType(fieldValue(s.fields, "content-type"))
 	s.reqRecv.Store(h2StreamWindow)
-	s.respRecv.Store(h2StreamWindow)
+	s.respRecv.Store(h2UpStreamWindow)
 	if d.info.Refuse == "" {
 		// A refused client's authority names nothing it reached: it gets
 		// no series of its own.
@@ -385,29 +400,40 @@ func (d *h2down) data(f *http2.DataFrame) error {
 	if !d.received(f.Length) {
 		return h2ConnError{http2.ErrCodeFlowControl, errors.New("connection window overrun")}
 	}
+	// What is not forwarded gives its connection window back at once;
+	// what is, when it has left the relay (h2item.release).
 	s := d.lookup(f.StreamID)
 	if s == nil {
 		if d.idleStream(f.StreamID) {
 			return h2ConnError{http2.ErrCodeProtocol, errors.New("DATA on an idle stream")}
 		}
+		d.giveBack(f.Length)
 		d.closedStream(f.StreamID)
 		return nil
 	}
 	if s.requestEnded() {
+		d.giveBack(f.Length)
 		s.resetBoth(http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
 		return nil
 	}
 	if s.reqRecv.Add(-int32(f.Length)) < 0 {
+		d.giveBack(f.Length)
 		s.resetBoth(http2.ErrCodeFlowControl)
 		return nil
 	}
 	data := f.Data()
-	if pad := f.Length - uint32(len(data)); pad > 0 && !d.creditPadding(s, &s.resp, &s.reqPad, pad) {
-		return errTooManyControl
+	if pad := f.Length - uint32(len(data)); pad > 0 {
+		// Padding never reaches the other hop: its window comes back now,
+		// the connection's at once and the stream's in batches.
+		d.giveBack(pad)
+		if !d.creditPadding(s, &s.resp, &s.reqPad, pad) {
+			return errTooManyControl
+		}
 	}
 	if !bodyFits(&s.reqGot, s.reqCL, len(data), f.StreamEnded()) {
 		// Not forwarded (RFC 9113, 8.1.1): the body disagrees with its
 		// content-length.
+		d.giveBack(uint32(len(data)))
 		s.resetBoth(http2.ErrCodeProtocol)
 		return nil
 	}
@@ -502,8 +528,13 @@ func (d *h2down) teardown(err error) {
 	}
 	d.batch.flush()
 	d.w.inbox.close()
-	_ = d.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
+	d.w.dl.last(h2WriteTimeout)
 	<-d.w.done
+	if timedOut(d.w.err) {
+		d.srv.cfg.Metrics.h2WriteTimeout(d.srv.cfg.Direction, "src")
+		d.srv.logLimited(d.srv.failedLog, "HTTP/2 client connection closed: it read nothing for the write timeout",
+			"h2_write_timeout_src", zap.String("authority", d.info.Labels.Authority), zap.Duration("timeout", d.srv.cfg.WriteTimeout))
+	}
 	d.lingerClose()
 	for _, s := range append(streams, d.lost...) {
 		s.clientReset()
@@ -567,5 +598,11 @@ func (t *h2conns) shutdown(ctx context.Context) {
 func (m *Metrics) h2ConnError(direction, peer string, code http2.ErrCode) {
 	if m != nil {
 		m.h2errors.WithLabelValues(direction, peer, code.String()).Inc()
+	}
+}
+
+func (m *Metrics) h2WriteTimeout(direction, peer string) {
+	if m != nil {
+		m.h2timeouts.WithLabelValues(direction, peer).Inc()
 	}
 }

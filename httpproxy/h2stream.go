@@ -28,12 +28,32 @@ var errBadContentLength = errors.New("upstream response with an invalid content-
 // errStreamRefused fails a request its upstreams refused every time.
 var errStreamRefused = errors.New("upstream refused the stream on every attempt")
 
+// errBadStatus and errTooMany1xx fail a response whose headers are no
+// response's.
+var (
+	errBadStatus  = errors.New("upstream response without a valid :status")
+	errTooMany1xx = errors.New("upstream sent too many informational (1xx) responses")
+)
+
 const (
 	// h2MaxRefusals bounds the times a refused request without a body
 	// is sent again; h2RefusedBackoff times the attempt is the wait
 	// before it.
 	h2MaxRefusals    = 2
 	h2RefusedBackoff = 10 * time.Millisecond
+	// h2Max1xx bounds the informational responses relayed per stream, as
+	// net/http's transports do.
+	h2Max1xx = 5
+	// h2ResetHold bounds how long a stream reset upstream keeps its
+	// slots waiting for the upstream to confirm the reset (see hold).
+	h2ResetHold = 5 * time.Second
+)
+
+// The states of h2stream.hold.
+const (
+	holdNone int32 = iota
+	holdHeld
+	holdReleased
 )
 
 // h2stream is one relayed stream: the client's stream on a client
@@ -47,6 +67,12 @@ type h2stream struct {
 	respRecv atomic.Int32 // what the upstream may still send us
 	closed   atomic.Bool  // finished: an upstream writer must not open it
 	held     atomic.Int64 // bytes of DATA queued in the relay, both ways
+	// hold: reset upstream, the stream keeps its slot on the upstream
+	// connection and counts against the client's max streams until the
+	// upstream has seen the reset (holdHeld), else the client could open
+	// and reset streams faster than the upstream ends them (rapid reset,
+	// CVE-2023-44487).
+	hold atomic.Int32
 
 	// Set when the stream is created.
 	fields       []hpack.HeaderField // the request headers as forwarded
@@ -66,6 +92,10 @@ type h2stream struct {
 	refusals int      // times an upstream refused the stream
 	pending  []h2item // request frames before an upstream is chosen
 	timer    *time.Timer
+	// respExtra is the window the response stream got beyond
+	// h2UpStreamWindow, from its client's h2RespBudget.
+	respExtra int64
+	num1xx    int // informational responses relayed
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	respGone                                   bool // the client's response was reset
@@ -247,9 +277,21 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 	}
 	var observe func(time.Duration)
 	if !s.final {
-		code, _ := strconv.Atoi(f.PseudoValue("status"))
-		if code < 200 && !end {
+		code, ok := parseStatus(f.PseudoValue("status"))
+		if !ok || (code < 200 && (end || code == http.StatusSwitchingProtocols)) {
+			// No response (RFC 9113, 8.3.2; 101 is HTTP/1's, 8.6): the
+			// upstream broke the exchange, as with a bad content-length.
+			s.mu.Unlock()
+			s.badResponse(c, errBadStatus)
+			return
+		}
+		if code < 200 {
 			// 1xx: relayed, and the final answer is still to come.
+			if s.num1xx++; s.num1xx > h2Max1xx {
+				s.mu.Unlock()
+				s.badResponse(c, errTooMany1xx)
+				return
+			}
 			c.batch.add(&s.down.w.inbox, h2item{kind: h2Headers, s: s, o: &s.resp, fields: fields})
 			s.mu.Unlock()
 			return
@@ -257,7 +299,7 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 		cl, ok := contentLength(fields)
 		if !ok {
 			s.mu.Unlock()
-			s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, errBadContentLength)
+			s.badResponse(c, errBadContentLength)
 			return
 		}
 		if s.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
@@ -288,6 +330,13 @@ func (s *h2stream) responseHeaders(c *h2up, f *http2.MetaHeadersFrame) {
 	if observe != nil {
 		observe(time.Since(s.start))
 	}
+}
+
+// badResponse fails a stream whose upstream answered with no response:
+// 502 to the client, behind the 1xx answers relayed before it.
+func (s *h2stream) badResponse(c *h2up, err error) {
+	c.batch.flush() // in c's reader
+	s.fail(failure{http.StatusBadGateway, grpcUnavailable, ReasonBadGateway}, err)
 }
 
 // responseData relays response DATA from the upstream.
@@ -332,6 +381,21 @@ func (s *h2stream) overHeld(peer string) bool {
 		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
 	s.resetBoth(http2.ErrCodeEnhanceYourCalm)
 	return true
+}
+
+// parseStatus parses a response's :status: three digits, 100 to 599.
+func parseStatus(v string) (int, bool) {
+	if len(v) != 3 {
+		return 0, false
+	}
+	code := 0
+	for i := range 3 {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+		code = 10*code + int(v[i]-'0')
+	}
+	return code, code >= 100 && code <= 599
 }
 
 // contentLength parses a content-length field: -1 if there is none,
@@ -416,7 +480,7 @@ func (s *h2stream) clientReset() {
 	s.done = true
 	complete := s.respEndOut
 	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
-		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
+		s.resetUpLocked(http2.ErrCodeCancel)
 	}
 	// A control item: a client resetting streams in a loop without
 	// reading queues one each, which its reader bounds.
@@ -574,7 +638,7 @@ func (s *h2stream) resetBoth(code http2.ErrCode) {
 	s.done = true
 	s.failed = true
 	if s.up != nil {
-		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code})
+		s.resetUpLocked(code)
 	}
 	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 	s.mu.Unlock()
@@ -594,7 +658,7 @@ func (s *h2stream) fail(f failure, err error) {
 	s.done = true
 	s.failed = true
 	if s.up != nil && !(s.reqEndOut && s.respEndIn) {
-		s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: http2.ErrCodeCancel})
+		s.resetUpLocked(http2.ErrCodeCancel)
 	}
 	status := 0
 	answer := !s.answered && f.reason != ReasonCanceled
@@ -659,8 +723,9 @@ func (s *h2stream) answer(f failure) []h2item {
 	return items
 }
 
-// finish counts the stream and frees its place on both connections. It
-// runs once, after done was set.
+// finish counts the stream and frees its place on both connections (on
+// the upstream's, unless held: unhold does). It runs once, after done was
+// set.
 func (s *h2stream) finish() {
 	s.closed.Store(true)
 	s.mu.Lock()
@@ -674,14 +739,87 @@ func (s *h2stream) finish() {
 	}
 	s.pending = nil
 	s.countLocked()
+	if s.respExtra > 0 {
+		s.down.respBudget.Add(s.respExtra)
+		s.respExtra = 0
+	}
 	s.mu.Unlock()
 	if pick.Done != nil {
 		pick.Done()
 	}
-	if up != nil {
+	if up != nil && s.hold.Load() == holdNone {
 		up.release(s)
 	}
 	s.down.release(s)
+}
+
+// resetUpLocked resets the stream upstream with code and holds it: it
+// keeps its slot on the upstream connection and counts against its
+// client's max streams until the upstream confirms the reset (a PING
+// written after it is acknowledged), ends the stream itself, or closes,
+// or h2ResetHold passes. Called with s.mu held, before finish.
+func (s *h2stream) resetUpLocked(code http2.ErrCode) {
+	s.hold.Store(holdHeld)
+	s.down.holdSlot(1)
+	if !s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code, hold: true}) {
+		// The connection is gone: nothing to wait for.
+		s.hold.Store(holdNone)
+		s.down.holdSlot(-1)
+		return
+	}
+	// Not stopped on unhold: it then finds nothing to do.
+	time.AfterFunc(h2ResetHold, s.unhold)
+}
+
+// unhold releases a held stream's slots, once.
+func (s *h2stream) unhold() {
+	if !s.hold.CompareAndSwap(holdHeld, holdReleased) {
+		return
+	}
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up != nil {
+		up.release(s)
+	}
+	s.down.holdSlot(-1)
+}
+
+// unheld reports whether a stream that was held is no more.
+func (s *h2stream) unheld() bool { return s.hold.Load() == holdReleased }
+
+// upstreamDone is told that the upstream ended the stream (RST_STREAM or
+// END_STREAM): a held stream is released.
+func (s *h2stream) upstreamDone() {
+	if s.hold.Load() == holdHeld {
+		s.unhold()
+	}
+}
+
+// creditTo returns where the window of what c's writer wrote of s goes
+// back to, and how much a response stream's window grows with it: to
+// h2StreamWindow, once its client has read a quarter of the first one, if
+// the client connection's h2RespBudget allows.
+func (s *h2stream) creditTo(c *h2conn) (*h2writer, *h2out, uint32) {
+	if c.upstream {
+		return &s.down.w, &s.resp, 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.up == nil || s.done {
+		return nil, nil, 0
+	}
+	var grow int64
+	if s.respExtra == 0 && !s.respEndIn { // no growth for what is all here
+		const want = h2StreamWindow - h2UpStreamWindow
+		if s.down.respBudget.Add(-want) >= 0 {
+			grow = want
+			s.respExtra = want
+		} else {
+			s.down.respBudget.Add(want) // perhaps at the next credit
+		}
+	}
+	return &s.up.w, s.req, uint32(grow)
 }
 
 // countLocked records the exchange in the request metrics, once: when

@@ -3,11 +3,15 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/net/http2"
 )
 
@@ -22,7 +26,17 @@ const (
 	// h2MaxStreamID is the last client stream ID; a connection that
 	// reaches it takes no new streams.
 	h2MaxStreamID = 1<<31 - 1
+	// h2DialBackoff and h2MaxDialBackoff bound the wait after a failed
+	// connect before a pool connects again: the first, doubled per
+	// failure in a row up to the second, less up to half (jitter).
+	// Streams that need a new connection meanwhile fail at once, as their
+	// connect would, without dialing.
+	h2DialBackoff    = 100 * time.Millisecond
+	h2MaxDialBackoff = 2 * time.Second
 )
+
+// h2ResetPing is the payload of the PINGs that confirm resets.
+var h2ResetPing = [8]byte{'m', 'e', 's', 'h', 'r', 's', 't'}
 
 // H2Picker chooses, stream by stream, where a relayed HTTP/2 connection's
 // requests go. An *H2Pool is the picker of a route with one upstream; a
@@ -57,11 +71,18 @@ type H2Pool struct {
 	cfg      TransportConfig
 	bufs     *h2bufs
 	lastUsed *atomic.Int64 // the owning Pool's, when it has one
+	// The backoff after failed connects; tests shorten or stretch it.
+	backoff, maxBackoff time.Duration
 
 	mu      sync.Mutex
 	conns   []*h2up
 	waiting []*h2stream
 	dialing bool
+	// failures counts the failed connects in a row; until retryAt, new
+	// connections are not dialed and their streams fail with backoffErr.
+	failures   int
+	retryAt    time.Time
+	backoffErr error
 }
 
 // NewH2Pool returns a pool dialing with cfg.Dial; cfg.Protocol is HTTP/2
@@ -70,8 +91,17 @@ func NewH2Pool(cfg TransportConfig) *H2Pool {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 90 * time.Second
 	}
-	return &H2Pool{cfg: cfg, bufs: newH2Bufs()}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = h2FlushTimeout
+	}
+	return &H2Pool{cfg: cfg, bufs: newH2Bufs(), backoff: h2DialBackoff, maxBackoff: h2MaxDialBackoff}
 }
+
+// ErrDialBackoff marks the failure of a stream that needed a new upstream
+// connection while its pool waits after failed connects; it wraps the
+// last connect's error, so it is answered and retried elsewhere as that
+// error would be.
+var ErrDialBackoff = errors.New("not connecting again yet after failed connects")
 
 // PickH2 makes a pool the picker of a route with one upstream.
 func (p *H2Pool) PickH2(map[string]bool) (H2Pick, error) { return H2Pick{Pool: p}, nil }
@@ -99,6 +129,12 @@ func (p *H2Pool) open(s *h2stream) {
 			return
 		}
 	}
+	if !p.dialing && p.failures > 0 && time.Now().Before(p.retryAt) {
+		err := p.backoffErr
+		p.mu.Unlock()
+		s.connectFailed(err)
+		return
+	}
 	p.waiting = append(p.waiting, s)
 	dial := !p.dialing
 	p.dialing = true
@@ -114,6 +150,7 @@ func (p *H2Pool) dial() {
 		c, err := p.connect()
 		p.mu.Lock()
 		if err != nil {
+			p.failedLocked(err)
 			waiting := p.waiting
 			p.waiting, p.dialing = nil, false
 			p.mu.Unlock()
@@ -142,6 +179,7 @@ func (p *H2Pool) dial() {
 			}
 			return
 		}
+		p.failures = 0
 		p.conns = append(p.conns, c)
 		p.waiting = rest
 		more := len(rest) > 0
@@ -156,6 +194,18 @@ func (p *H2Pool) dial() {
 	}
 }
 
+// failedLocked starts or lengthens the backoff after a failed connect.
+func (p *H2Pool) failedLocked(err error) {
+	p.failures++
+	wait := p.maxBackoff
+	if p.failures < 32 {
+		wait = min(wait, p.backoff<<(p.failures-1))
+	}
+	wait -= rand.N(wait/2 + 1) // apart, pools that failed together
+	p.retryAt = time.Now().Add(wait)
+	p.backoffErr = fmt.Errorf("%w (for %v): %w", ErrDialBackoff, wait.Round(time.Millisecond), err)
+}
+
 // connect dials and starts a connection, once its peer's SETTINGS came.
 func (p *H2Pool) connect() (*h2up, error) {
 	nc, err := p.cfg.Dial(context.Background())
@@ -163,8 +213,8 @@ func (p *H2Pool) connect() (*h2up, error) {
 		return nil, err
 	}
 	c := &h2up{pool: p, nextID: 1, streams: map[uint32]upEntry{}, peerID: PeerID(nc)}
-	c.setup(nc, p.bufs)
-	c.upstream, c.up = true, c
+	c.setup(nc, p.bufs, true, p.cfg.WriteTimeout)
+	c.up = c
 	c.w.inbox.put(h2item{kind: h2Own})
 	go c.w.run()
 	_ = nc.SetReadDeadline(time.Now().Add(h2SettingsTimeout))
@@ -221,6 +271,17 @@ type h2up struct {
 	goaway       bool // takes no new streams
 	closed       bool
 	idle         *time.Timer
+
+	// Resets of held streams written to the peer (see h2stream.hold),
+	// confirmed by the ACK of a PING (see resetsConfirmed): rstPend have
+	// no PING after them yet, rstPing wait for the one in flight
+	// (pinging).
+	// After an ACK no PING is sent until the peer sends HEADERS or DATA
+	// (pingBlocked), as net/http's transport does: gRPC servers end a
+	// connection that PINGs them more often.
+	rstPend, rstPing []*h2stream
+	pinging          bool
+	pingBlocked      atomic.Bool
 }
 
 type upEntry struct {
@@ -329,11 +390,16 @@ func (c *h2up) serve() {
 		c.w.inbox.put(h2item{kind: h2GoAway, code: ce.code})
 	}
 	c.w.inbox.close()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(h2WriteTimeout))
+	c.w.dl.last(h2WriteTimeout)
 	<-c.w.done
 	c.lingerClose()
 	c.idle.Stop()
-	if err == nil || errors.Is(err, net.ErrClosed) {
+	if timedOut(c.w.err) {
+		// The upstream took nothing for the write timeout: its streams
+		// fail as timed out, not as a connection lost.
+		err = fmt.Errorf("upstream not reading: %w", c.w.err)
+		c.countWriteTimeout(entries, c.lost)
+	} else if err == nil || errors.Is(err, net.ErrClosed) {
 		err = errUpstreamGone
 	}
 	for _, e := range entries {
@@ -341,6 +407,95 @@ func (c *h2up) serve() {
 	}
 	for _, s := range c.lost {
 		s.upstreamLost(c, err)
+	}
+	// The peer cannot confirm resets any more, nor needs to.
+	c.mu.Lock()
+	held := append(c.rstPend, c.rstPing...)
+	c.rstPend, c.rstPing = nil, nil
+	c.mu.Unlock()
+	for _, s := range held {
+		s.unhold()
+	}
+}
+
+// countWriteTimeout counts and logs an upstream connection closed because
+// it read nothing for the write timeout. The pool has no metrics: the
+// server of a stream it carried counts it; without one (a connection
+// idle but for PINGs and SETTINGS) it is not counted.
+func (c *h2up) countWriteTimeout(entries []upEntry, lost []*h2stream) {
+	var s *h2stream
+	if len(entries) > 0 {
+		s = entries[0].s
+	} else if len(lost) > 0 {
+		s = lost[0]
+	} else {
+		return
+	}
+	srv := s.srv()
+	srv.cfg.Metrics.h2WriteTimeout(srv.cfg.Direction, "dst")
+	srv.logLimited(srv.failedLog, "HTTP/2 upstream connection closed: it read nothing for the write timeout",
+		"h2_write_timeout_dst", zap.String("server_id", c.peerID), zap.Duration("timeout", c.pool.cfg.WriteTimeout))
+}
+
+// resetWritten records that the writer wrote the reset of s, a held
+// stream.
+func (c *h2up) resetWritten(s *h2stream) {
+	c.mu.Lock()
+	if len(c.rstPend) == cap(c.rstPend) && len(c.rstPend) >= 64 {
+		// Streams released by their timeout meanwhile need no PING: with
+		// PINGs blocked for long the list would only grow.
+		c.rstPend = slices.DeleteFunc(c.rstPend, (*h2stream).unheld)
+	}
+	c.rstPend = append(c.rstPend, s)
+	c.mu.Unlock()
+}
+
+// pingResets writes, in w (the connection's writer), the PING that
+// confirms the resets written so far, unless one is in flight or PINGs
+// are blocked.
+func (c *h2up) pingResets(w *h2writer) {
+	c.mu.Lock()
+	send := !c.pinging && !c.pingBlocked.Load() && len(c.rstPend) > 0
+	if send {
+		c.pinging = true
+		c.rstPing, c.rstPend = c.rstPend, c.rstPing[:0]
+	}
+	c.mu.Unlock()
+	if send {
+		w.dirty = true
+		w.check(w.fr.WritePing(false, h2ResetPing))
+	}
+}
+
+// resetsConfirmed releases the streams whose resets the peer has read:
+// it acknowledged the PING written after them. Those written since go
+// too, as net/http's transport has it: they were on their way, and with
+// PINGs blocked they would wait for the peer's next HEADERS or DATA.
+func (c *h2up) resetsConfirmed() {
+	c.mu.Lock()
+	if !c.pinging {
+		c.mu.Unlock()
+		return
+	}
+	c.pinging = false
+	c.pingBlocked.Store(true)
+	done := append(c.rstPing, c.rstPend...)
+	c.rstPing, c.rstPend = nil, nil
+	c.mu.Unlock()
+	for _, s := range done {
+		s.unhold()
+	}
+}
+
+// unblockPings lets a PING confirm resets again, after the peer sent
+// HEADERS or DATA; resets waiting for one get it.
+func (c *h2up) unblockPings() {
+	c.mu.Lock()
+	c.pingBlocked.Store(false)
+	due := len(c.rstPend) > 0 && !c.pinging
+	c.mu.Unlock()
+	if due {
+		c.w.inbox.put(h2item{kind: h2PingResets})
 	}
 }
 
@@ -367,16 +522,28 @@ func (c *h2up) read() error {
 func (c *h2up) frame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
+		if c.pingBlocked.Load() {
+			c.unblockPings()
+		}
 		if e, ok := c.lookup(f.StreamID); ok {
+			if f.StreamEnded() {
+				e.s.upstreamDone()
+			}
 			e.s.responseHeaders(c, f)
 		}
 	case *http2.DataFrame:
 		if !c.received(f.Length) {
 			return h2ConnError{http2.ErrCodeFlowControl, errors.New("connection window overrun")}
 		}
+		if c.pingBlocked.Load() {
+			c.unblockPings()
+		}
 		e, ok := c.lookup(f.StreamID)
 		if !ok {
 			return nil
+		}
+		if f.StreamEnded() {
+			e.s.upstreamDone()
 		}
 		if e.s.respRecv.Add(-int32(f.Length)) < 0 {
 			e.s.resetBoth(http2.ErrCodeFlowControl)
@@ -396,12 +563,17 @@ func (c *h2up) frame(f http2.Frame) error {
 		}
 	case *http2.RSTStreamFrame:
 		if e, ok := c.lookup(f.StreamID); ok {
+			e.s.upstreamDone()
 			e.s.upstreamReset(c, f.ErrCode)
 		}
 	case *http2.SettingsFrame:
 		return c.settings(f)
 	case *http2.PingFrame:
-		if !f.IsAck() && !c.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
+		if f.IsAck() {
+			if f.Data == h2ResetPing {
+				c.resetsConfirmed()
+			}
+		} else if !c.w.inbox.putControl(h2item{kind: h2Ping, ping: f.Data}) {
 			return errTooManyControl
 		}
 	case *http2.WindowUpdateFrame:

@@ -54,6 +54,8 @@ type Metrics struct {
 	latency   *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	h2errors  *prometheus.CounterVec
+	// h2timeouts: connections closed because the peer stopped reading.
+	h2timeouts *prometheus.CounterVec
 
 	authorities *metrics.LabelLimit
 	targets     *metrics.LabelLimit
@@ -103,8 +105,12 @@ func NewMetrics(reg prometheus.Registerer, targets *metrics.LabelLimit) (*Metric
 			Name: "http2_connection_errors_total",
 			Help: "HTTP/2 connections the relay ended because the peer broke the protocol, by HTTP/2 error code.",
 		}, []string{"direction", "peer", "code"}),
+		h2timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http2_write_timeouts_total",
+			Help: "HTTP/2 connections the relay closed because the peer (src: client, dst: upstream) took none of what it wrote for the write timeout.",
+		}, []string{"direction", "peer"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.responses, m.latency, m.errors, m.h2errors} {
+	for _, c := range []prometheus.Collector{m.requests, m.responses, m.latency, m.errors, m.h2errors, m.h2timeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -28,6 +28,10 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes client connections idle that long; 0 means 5 min.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds each write of the HTTP/2 relay to a client: one
+	// that takes none of it for that long has its connection closed; 0
+	// means 10 s.
+	WriteTimeout time.Duration
 	// Copy configures the raw copy of CONNECT tunnels.
 	Copy    duplex.Options
 	Metrics *Metrics
@@ -106,6 +110,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = h2FlushTimeout
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs(),
 		refusedLog: ratelog.NewKeyed(time.Second), failedLog: ratelog.NewKeyed(time.Second)}

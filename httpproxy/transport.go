@@ -26,6 +26,11 @@ type TransportConfig struct {
 	ResponseTimeout time.Duration
 	// IdleTimeout closes pooled connections idle that long; 0 means 90 s.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds each write of the HTTP/2 relay to an upstream:
+	// one that takes none of it for that long has its connection closed,
+	// its streams failing as timed out; 0 means 10 s. net/http's
+	// transport does not use it.
+	WriteTimeout time.Duration
 }
 
 // NewTransport returns a pooling transport to one upstream. HTTP/1

@@ -557,6 +557,7 @@ func (c *h2up) frame(f http2.Frame) error {
 			it := c.copyData(e.s, data, f.StreamEnded())
 			if e.s.overHeld("dst") {
 				it.release(c.bufs)
+				e.s.resetBoth(http2.ErrCodeEnhanceYourCalm)
 				return nil
 			}
 			e.s.responseData(c, it)

@@ -708,7 +708,9 @@ func (s *h2stream) fail(f failure, err error) {
 }
 
 func (s *h2stream) logFailure(reason string, status int, err error) {
-	s.srv().log.Info("request failed", zap.String("reason", reason),
+	// At most once a second per reason, as the HTTP/1 relay's: under a
+	// flood a line per stream would cost more than the stream.
+	s.srv().logLimited(s.srv().failedLog, "request failed", reason,
 		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", status), zap.Error(err))
 }
 

@@ -489,3 +489,56 @@ func TestRelayShutdownClosesIdleConns(t *testing.T) {
 	_, br2 := clientConn(t, r.addr)
 	wantClosed(t, br2)
 }
+
+// After a failed connect the HTTP/1 pool waits before dialing again, as
+// the HTTP/2 pool does (TestH2DialBackoff): requests meanwhile fail at
+// once with the same answer, and a success ends the wait.
+func TestRelayDialBackoff(t *testing.T) {
+	dead := closedAddr(t)
+	live, _ := scriptedApp(t, func(*http.Request) (string, bool) { return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false })
+	var to atomic.Pointer[string]
+	to.Store(&dead)
+	var dials atomic.Int32
+	s, m, _ := startServer(t, Config{Direction: "outbound"})
+	var ps Pools[string]
+	t.Cleanup(ps.CloseIdle)
+	pool := ps.Get("app", time.Now(), func() *http.Transport {
+		return NewTransport(TransportConfig{Dial: countingDial(&to, &dials)})
+	})
+	pool.h1.backoff, pool.h1.maxBackoff = time.Hour, time.Hour // none ends in the test
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP1, H1: pool, Upstream: "app", Labels: Labels{Direction: "outbound"}})
+	c, br := clientConn(t, addr)
+	get := func() (int, string) {
+		t.Helper()
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+		resp, _ := readResponse(t, br, "GET")
+		return resp.StatusCode, resp.Header.Get(ErrorHeader)
+	}
+	const requests = 20
+	for range requests {
+		if code, reason := get(); code != http.StatusBadGateway || reason != ReasonUnreachable {
+			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d requests to a dead upstream dialed %d times, want 1", requests, n)
+	}
+	if n := testutil.ToFloat64(m.errors.WithLabelValues("outbound", ReasonUnreachable)); n != requests {
+		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
+	}
+
+	// The backoff over, the upstream back: a success resets it.
+	to.Store(&live)
+	pool.h1.mu.Lock()
+	pool.h1.retryAt = time.Time{}
+	pool.h1.mu.Unlock()
+	if code, _ := get(); code != http.StatusOK {
+		t.Fatalf("got %d once the upstream is back, want 200", code)
+	}
+	pool.h1.mu.Lock()
+	failures := pool.h1.failures
+	pool.h1.mu.Unlock()
+	if n := dials.Load(); n != 2 || failures != 0 {
+		t.Errorf("%d dials, %d failures in a row; want 2 and 0", n, failures)
+	}
+}

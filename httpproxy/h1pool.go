@@ -69,6 +69,7 @@ type connPool struct {
 	idle  []*UpstreamConn // oldest first
 	timer *time.Timer
 	armed bool
+	dialBackoff
 }
 
 // newConnPool makes the relay's pool for the upstream t is configured for:
@@ -79,6 +80,7 @@ func newConnPool(t *http.Transport) *connPool {
 		maxIdle:         t.MaxIdleConnsPerHost,
 		idleTimeout:     t.IdleConnTimeout,
 		responseTimeout: t.ResponseHeaderTimeout,
+		dialBackoff:     newDialBackoff(),
 		dial: func(ctx context.Context) (net.Conn, error) {
 			if t.DialContext == nil {
 				return nil, errors.New("no dial function")
@@ -95,13 +97,20 @@ func newConnPool(t *http.Transport) *connPool {
 	return p
 }
 
-// get returns an idle conn that is still open, or a new one.
+// get returns an idle conn that is still open, or a new one. After a
+// failed connect it dials again only once the backoff is over: until then
+// a request that needs a new conn fails at once with ErrDialBackoff,
+// wrapping the connect's error.
 func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
+			err := p.blocked(time.Now())
 			p.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
 			break
 		}
 		c := p.idle[n-1]
@@ -115,12 +124,28 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 		_ = c.conn.Close()
 	}
 	conn, err := p.dial(ctx)
+	p.dialed(ctx, err)
 	if err != nil {
 		return nil, err
 	}
 	c := &UpstreamConn{conn: conn, br: bufio.NewReader(conn), pool: p, peerID: PeerID(conn), raw: rawConn(conn)}
 	c.peek = c.peekClosed
 	return c, nil
+}
+
+// dialed tells the backoff how a connect went. One the request gave up on
+// (ctx done) says nothing of the upstream.
+func (p *connPool) dialed(ctx context.Context, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	if err != nil {
+		p.failed(err, time.Now())
+	} else {
+		p.connected()
+	}
+	p.mu.Unlock()
 }
 
 func (p *connPool) put(c *UpstreamConn) {

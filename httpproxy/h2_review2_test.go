@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -19,7 +20,7 @@ import (
 	"github.com/seed722d2a70/meshproxy/internal/tcptest"
 )
 
-// Tests of the second review's findings 2, 4, 5 and 6.
+// Tests of the second review's findings.
 
 // silentUpstream accepts connections and never answers: streams sent to it
 // wait for its SETTINGS, alive.
@@ -28,9 +29,9 @@ func silentUpstream(t *testing.T) string {
 }
 
 // pipeRelayServer is pipeH2 with the Server, to an upstream of choice.
-func pipeRelayServer(t *testing.T, upstream string) (*rawH2, *Server) {
+func pipeRelayServer(t *testing.T, upstream string) (*rawH2, *Server, *Metrics) {
 	t.Helper()
-	s, _, _ := startServer(t, Config{Direction: "inbound"})
+	s, m, _ := startServer(t, Config{Direction: "inbound"})
 	pool := NewH2Pool(TransportConfig{Dial: dialTo(upstream)})
 	t.Cleanup(pool.CloseIdle)
 	cli, srv := net.Pipe()
@@ -40,7 +41,7 @@ func pipeRelayServer(t *testing.T, upstream string) (*rawH2, *Server) {
 		s.ServeConn(t.Context(), srv, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
 	}()
 	t.Cleanup(func() { _ = cli.Close(); <-done })
-	return newRawH2(t, cli), s
+	return newRawH2(t, cli), s, m
 }
 
 // clientQueued is the number of items queued for the writers of the
@@ -62,7 +63,7 @@ func clientQueued(s *Server) int {
 // one item per 10-byte frame. Padding credit is now batched like the
 // data's.
 func TestH2PaddedDataQueuesNoCreditEach(t *testing.T) {
-	r, s := pipeRelayServer(t, silentUpstream(t))
+	r, s, _ := pipeRelayServer(t, silentUpstream(t))
 	r.hbuf.Reset()
 	for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "a"}, {":path", "/"}} {
 		_ = r.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
@@ -598,4 +599,200 @@ func TestH2ResponsePaddingWindowGivenBack(t *testing.T) {
 	if got := <-credited; got == 0 || got > h2UpStreamWindow {
 		t.Errorf("the relay gave back %d bytes of a %d-byte padded window", got, h2UpStreamWindow)
 	}
+}
+
+// Finding 1: a stream the relay answered itself (405, 431, 5xx) or reset
+// left its client's streams at once, before the answer was written: a
+// client that sent such requests and read nothing made the relay queue
+// answers without bound (200 000 CONNECTs: 400 000 items, +230 MiB). Such
+// a stream now counts against h2MaxStreams until its answer is written;
+// past them the client's streams are refused, which the control cap
+// bounds: GOAWAY ENHANCE_YOUR_CALM.
+func TestH2UnreadAnswersBounded(t *testing.T) {
+	enc := func(r *rawH2, kv ...string) []byte {
+		r.hbuf.Reset()
+		for i := 0; i < len(kv); i += 2 {
+			_ = r.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		}
+		return bytes.Clone(r.hbuf.Bytes()) // static table only: the same every time
+	}
+	cases := []struct {
+		name     string
+		upstream func(t *testing.T) string
+		// frames the client sends on stream id
+		stream func(fr *http2.Framer, r *rawH2, id uint32) error
+	}{
+		{"405 to CONNECT", func(*testing.T) string { return "127.0.0.1:1" },
+			func(fr *http2.Framer, r *rawH2, id uint32) error {
+				return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true,
+					BlockFragment: enc(r, ":method", "CONNECT", ":authority", "a:1")})
+			}},
+		{"502 from an unreachable upstream", func(*testing.T) string { return "127.0.0.1:1" },
+			func(fr *http2.Framer, r *rawH2, id uint32) error {
+				return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true,
+					BlockFragment: enc(r, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")})
+			}},
+		{"reset for a protocol error", silentUpstream,
+			func(fr *http2.Framer, r *rawH2, id uint32) error {
+				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true,
+					BlockFragment: enc(r, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/")}); err != nil {
+					return err
+				}
+				// A second HEADERS without END_STREAM: reset both ways.
+				return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, BlockFragment: enc(r, "x", "y")})
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, s, m := pipeRelayServer(t, tc.upstream(t))
+			const n = 50_000
+			var sent atomic.Int64
+			floodUnread(r, n, func(fr *http2.Framer, i int) error {
+				sent.Add(1)
+				return tc.stream(fr, r, uint32(2*i+1))
+			})
+			calm := waitCalm(m)
+			// The connection ended; its writer still waits for the client
+			// to read what it had queued.
+			q := clientQueued(s)
+			t.Logf("%d streams sent, %d items queued", sent.Load(), q)
+			if !calm {
+				t.Fatalf("no ENHANCE_YOUR_CALM after %d streams from a client that reads nothing; %d items queued", sent.Load(), q)
+			}
+			// An answer is at most 3 items (HEADERS, DATA, RST_STREAM),
+			// a refusal 1.
+			if limit := 3*h2MaxStreams + h2MaxControl + 16; q > limit {
+				t.Errorf("%d items queued, want at most %d", q, limit)
+			}
+			if code, ok := goAwayCode(r); !ok || code != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v (%v), want ENHANCE_YOUR_CALM", code, ok)
+			}
+		})
+	}
+}
+
+// Finding 3: only a client's RST_STREAM drew on the rapid-reset budget;
+// streams the relay reset for the client's protocol error after sending
+// them upstream cost nothing (3 001 HEADERS and 3 000 RST_STREAM upstream
+// in 0.4 s, no GOAWAY). Every way a client ends such a stream early now
+// draws on it. The client goes in rounds under h2MaxStreams, as in
+// TestH2RapidResetGoAway: it opens streams, waits until the upstream has
+// them, then breaks them.
+func TestH2ProtocolErrorResetsDrawOnBudget(t *testing.T) {
+	cases := []struct {
+		name string
+		get  bool // the request ends with its HEADERS
+		cl   string
+		// bad writes the frame that breaks stream id.
+		bad func(fr *http2.Framer, block func(kv ...string) []byte, id uint32)
+	}{
+		{"second HEADERS without END_STREAM", false, "", func(fr *http2.Framer, block func(kv ...string) []byte, id uint32) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block("x", "y"), EndHeaders: true})
+		}},
+		{"DATA over content-length", false, "1", func(fr *http2.Framer, _ func(kv ...string) []byte, id uint32) {
+			_ = fr.WriteData(id, false, []byte("xx"))
+		}},
+		{"DATA after END_STREAM", true, "", func(fr *http2.Framer, _ func(kv ...string) []byte, id uint32) {
+			_ = fr.WriteData(id, false, []byte("x"))
+		}},
+		{"WINDOW_UPDATE of 0", false, "", func(fr *http2.Framer, _ func(kv ...string) []byte, id uint32) {
+			_ = fr.WriteWindowUpdate(id, 0)
+		}},
+		{"window overflow", true, "", func(fr *http2.Framer, _ func(kv ...string) []byte, id uint32) {
+			_ = fr.WriteWindowUpdate(id, 1<<31-1)
+		}},
+		{"dependency on itself", false, "", func(fr *http2.Framer, _ func(kv ...string) []byte, id uint32) {
+			_ = fr.WritePriority(id, http2.PriorityParam{StreamDep: id})
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var upHeaders atomic.Int64
+			up := rawH2Server(t, nil, func(u *rawH2) {
+				pump(u, func(f http2.Frame) {
+					switch f := f.(type) {
+					case *http2.MetaHeadersFrame:
+						upHeaders.Add(1)
+						u.headers(f.StreamID, false, ":status", "200")
+					case *http2.RSTStreamFrame:
+						// DATA on the first stream lets the next PING
+						// confirm resets.
+						_ = u.fr.WriteData(1, false, []byte{'x'})
+					case *http2.PingFrame:
+						if !f.IsAck() {
+							_ = u.fr.WritePing(true, f.Data)
+						}
+					}
+				}, nil)
+			})
+			rl := startH2Relay(t, up, Config{Direction: "inbound"})
+			c := dialRawH2(t, rl.addr)
+			c.get(1, "/") // left open
+			const round = 200
+			id := uint32(3)
+			sent := 0
+			var g *http2.GoAwayFrame
+			for ; sent < 10*h2ResetBurst && g == nil; sent += round {
+				block := func(kv ...string) []byte {
+					c.hbuf.Reset()
+					for i := 0; i < len(kv); i += 2 {
+						_ = c.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+					}
+					return bytes.Clone(c.hbuf.Bytes())
+				}
+				c.atOnce(func() {
+					for i := range uint32(round) {
+						kv := []string{":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/"}
+						if tc.cl != "" {
+							kv = append(kv, "content-length", tc.cl)
+						}
+						_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id + 2*i, BlockFragment: block(kv...), EndStream: tc.get, EndHeaders: true})
+					}
+				})
+				// (A window overflow is found by the relay's writer, after
+				// the PING's answer: the GOAWAY may come in this round.)
+				calm := rl.m.h2errors.WithLabelValues("inbound", "src", http2.ErrCodeEnhanceYourCalm.String())
+				if !waitFor(func() bool { return upHeaders.Load() >= int64(1+sent+round) || testutil.ToFloat64(calm) > 0 }) {
+					t.Fatalf("the upstream has %d streams, want %d", upHeaders.Load(), 1+sent+round)
+				}
+				var buf bytes.Buffer
+				fr := http2.NewFramer(&buf, nil)
+				fr.AllowIllegalWrites = true
+				for range round {
+					tc.bad(fr, block, id)
+					id += 2
+				}
+				_ = fr.WritePing(false, [8]byte{5})
+				go func() { _, _ = c.c.Write(buf.Bytes()) }() // fails once the relay closes
+				f := c.next(func(f http2.Frame) bool {
+					p, ok := f.(*http2.PingFrame)
+					return isType[*http2.GoAwayFrame](f) || ok && p.IsAck() && p.Data == [8]byte{5}
+				})
+				if f == nil {
+					break
+				}
+				g, _ = f.(*http2.GoAwayFrame)
+				if g == nil && !waitFor(func() bool { return rl.heldStreams() == 0 && rl.liveStreams() <= 1 }) {
+					t.Fatalf("%d reset streams still held, %d live", rl.heldStreams(), rl.liveStreams())
+				}
+			}
+			t.Logf("%d streams sent and broken, the upstream saw %d", sent, upHeaders.Load())
+			if g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v after %d broken streams, want ENHANCE_YOUR_CALM", g, sent)
+			}
+		})
+	}
+}
+
+// liveStreams returns the streams of the relay's client connections.
+func (rl *h2relay) liveStreams() int {
+	rl.srv.h2.mu.Lock()
+	defer rl.srv.h2.mu.Unlock()
+	n := 0
+	for d := range rl.srv.h2.m {
+		d.mu.Lock()
+		n += len(d.streams)
+		d.mu.Unlock()
+	}
+	return n
 }

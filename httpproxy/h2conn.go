@@ -555,6 +555,13 @@ func (w *h2writer) peerWindow(it *h2item) {
 	}
 	o := w.touch(it.s, it.o)
 	if int64(o.window)+int64(it.n) > 1<<31-1 {
+		if !w.c.upstream {
+			// The client's doing: charged as its other stream errors.
+			if err := it.s.down.chargeEnd(it.s); err != nil {
+				w.c.connError(errRapidReset.code, errRapidReset.err)
+				return
+			}
+		}
 		it.s.resetBoth(http2.ErrCodeFlowControl)
 		return
 	}

@@ -34,26 +34,32 @@ type h2down struct {
 	ignored   [h2Ignored]uint32
 	ignoredAt int
 	// held counts the streams reset upstream and not yet confirmed there
-	// (h2stream.hold): they count against h2MaxStreams.
+	// (h2stream.hold) that have left streams: they count against
+	// h2MaxStreams, each once.
 	held int
 
-	resets h2resetBudget // used by the reader only
+	resets h2resetBudget
 	// respBudget is what is left of h2RespBudget, the growth of response
 	// windows beyond h2UpStreamWindow (h2stream.creditTo).
 	respBudget atomic.Int64
 }
 
-// holdSlot counts a stream held (+1) or released (-1).
-func (d *h2down) holdSlot(delta int) {
+// unholdSlot frees the slot of s, a held stream the upstream confirmed,
+// if it left streams held (release).
+func (d *h2down) unholdSlot(s *h2stream) {
 	d.mu.Lock()
-	d.held += delta
+	if s.heldCounted {
+		s.heldCounted = false
+		d.held--
+	}
 	d.mu.Unlock()
 }
 
-// h2resetBudget is a token bucket of the client resets of streams already
-// sent upstream that a connection may make: h2ResetBurst at once, then
-// h2ResetRate a second.
+// h2resetBudget is a token bucket of the streams already sent upstream
+// that a connection's client may end early (reset them, or break the
+// protocol on them): h2ResetBurst at once, then h2ResetRate a second.
 type h2resetBudget struct {
+	mu     sync.Mutex // the reader's, and the writer's (window overflows)
 	tokens float64
 	at     time.Time
 }
@@ -64,6 +70,8 @@ const (
 )
 
 func (b *h2resetBudget) allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.at.IsZero() {
 		b.tokens = h2ResetBurst
 	} else {
@@ -75,6 +83,32 @@ func (b *h2resetBudget) allow(now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// errRapidReset ends a connection whose client ends streams already sent
+// upstream faster than its reset budget allows.
+var errRapidReset = h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams ended early after they were sent upstream")}
+
+// chargeEnd charges the reset budget for s, a stream its client ends
+// early: by RST_STREAM or by breaking the protocol on it. One already sent
+// upstream and not yet over cost the shared upstream a stream, though it
+// ends at once here (rapid reset, CVE-2023-44487; a protocol error each
+// time is the same pattern). errRapidReset once the budget is spent.
+func (d *h2down) chargeEnd(s *h2stream) error {
+	if s.upstreamLive() && !d.resets.allow(time.Now()) {
+		return errRapidReset
+	}
+	return nil
+}
+
+// clientBroke resets s, a stream its client broke the protocol on, with
+// code, charging the reset budget.
+func (d *h2down) clientBroke(s *h2stream, code http2.ErrCode) error {
+	if err := d.chargeEnd(s); err != nil {
+		return err
+	}
+	s.resetBoth(code)
+	return nil
 }
 
 // h2ConnError is a connection error the relay found in what a peer sent.
@@ -137,7 +171,9 @@ func (d *h2down) read() error {
 		var se http2.StreamError
 		for errors.As(err, &se) {
 			if s := d.lookup(se.StreamID); s != nil {
-				s.resetBoth(se.Code)
+				if err := d.clientBroke(s, se.Code); err != nil {
+					return err
+				}
 			} else {
 				// A rejected HEADERS opened the stream all the same (RFC
 				// 9113, 5.1.1): the frames the client sent on it before
@@ -176,10 +212,8 @@ func (d *h2down) frame(f http2.Frame) error {
 		return d.data(f)
 	case *http2.RSTStreamFrame:
 		if s := d.lookup(f.StreamID); s != nil {
-			if s.sentUpstream() && !d.resets.allow(time.Now()) {
-				// Rapid reset (CVE-2023-44487): each stream costs the
-				// shared upstream one, though the client frees its slot.
-				return h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams reset after they were sent upstream")}
+			if err := d.chargeEnd(s); err != nil {
+				return err
 			}
 			s.clientReset()
 		} else if d.idleStream(f.StreamID) {
@@ -203,7 +237,7 @@ func (d *h2down) frame(f http2.Frame) error {
 		if f.StreamDep == f.StreamID {
 			// A stream error (RFC 9113, 5.3.1).
 			if s := d.lookup(f.StreamID); s != nil {
-				s.resetBoth(http2.ErrCodeProtocol)
+				return d.clientBroke(s, http2.ErrCodeProtocol)
 			} else {
 				d.refuse(f.StreamID, http2.ErrCodeProtocol)
 			}
@@ -262,21 +296,21 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if s := d.lookup(id); s != nil {
 		if s.requestEnded() {
-			s.resetBoth(http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
-			return nil
+			return d.clientBroke(s, http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
 		}
 		if f.Truncated {
 			// Trailers cut at the limit must not be passed on short.
+			if err := d.chargeEnd(s); err != nil {
+				return err
+			}
 			s.fail(failure{http.StatusRequestHeaderFieldsTooLarge, grpcUnavailable, ReasonHeaders}, errHeadersTooLarge)
 			return nil
 		}
 		if !f.StreamEnded() {
-			s.resetBoth(http2.ErrCodeProtocol)
-			return nil
+			return d.clientBroke(s, http2.ErrCodeProtocol)
 		}
 		if !bodyFits(&s.reqGot, s.reqCL, 0, true) {
-			s.resetBoth(http2.ErrCodeProtocol) // the body ended short
-			return nil
+			return d.clientBroke(s, http2.ErrCodeProtocol) // the body ended short
 		}
 		s.sendReq(h2item{kind: h2Headers, fields: filterFields(f.RegularFields(), false), end: true})
 		return nil
@@ -413,13 +447,11 @@ func (d *h2down) data(f *http2.DataFrame) error {
 	}
 	if s.requestEnded() {
 		d.giveBack(f.Length)
-		s.resetBoth(http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
-		return nil
+		return d.clientBroke(s, http2.ErrCodeStreamClosed) // RFC 9113, 5.1: half-closed (remote)
 	}
 	if s.reqRecv.Add(-int32(f.Length)) < 0 {
 		d.giveBack(f.Length)
-		s.resetBoth(http2.ErrCodeFlowControl)
-		return nil
+		return d.clientBroke(s, http2.ErrCodeFlowControl)
 	}
 	data := f.Data()
 	if pad := f.Length - uint32(len(data)); pad > 0 {
@@ -434,14 +466,13 @@ func (d *h2down) data(f *http2.DataFrame) error {
 		// Not forwarded (RFC 9113, 8.1.1): the body disagrees with its
 		// content-length.
 		d.giveBack(uint32(len(data)))
-		s.resetBoth(http2.ErrCodeProtocol)
-		return nil
+		return d.clientBroke(s, http2.ErrCodeProtocol)
 	}
 	if len(data) > 0 || f.StreamEnded() {
 		it := d.copyData(s, data, f.StreamEnded())
 		if s.overHeld("src") {
 			it.release(d.bufs)
-			return nil
+			return d.clientBroke(s, http2.ErrCodeEnhanceYourCalm)
 		}
 		s.sendReq(it)
 	}
@@ -459,6 +490,11 @@ func (d *h2down) release(s *h2stream) {
 		return
 	}
 	delete(d.streams, s.downID)
+	if s.hold.Load() == holdHeld {
+		// It keeps its slot until unholdSlot.
+		s.heldCounted = true
+		d.held++
+	}
 	if s.resetByRelay() {
 		d.ignoreLateLocked(s.downID)
 	}

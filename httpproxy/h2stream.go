@@ -73,6 +73,8 @@ type h2stream struct {
 	// and reset streams faster than the upstream ends them (rapid reset,
 	// CVE-2023-44487).
 	hold atomic.Int32
+	// heldCounted: guarded by down.mu, the stream counts in down.held.
+	heldCounted bool
 
 	// Set when the stream is created.
 	fields       []hpack.HeaderField // the request headers as forwarded
@@ -100,6 +102,9 @@ type h2stream struct {
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	respGone                                   bool // the client's response was reset
 	clientGone                                 bool // the client reset the stream
+	// respLast: the relay queued the last of the client's response
+	// itself (its own answer, or a reset); see keepForResponse.
+	respLast bool
 
 	// The bodies' declared content-length (-1: none) and the bytes that
 	// came, each used by the reader of its direction only.
@@ -368,9 +373,9 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 	s.mu.Unlock()
 }
 
-// overHeld resets the stream, counting and logging it, if its queued DATA
-// pins more than h2MaxHeld: a peer sending tiny frames into a closed
-// window.
+// overHeld reports, counting and logging it, whether the stream's queued
+// DATA pins more than h2MaxHeld: a peer sending tiny frames into a closed
+// window. The caller resets the stream.
 func (s *h2stream) overHeld(peer string) bool {
 	if s.held.Load() <= h2MaxHeld {
 		return false
@@ -379,7 +384,6 @@ func (s *h2stream) overHeld(peer string) bool {
 	srv.cfg.Metrics.h2ConnError(srv.cfg.Direction, peer, http2.ErrCodeEnhanceYourCalm)
 	srv.logLimited(srv.failedLog, "HTTP/2 stream reset: too much DATA held", "h2_held",
 		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
-	s.resetBoth(http2.ErrCodeEnhanceYourCalm)
 	return true
 }
 
@@ -429,12 +433,26 @@ func (s *h2stream) respReset() {
 }
 
 // keepForResponse reports whether a finished stream must stay with its
-// client connection: its complete response is queued but not yet all
-// written, and the client's WINDOW_UPDATEs must find it.
+// client connection: the last of its response (the upstream's complete
+// answer, the relay's own, or a reset) is queued but not yet written. The
+// client's WINDOW_UPDATEs must find it, and it counts against h2MaxStreams
+// until then, as net/http counts a stream until its response is written:
+// else a client that reads nothing makes the relay queue answers without
+// bound.
 func (s *h2stream) keepForResponse() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.respEndIn && !s.respEndOut && !s.respGone
+	return (s.respEndIn || s.respLast) && !s.respEndOut && !s.respGone
+}
+
+// lastToClientLocked queues items, the relay's own end of the client's
+// response (an answer or a reset): the stream stays with its client
+// connection until they are written (keepForResponse).
+func (s *h2stream) lastToClientLocked(items ...h2item) {
+	s.respLast = true
+	if !s.down.w.inbox.put(items...) {
+		s.respGone = true // the connection is gone: nothing to wait for
+	}
 }
 
 // requestEnded reports whether the client ended its side of the stream:
@@ -454,11 +472,12 @@ func (s *h2stream) resetByRelay() bool {
 	return !s.clientGone && !(s.reqEndIn && s.respEndOut)
 }
 
-// sentUpstream reports whether the stream's HEADERS went to an upstream.
-func (s *h2stream) sentUpstream() bool {
+// upstreamLive reports whether the stream went to an upstream and is not
+// over yet: ending it early costs that upstream a stream.
+func (s *h2stream) upstreamLive() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.up != nil
+	return s.up != nil && !s.done
 }
 
 // clientReset ends the stream because the client reset it or went away.
@@ -532,6 +551,7 @@ func (s *h2stream) upstreamReset(c *h2up, code http2.ErrCode) {
 	// after a complete answer, NO_ERROR tells the client to stop sending.
 	if !(s.respEndOut && s.reqEndIn) {
 		// Behind what the upstream's reader passes on before it.
+		s.respLast = true
 		c.batch.add(&s.down.w.inbox, h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 	}
 	s.mu.Unlock()
@@ -581,7 +601,7 @@ func (s *h2stream) refused(c *h2up) {
 	// The upstream did not take the stream: nothing more of its body goes
 	// there.
 	c.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, quiet: true})
-	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
+	s.lastToClientLocked(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeRefusedStream})
 	s.mu.Unlock()
 	s.finish()
 }
@@ -606,7 +626,7 @@ func (s *h2stream) upstreamLost(c *h2up, err error) {
 		s.failed = true
 		s.cutShort()
 		s.countLocked()
-		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeInternal})
+		s.lastToClientLocked(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeInternal})
 		s.mu.Unlock()
 		s.finish()
 		return
@@ -640,7 +660,7 @@ func (s *h2stream) resetBoth(code http2.ErrCode) {
 	if s.up != nil {
 		s.resetUpLocked(code)
 	}
-	s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
+	s.lastToClientLocked(h2item{kind: h2Reset, s: s, o: &s.resp, code: code})
 	s.mu.Unlock()
 	s.finish()
 }
@@ -678,17 +698,19 @@ func (s *h2stream) fail(f failure, err error) {
 	s.logFailure(f.reason, status, err)
 	s.countLocked()
 	if answer {
-		s.down.w.inbox.put(s.answer(f)...)
+		s.lastToClientLocked(s.answer(f)...)
 	} else {
 		// No answer of ours follows: the client must not wait for one.
-		s.down.w.inbox.put(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeCancel})
+		s.lastToClientLocked(h2item{kind: h2Reset, s: s, o: &s.resp, code: http2.ErrCodeCancel})
 	}
 	s.mu.Unlock()
 	s.finish()
 }
 
 func (s *h2stream) logFailure(reason string, status int, err error) {
-	s.srv().log.Info("request failed", zap.String("reason", reason),
+	// At most once a second per reason, as the HTTP/1 relay's: under a
+	// flood a line per stream would cost more than the stream.
+	s.srv().logLimited(s.srv().failedLog, "request failed", reason,
 		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", status), zap.Error(err))
 }
 
@@ -760,11 +782,9 @@ func (s *h2stream) finish() {
 // or h2ResetHold passes. Called with s.mu held, before finish.
 func (s *h2stream) resetUpLocked(code http2.ErrCode) {
 	s.hold.Store(holdHeld)
-	s.down.holdSlot(1)
 	if !s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code, hold: true}) {
 		// The connection is gone: nothing to wait for.
 		s.hold.Store(holdNone)
-		s.down.holdSlot(-1)
 		return
 	}
 	// Not stopped on unhold: it then finds nothing to do.
@@ -782,7 +802,7 @@ func (s *h2stream) unhold() {
 	if up != nil {
 		up.release(s)
 	}
-	s.down.holdSlot(-1)
+	s.down.unholdSlot(s)
 }
 
 // unheld reports whether a stream that was held is no more.

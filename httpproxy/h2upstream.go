@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -26,13 +25,6 @@ const (
 	// h2MaxStreamID is the last client stream ID; a connection that
 	// reaches it takes no new streams.
 	h2MaxStreamID = 1<<31 - 1
-	// h2DialBackoff and h2MaxDialBackoff bound the wait after a failed
-	// connect before a pool connects again: the first, doubled per
-	// failure in a row up to the second, less up to half (jitter).
-	// Streams that need a new connection meanwhile fail at once, as their
-	// connect would, without dialing.
-	h2DialBackoff    = 100 * time.Millisecond
-	h2MaxDialBackoff = 2 * time.Second
 )
 
 // h2ResetPing is the payload of the PINGs that confirm resets.
@@ -71,18 +63,12 @@ type H2Pool struct {
 	cfg      TransportConfig
 	bufs     *h2bufs
 	lastUsed *atomic.Int64 // the owning Pool's, when it has one
-	// The backoff after failed connects; tests shorten or stretch it.
-	backoff, maxBackoff time.Duration
 
 	mu      sync.Mutex
 	conns   []*h2up
 	waiting []*h2stream
 	dialing bool
-	// failures counts the failed connects in a row; until retryAt, new
-	// connections are not dialed and their streams fail with backoffErr.
-	failures   int
-	retryAt    time.Time
-	backoffErr error
+	dialBackoff
 }
 
 // NewH2Pool returns a pool dialing with cfg.Dial; cfg.Protocol is HTTP/2
@@ -94,14 +80,8 @@ func NewH2Pool(cfg TransportConfig) *H2Pool {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = h2FlushTimeout
 	}
-	return &H2Pool{cfg: cfg, bufs: newH2Bufs(), backoff: h2DialBackoff, maxBackoff: h2MaxDialBackoff}
+	return &H2Pool{cfg: cfg, bufs: newH2Bufs(), dialBackoff: newDialBackoff()}
 }
-
-// ErrDialBackoff marks the failure of a stream that needed a new upstream
-// connection while its pool waits after failed connects; it wraps the
-// last connect's error, so it is answered and retried elsewhere as that
-// error would be.
-var ErrDialBackoff = errors.New("not connecting again yet after failed connects")
 
 // PickH2 makes a pool the picker of a route with one upstream.
 func (p *H2Pool) PickH2(map[string]bool) (H2Pick, error) { return H2Pick{Pool: p}, nil }
@@ -129,8 +109,7 @@ func (p *H2Pool) open(s *h2stream) {
 			return
 		}
 	}
-	if !p.dialing && p.failures > 0 && time.Now().Before(p.retryAt) {
-		err := p.backoffErr
+	if err := p.blocked(time.Now()); err != nil && !p.dialing {
 		p.mu.Unlock()
 		s.connectFailed(err)
 		return
@@ -150,7 +129,7 @@ func (p *H2Pool) dial() {
 		c, err := p.connect()
 		p.mu.Lock()
 		if err != nil {
-			p.failedLocked(err)
+			p.failed(err, time.Now())
 			waiting := p.waiting
 			p.waiting, p.dialing = nil, false
 			p.mu.Unlock()
@@ -179,7 +158,7 @@ func (p *H2Pool) dial() {
 			}
 			return
 		}
-		p.failures = 0
+		p.connected()
 		p.conns = append(p.conns, c)
 		p.waiting = rest
 		more := len(rest) > 0
@@ -192,18 +171,6 @@ func (p *H2Pool) dial() {
 			return
 		}
 	}
-}
-
-// failedLocked starts or lengthens the backoff after a failed connect.
-func (p *H2Pool) failedLocked(err error) {
-	p.failures++
-	wait := p.maxBackoff
-	if p.failures < 32 {
-		wait = min(wait, p.backoff<<(p.failures-1))
-	}
-	wait -= rand.N(wait/2 + 1) // apart, pools that failed together
-	p.retryAt = time.Now().Add(wait)
-	p.backoffErr = fmt.Errorf("%w (for %v): %w", ErrDialBackoff, wait.Round(time.Millisecond), err)
 }
 
 // connect dials and starts a connection, once its peer's SETTINGS came.
@@ -557,6 +524,7 @@ func (c *h2up) frame(f http2.Frame) error {
 			it := c.copyData(e.s, data, f.StreamEnded())
 			if e.s.overHeld("dst") {
 				it.release(c.bufs)
+				e.s.resetBoth(http2.ErrCodeEnhanceYourCalm)
 				return nil
 			}
 			e.s.responseData(c, it)

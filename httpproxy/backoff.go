@@ -1,0 +1,68 @@
+package httpproxy
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// After a failed connect a pool waits before it connects again:
+// dialBackoffMin, doubled per failure in a row up to dialBackoffMax, less
+// up to half (jitter). Requests or streams that need a new connection
+// meanwhile fail at once, as the connect would, without dialing.
+const (
+	dialBackoffMin = 100 * time.Millisecond
+	dialBackoffMax = 2 * time.Second
+)
+
+// ErrDialBackoff marks the failure of a request or stream that needed a
+// new upstream connection while its pool waits after failed connects; it
+// wraps the last connect's error, so it is answered and retried elsewhere
+// (a balanced endpoint's) as that error would be.
+var ErrDialBackoff = errors.New("not connecting again yet after failed connects")
+
+// dialBackoff is a pool's wait after failed connects, shared by the HTTP/1
+// and HTTP/2 pools. Its pool's mutex guards it; tests shorten or stretch
+// backoff and maxBackoff.
+type dialBackoff struct {
+	backoff, maxBackoff time.Duration
+	// failures counts the failed connects in a row; until retryAt, new
+	// connections are not dialed and fail with backoffErr.
+	failures   int
+	retryAt    time.Time
+	backoffErr error
+}
+
+func newDialBackoff() dialBackoff {
+	return dialBackoff{backoff: dialBackoffMin, maxBackoff: dialBackoffMax}
+}
+
+// blocked returns the error a connect fails with now, during the wait
+// after failed connects; nil if it may dial.
+func (b *dialBackoff) blocked(now time.Time) error {
+	if b.failures > 0 && now.Before(b.retryAt) {
+		return b.backoffErr
+	}
+	return nil
+}
+
+// failed starts or lengthens the wait after a connect that failed with
+// err. One failing during the wait started before it (the HTTP/1 pool
+// dials for many requests at once) and does not lengthen it.
+func (b *dialBackoff) failed(err error, now time.Time) {
+	if b.blocked(now) != nil {
+		return
+	}
+	b.failures++
+	wait := b.maxBackoff
+	if b.failures < 32 {
+		wait = min(wait, b.backoff<<(b.failures-1))
+	}
+	wait -= rand.N(wait/2 + 1) // apart, pools that failed together
+	b.retryAt = now.Add(wait)
+	b.backoffErr = fmt.Errorf("%w (for %v): %w", ErrDialBackoff, wait.Round(time.Millisecond), err)
+}
+
+// connected ends the wait: a connect succeeded.
+func (b *dialBackoff) connected() { b.failures = 0 }

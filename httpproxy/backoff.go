@@ -22,6 +22,11 @@ const (
 // (a balanced endpoint's) as that error would be.
 var ErrDialBackoff = errors.New("not connecting again yet after failed connects")
 
+// ErrNotDialed marks a connect that failed before it reached the upstream,
+// on a limit of the proxy's own (outbound's handshake queue): it says
+// nothing of the upstream, so it starts no backoff. Dial functions wrap it.
+var ErrNotDialed = errors.New("connect not attempted")
+
 // dialBackoff is a pool's wait after failed connects, shared by the HTTP/1
 // and HTTP/2 pools. Its pool's mutex guards it; tests shorten or stretch
 // backoff and maxBackoff.
@@ -49,9 +54,10 @@ func (b *dialBackoff) blocked(now time.Time) error {
 
 // failed starts or lengthens the wait after a connect that failed with
 // err. One failing during the wait started before it (the HTTP/1 pool
-// dials for many requests at once) and does not lengthen it.
+// dials for many requests at once) does not lengthen it, and one that
+// never reached the upstream (ErrNotDialed) does not start it.
 func (b *dialBackoff) failed(err error, now time.Time) {
-	if b.blocked(now) != nil {
+	if b.blocked(now) != nil || errors.Is(err, ErrNotDialed) {
 		return
 	}
 	b.failures++

@@ -586,6 +586,9 @@ func TestH2ResponsePaddingWindowGivenBack(t *testing.T) {
 		})
 		credited <- got
 		_ = u.fr.WriteData(id, true, nil)
+		// Read on until the relay closes: closing with its frames unread
+		// would reset the connection and lose the END_STREAM.
+		u.next(func(http2.Frame) bool { return false })
 	})
 	rl := startH2Relay(t, up, Config{Direction: "inbound"})
 	c := dialRawH2(t, rl.addr)

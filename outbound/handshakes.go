@@ -8,18 +8,19 @@ import (
 	"sync"
 
 	"github.com/seed722d2a70/meshproxy/config"
+	"github.com/seed722d2a70/meshproxy/httpproxy"
 )
 
 // ErrHandshakeQueueTimeout: the dial timeout ran out while waiting for one
 // of the destination's handshake slots. It is a timeout like any other
 // (errors.Is context.DeadlineExceeded), so it is counted as one.
-var ErrHandshakeQueueTimeout = fmt.Errorf("timed out waiting to handshake: %w", context.DeadlineExceeded)
+var ErrHandshakeQueueTimeout = fmt.Errorf("timed out waiting to handshake: %w (%w)", context.DeadlineExceeded, httpproxy.ErrNotDialed)
 
 // ErrHandshakeQueueFull: the destination already had queueFactor times its
 // cap of connections queued for a handshake slot, so a new one fails at
 // once instead of holding a goroutine and the app's socket for the dial
 // timeout.
-var ErrHandshakeQueueFull = errors.New("too many connections waiting to handshake")
+var ErrHandshakeQueueFull = fmt.Errorf("too many connections waiting to handshake (%w)", httpproxy.ErrNotDialed)
 
 // queueFactor bounds a destination's queue at this many times its cap of
 // running handshakes.

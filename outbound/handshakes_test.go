@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/seed722d2a70/meshproxy/httpproxy"
 )
 
 func TestHandshakeSlots(t *testing.T) {
@@ -68,7 +70,8 @@ func TestHandshakeSlots(t *testing.T) {
 	// counted, and leaves the queue.
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := h.acquire(short, "a:4143"); !errors.Is(err, ErrHandshakeQueueTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := h.acquire(short, "a:4143"); !errors.Is(err, ErrHandshakeQueueTimeout) || !errors.Is(err, context.DeadlineExceeded) ||
+		!errors.Is(err, httpproxy.ErrNotDialed) {
 		t.Errorf("queued past the dial timeout: %v, want ErrHandshakeQueueTimeout (a deadline)", err)
 	}
 	if reason := connectErrorReason(ErrHandshakeQueueTimeout); reason != "timeout" {
@@ -130,8 +133,8 @@ func TestHandshakeQueueIsBounded(t *testing.T) {
 	waitFor(t, func() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.dests["a:4143"].waiting.Len() == queueFactor })
 	start := time.Now()
 	_, err = h.acquire(ctx, "a:4143")
-	if !errors.Is(err, ErrHandshakeQueueFull) {
-		t.Errorf("with %d queued: %v, want ErrHandshakeQueueFull", queueFactor, err)
+	if !errors.Is(err, ErrHandshakeQueueFull) || !errors.Is(err, httpproxy.ErrNotDialed) {
+		t.Errorf("with %d queued: %v, want ErrHandshakeQueueFull (not dialed: no pool backoff)", queueFactor, err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("failing took %v, want at once", d)

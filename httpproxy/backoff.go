@@ -7,13 +7,18 @@ import (
 	"time"
 )
 
-// After a failed connect a pool waits before it connects again:
-// dialBackoffMin, doubled per failure in a row up to dialBackoffMax, less
-// up to half (jitter). Requests or streams that need a new connection
-// meanwhile fail at once, as the connect would, without dialing.
+// After dialBackoffAfter failed connects in a row a pool waits before it
+// connects again: dialBackoffMin, doubled per further failure up to
+// dialBackoffMax, less up to half (jitter). Requests or streams that need
+// a new connection meanwhile fail at once, as the connect would, without
+// dialing. The first failures start no wait: one refused connect (an
+// unmeshed address in front of several servers, one of them down; an app
+// restarting) must not fail every request that needs a connection for
+// the length of a wait.
 const (
-	dialBackoffMin = 100 * time.Millisecond
-	dialBackoffMax = 2 * time.Second
+	dialBackoffAfter = 3
+	dialBackoffMin   = 100 * time.Millisecond
+	dialBackoffMax   = 2 * time.Second
 )
 
 // ErrDialBackoff marks the failure of a request or stream that needed a
@@ -46,7 +51,7 @@ func newDialBackoff() dialBackoff {
 // blocked returns the error a connect fails with now, during the wait
 // after failed connects; nil if it may dial.
 func (b *dialBackoff) blocked(now time.Time) error {
-	if b.failures > 0 && now.Before(b.retryAt) {
+	if b.failures >= dialBackoffAfter && now.Before(b.retryAt) {
 		return b.backoffErr
 	}
 	return nil
@@ -61,9 +66,12 @@ func (b *dialBackoff) failed(err error, now time.Time) {
 		return
 	}
 	b.failures++
+	if b.failures < dialBackoffAfter {
+		return
+	}
 	wait := b.maxBackoff
-	if b.failures < 32 {
-		wait = min(wait, b.backoff<<(b.failures-1))
+	if k := b.failures - dialBackoffAfter; k < 32 {
+		wait = min(wait, b.backoff<<k)
 	}
 	wait -= rand.N(wait/2 + 1) // apart, pools that failed together
 	b.retryAt = now.Add(wait)

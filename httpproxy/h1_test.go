@@ -520,8 +520,8 @@ func TestRelayDialBackoff(t *testing.T) {
 			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
 		}
 	}
-	if n := dials.Load(); n != 1 {
-		t.Errorf("%d requests to a dead upstream dialed %d times, want 1", requests, n)
+	if n := dials.Load(); n != dialBackoffAfter {
+		t.Errorf("%d requests to a dead upstream dialed %d times, want %d", requests, n, dialBackoffAfter)
 	}
 	if n := testutil.ToFloat64(m.errors.WithLabelValues("outbound", ReasonUnreachable)); n != requests {
 		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
@@ -538,7 +538,7 @@ func TestRelayDialBackoff(t *testing.T) {
 	pool.h1.mu.Lock()
 	failures := pool.h1.failures
 	pool.h1.mu.Unlock()
-	if n := dials.Load(); n != 2 || failures != 0 {
-		t.Errorf("%d dials, %d failures in a row; want 2 and 0", n, failures)
+	if n := dials.Load(); n != dialBackoffAfter+1 || failures != 0 {
+		t.Errorf("%d dials, %d failures in a row; want %d and 0", n, failures, dialBackoffAfter+1)
 	}
 }

@@ -925,8 +925,8 @@ func TestH2DialBackoff(t *testing.T) {
 			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
 		}
 	}
-	if n := dials.Load(); n != 1 {
-		t.Errorf("%d requests to a dead upstream dialed %d times, want 1", requests, n)
+	if n := dials.Load(); n != dialBackoffAfter {
+		t.Errorf("%d requests to a dead upstream dialed %d times, want %d", requests, n, dialBackoffAfter)
 	}
 	if n := testutil.ToFloat64(m.errors.WithLabelValues("inbound", ReasonUnreachable)); n != requests {
 		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
@@ -943,8 +943,8 @@ func TestH2DialBackoff(t *testing.T) {
 	pool.mu.Lock()
 	failures := pool.failures
 	pool.mu.Unlock()
-	if n := dials.Load(); n != 2 || failures != 0 {
-		t.Errorf("%d dials, %d failures in a row; want 2 and 0", n, failures)
+	if n := dials.Load(); n != dialBackoffAfter+1 || failures != 0 {
+		t.Errorf("%d dials, %d failures in a row; want %d and 0", n, failures, dialBackoffAfter+1)
 	}
 }
 
@@ -993,13 +993,13 @@ func TestH2DialBackoffPicksAnotherEndpoint(t *testing.T) {
 			t.Fatalf("got %s, want 200 from the other endpoint", resp.Status)
 		}
 	}
-	if n := dials.Load(); n != 1 {
-		t.Errorf("the dead endpoint was dialed %d times, want 1", n)
+	if n := dials.Load(); n != dialBackoffAfter {
+		t.Errorf("the dead endpoint was dialed %d times, want %d", n, dialBackoffAfter)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	for i, err := range errs {
-		if !isDialError(err) || (i > 0 && !errors.Is(err, ErrDialBackoff)) {
+		if !isDialError(err) || (i >= dialBackoffAfter) != errors.Is(err, ErrDialBackoff) {
 			t.Errorf("connect failure %d: %v; want the dial's error, then wrapped in ErrDialBackoff", i, err)
 		}
 	}

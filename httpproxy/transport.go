@@ -3,9 +3,12 @@ package httpproxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -72,7 +75,10 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 // the app (issue #18). x/net's connections time out only when they carry
 // no stream. The response timeout is h2cTransport's own (x/net knows none
 // without a net/http Transport); Expect: 100-continue bodies are sent at
-// once, which RFC 9110 allows.
+// once, which RFC 9110 allows. x/net v0.62's transport is its own only
+// before Go 1.27 (or with the http2legacy build tag): from 1.27 it wraps
+// net/http's, which would bring the redial back, and
+// TestHTTP2TransportKeepsBusyConnection fails then.
 type h2cTransport struct {
 	t               *http2.Transport
 	responseTimeout time.Duration
@@ -98,20 +104,27 @@ func newH2CTransport(t *http.Transport) *h2cTransport {
 }
 
 // RoundTrip sends r, failing with errResponseTimeout when the response's
-// headers take longer than the response timeout.
+// headers take longer than the response timeout from the end of the
+// request, as net/http's transport counts it: neither the connect nor a
+// streamed request body (gRPC client streaming) is part of it.
 func (h *h2cTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if h.responseTimeout <= 0 {
 		return h.t.RoundTrip(r)
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
-	timer := time.AfterFunc(h.responseTimeout, func() { cancel(errResponseTimeout) })
+	rt := &responseTimer{d: h.responseTimeout, expire: func() { cancel(errResponseTimeout) }}
+	// x/net calls WroteRequest once the body is sent, possibly after
+	// RoundTrip has returned (an early answer): rt ignores it then.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { rt.start() },
+	})
 	resp, err := h.t.RoundTrip(r.WithContext(ctx))
-	if !timer.Stop() {
-		// Too late, even if the headers came as the timer fired.
+	rt.stop()
+	if errors.Is(context.Cause(ctx), errResponseTimeout) {
+		// The timer fired: the stream is being cancelled, whatever came.
 		if err == nil {
 			resp.Body.Close()
 		}
-		cancel(nil)
 		return nil, errResponseTimeout
 	}
 	if err != nil {
@@ -121,6 +134,33 @@ func (h *h2cTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	// The stream lives as long as the body: the context ends with it.
 	resp.Body = cancelOnClose{resp.Body, cancel}
 	return resp, nil
+}
+
+// responseTimer runs expire d after start, unless stop came first.
+type responseTimer struct {
+	d      time.Duration
+	expire func()
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (rt *responseTimer) start() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if !rt.stopped && rt.t == nil {
+		rt.t = time.AfterFunc(rt.d, rt.expire)
+	}
+}
+
+func (rt *responseTimer) stop() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.stopped = true
+	if rt.t != nil {
+		rt.t.Stop()
+	}
 }
 
 // CloseIdleConnections closes the connections carrying no stream.

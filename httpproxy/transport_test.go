@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -67,6 +68,10 @@ func startH2CApp(t *testing.T) *countingListener {
 			w.WriteHeader(http.StatusOK)
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
+			return
+		case "/read-body":
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = fmt.Fprintf(w, "read %d", n)
 			return
 		case "/slow":
 			<-r.Context().Done()
@@ -185,6 +190,62 @@ func TestHTTP2TransportResponseTimeout(t *testing.T) {
 		t.Error("the app's handler still runs: the timed-out stream was not reset")
 	}
 	getOK(t, get) // the connection still serves
+}
+
+// The response timeout counts from the end of the request, as net/http's
+// transport counts it: a connect or a streamed request body (a gRPC
+// client-streaming call) longer than it is no timeout. Timed from the
+// start, both failed with 504 (and the connect was cancelled).
+func TestHTTP2TransportResponseTimeoutAfterRequest(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name        string
+		dialDelay   time.Duration
+		bodyChunks  int
+		chunkPeriod time.Duration
+	}{
+		{name: "slow connect", dialDelay: 3 * timeout},
+		{name: "streamed body", bodyChunks: 6, chunkPeriod: timeout / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := startH2CApp(t)
+			pool := newPool(NewTransport(TransportConfig{Protocol: header.HTTP2, ResponseTimeout: timeout,
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					select {
+					case <-time.After(tc.dialDelay):
+					case <-ctx.Done():
+						return nil, context.Cause(ctx)
+					}
+					return (&net.Dialer{}).DialContext(ctx, "tcp", app.Addr().String())
+				}}))
+			t.Cleanup(pool.closeIdle)
+			var body io.Reader
+			if tc.bodyChunks > 0 {
+				pr, pw := io.Pipe()
+				go func() {
+					for range tc.bodyChunks {
+						time.Sleep(tc.chunkPeriod)
+						_, _ = pw.Write([]byte("chunk"))
+					}
+					_ = pw.Close()
+				}()
+				body = pr
+			}
+			req, err := http.NewRequest(http.MethodPost, "http://"+app.Addr().String()+"/read-body", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := pool.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("%v (classified %+v), want the app's answer", err, classify(err))
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("read %d", 5*tc.bodyChunks); err != nil || string(got) != want {
+				t.Errorf("body %q, %v; want %q", got, err, want)
+			}
+		})
+	}
 }
 
 // The Server's HTTP/2 (on net/http) announces at most the relay's frame

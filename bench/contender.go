@@ -14,11 +14,14 @@ const (
 	ContenderStunnel   = "stunnel"
 	ContenderHAProxy   = "haproxy"
 	ContenderMeshproxy = "meshproxy"
+	// ContenderMeshproxyH2Relay is meshproxy with --http2-relay, in the
+	// gRPC measure only: the flag touches nothing else.
+	ContenderMeshproxyH2Relay = "meshproxy-h2relay"
 )
 
 // AllContenders lists every contender in the order tables show them.
 func AllContenders() []string {
-	return []string{ContenderDirect, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy}
+	return []string{ContenderDirect, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy, ContenderMeshproxyH2Relay}
 }
 
 // Endpoints are the four services a measure talks to. The apps listen on
@@ -107,7 +110,9 @@ func startContender(ctx context.Context, env Env, name string, seq int) (*Instan
 	case ContenderHAProxy:
 		inst, err = startHAProxy(ctx, env, dir)
 	case ContenderMeshproxy:
-		inst, err = startMeshproxy(ctx, env, dir)
+		inst, err = startMeshproxy(ctx, env, dir, name)
+	case ContenderMeshproxyH2Relay:
+		inst, err = startMeshproxy(ctx, env, dir, name, "--http2-relay")
 	default:
 		return nil, fmt.Errorf("unknown contender %q", name)
 	}

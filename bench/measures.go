@@ -9,7 +9,10 @@ import (
 // measures lists the run's tables in the order they run and print.
 func (r *runner) measures() []measure {
 	o := r.opts
+	// The HTTP/2 relay variant differs from meshproxy in the gRPC measure
+	// only: HTTP/1 always goes through meshproxy's own relay.
 	all := o.Contenders
+	base := only(all, ContenderDirect, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy)
 	proxies := only(all, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy)
 	var ms []measure
 
@@ -24,7 +27,7 @@ func (r *runner) measures() []measure {
 					"CPU is user+system seconds of both proxy processes per GiB carried (/proc/PID/stat).", o.BulkBytes>>20),
 				Metric{Key: "mbps", Title: "MB/s", Better: HigherIsBetter, Ratio: true},
 				Metric{Key: "cpu_per_gib", Title: "CPU s/GiB", Better: LowerIsBetter, Ratio: true}),
-			contenders: all,
+			contenders: base,
 			timeout:    3 * time.Minute,
 			run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 				return measureBulk(ctx, inst, streams, o.BulkBytes)
@@ -37,7 +40,7 @@ func (r *runner) measures() []measure {
 			Metric{Key: "ops", Title: "round trips/s", Better: HigherIsBetter, Ratio: true},
 			Metric{Key: "p50_us", Title: "p50 µs", Better: LowerIsBetter},
 			Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter, Ratio: true}),
-		contenders: all,
+		contenders: base,
 		timeout:    o.PingPongTime + time.Minute,
 		run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 			return measurePingPong(ctx, inst, o.PingPongConns, o.PingPongTime)
@@ -52,7 +55,7 @@ func (r *runner) measures() []measure {
 				Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter, Added: true},
 				Metric{Key: "p999_us", Title: "p99.9 µs", Better: LowerIsBetter, Added: true},
 				Metric{Key: "achieved", Title: "achieved rps", Better: HigherIsBetter}),
-			contenders: all,
+			contenders: base,
 			timeout:    o.HTTPTime + time.Minute,
 			run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 				return measureHTTP(ctx, inst, rate, o.HTTPConns, o.HTTPTime)
@@ -66,7 +69,7 @@ func (r *runner) measures() []measure {
 			Metric{Key: "rps", Title: "calls/s", Better: HigherIsBetter, Ratio: true},
 			Metric{Key: "p50_us", Title: "p50 µs", Better: LowerIsBetter},
 			Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter, Ratio: true}),
-		contenders: only(all, ContenderDirect, ContenderGoTLS, ContenderMeshproxy),
+		contenders: only(all, ContenderDirect, ContenderGoTLS, ContenderMeshproxy, ContenderMeshproxyH2Relay),
 		timeout:    o.GRPCTime + time.Minute,
 		run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 			return measureGRPC(ctx, inst, o.GRPCCallers, o.GRPCTime)
@@ -77,7 +80,7 @@ func (r *runner) measures() []measure {
 			"Each connection: connect through the pair (an mTLS handshake between the proxies, resumed where the stack resumes), one 64-byte round trip, close.",
 			Metric{Key: "conns", Title: "conns/s", Better: HigherIsBetter, Ratio: true},
 			Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter}),
-		contenders: all,
+		contenders: base,
 		timeout:    o.ConnTime + time.Minute,
 		run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 			return measureConnRate(ctx, inst, o.ConnWorkers, o.ConnTime)

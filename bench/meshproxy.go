@@ -35,7 +35,8 @@ func meshproxyClientConfig(fronts, backends Endpoints, serverInboundPort, server
 	return b.String(), nil
 }
 
-func startMeshproxy(ctx context.Context, env Env, dir string) (*Instance, error) {
+// startMeshproxy starts a meshproxy pair, both sides with extra flags.
+func startMeshproxy(ctx context.Context, env Env, dir, name string, extra ...string) (*Instance, error) {
 	addrs, err := freeAddrs(10)
 	if err != nil {
 		return nil, err
@@ -52,7 +53,7 @@ func startMeshproxy(ctx context.Context, env Env, dir string) (*Instance, error)
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	common := []string{"run", "--ca-dir", env.CADir, "--trust-domain", TrustDomain, "--log-level", "warn", "--log-format", "json"}
+	common := append([]string{"run", "--ca-dir", env.CADir, "--trust-domain", TrustDomain, "--log-level", "warn", "--log-format", "json"}, extra...)
 	server := append([]string{env.Meshproxy}, common...)
 	server = append(server, "--identity-id", env.Certs.Server.ID,
 		"--inbound-addr", serverIn, "--outbound-addr", serverOut, "--admin-addr", serverAdmin)
@@ -60,7 +61,7 @@ func startMeshproxy(ctx context.Context, env Env, dir string) (*Instance, error)
 	client = append(client, "--identity-id", env.Certs.Client.ID, "--config", confPath,
 		"--inbound-addr", clientIn, "--outbound-addr", clientOut, "--admin-addr", clientAdmin)
 
-	inst := &Instance{Name: ContenderMeshproxy, Front: front}
+	inst := &Instance{Name: name, Front: front}
 	for _, side := range []struct {
 		name, admin string
 		argv        []string

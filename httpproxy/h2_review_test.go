@@ -1388,3 +1388,27 @@ func TestH2HeldBytesCapResetsStream(t *testing.T) {
 		t.Error("the connection did not survive its streams' resets")
 	}
 }
+
+// The same while the stream waits for its upstream connection (here one
+// that never finishes its preface): the frames queued for it then shared
+// no buffer, so 4096 one-byte frames pinned 68 MiB and the stream was
+// reset, which made TestH2TinyDataFramesShareBuffers fail whenever the
+// frames came before the upstream was ready.
+func TestH2TinyDataFramesShareBuffersBeforeUpstream(t *testing.T) {
+	rl := startH2Relay(t, silentUpstream(t), Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr)
+	c.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+	const frames = 4096
+	c.atOnce(func() {
+		for range frames {
+			_ = c.fr.WriteData(1, false, []byte{'x'})
+		}
+	})
+	if !c.pingPong() {
+		t.Fatal("no pong")
+	}
+	s := rl.stream(t, 1)
+	if held := s.held.Load(); held <= 0 || held > 4*(h2BigFrame+h2ItemCost) {
+		t.Errorf("%d one-byte frames waiting for the upstream pin %d bytes", frames, held)
+	}
+}

@@ -215,6 +215,11 @@ func (s *h2stream) sendReq(it h2item) {
 		s.reqEndIn = true
 	}
 	if s.up == nil {
+		// Waiting for its upstream connection: tiny frames share a
+		// buffer here too, or they pin one each (h2MaxHeld).
+		if n := len(s.pending); n > 0 && s.pending[n-1].absorb(&it, s.down.bufs) {
+			return
+		}
 		s.pending = append(s.pending, it)
 		return
 	}

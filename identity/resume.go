@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"slices"
-	"strconv"
 )
 
 // A resumed TLS handshake carries no certificates: each side sees the
@@ -15,7 +14,8 @@ import (
 // would be checked against the new bundle and fail. So sessions are resumed
 // only within one epoch of the Source, which ends at its next change (SVID
 // or bundles; see epoch): the server refuses tickets it issued in an
-// earlier epoch, and the client keys its session cache by its own epoch.
+// earlier epoch, and the client drops sessions stored in an earlier epoch
+// of its own.
 // The first handshake with each peer after a change is then a full one.
 
 // epoch returns a function that tells src's current epoch: the number of
@@ -48,8 +48,7 @@ func resumeWithinEpoch(cfg *tls.Config, current func() uint64) {
 		if ss == nil || err != nil {
 			return nil, err
 		}
-		tag := epochTag(current())
-		if !slices.ContainsFunc(ss.Extra, func(b []byte) bool { return bytes.Equal(b, tag) }) {
+		if !hasTag(ss.Extra, epochTag(current())) {
 			return nil, nil // not resumed: a full handshake follows
 		}
 		return ss, nil
@@ -57,20 +56,48 @@ func resumeWithinEpoch(cfg *tls.Config, current func() uint64) {
 }
 
 // epochCache is a client session cache whose sessions belong to the epoch
-// they were stored in; in a later epoch they are not found.
+// they were stored in; in a later epoch they are not found. The epoch is
+// recorded in the session itself, not in its key: keyed by epoch, every
+// rotation (every half SVID lifetime) left one dead session per peer in
+// the cache, each with the peer's parsed certificate chain, until the
+// LRU's 1024 entries were full (issue #18: the client proxy of a soak with
+// 60 s SVIDs grew by about 4 MiB an hour). Now a peer has one entry, which
+// a rotation's first handshake replaces.
 type epochCache struct {
 	tls.ClientSessionCache
 	current func() uint64
 }
 
 func (c epochCache) Get(key string) (*tls.ClientSessionState, bool) {
-	return c.ClientSessionCache.Get(c.key(key))
+	cs, ok := c.ClientSessionCache.Get(key)
+	if !ok || cs == nil {
+		return nil, false
+	}
+	if _, ss, err := cs.ResumptionState(); err != nil || ss == nil || !hasTag(ss.Extra, epochTag(c.current())) {
+		c.ClientSessionCache.Put(key, nil) // of an earlier epoch: drop it
+		return nil, false
+	}
+	return cs, true
 }
 
 func (c epochCache) Put(key string, cs *tls.ClientSessionState) {
-	c.ClientSessionCache.Put(c.key(key), cs)
+	if cs == nil {
+		c.ClientSessionCache.Put(key, nil)
+		return
+	}
+	ticket, ss, err := cs.ResumptionState()
+	if err != nil || ss == nil {
+		return
+	}
+	ss.Extra = append(ss.Extra, epochTag(c.current()))
+	tagged, err := tls.NewResumptionState(ticket, ss)
+	if err != nil {
+		return
+	}
+	c.ClientSessionCache.Put(key, tagged)
 }
 
-func (c epochCache) key(k string) string {
-	return k + "\x00" + strconv.FormatUint(c.current(), 10)
+// hasTag reports whether extra holds tag.
+func hasTag(extra [][]byte, tag []byte) bool {
+	return slices.ContainsFunc(extra, func(b []byte) bool { return bytes.Equal(b, tag) })
 }

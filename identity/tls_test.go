@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -381,4 +382,65 @@ func TestNoResumptionAcrossRotation(t *testing.T) {
 	cliSrc.setSVID(t, issue(t, ca, idClient), ca.Bundle())
 	connect("after the client rotated", false)
 	connect("again", true)
+}
+
+// mapCache is a ClientSessionCache that shows what it holds.
+type mapCache struct {
+	mu sync.Mutex
+	m  map[string]*tls.ClientSessionState
+}
+
+func (c *mapCache) Get(key string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs, ok := c.m[key]
+	return cs, ok
+}
+
+func (c *mapCache) Put(key string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs == nil {
+		delete(c.m, key)
+		return
+	}
+	c.m[key] = cs
+}
+
+func (c *mapCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+// A peer has one session in the cache however often the SVIDs rotate:
+// keyed by epoch, each rotation left a dead session (with the peer's
+// parsed chain) behind until the LRU was full, and a client proxy with
+// 60 s SVIDs grew by megabytes an hour.
+func TestSessionCacheHoldsOneSessionPerPeerAcrossRotations(t *testing.T) {
+	ca := newTestCA(t, tdExample)
+	srvSrc := newStaticSource(t, issue(t, ca, idServer), ca.Bundle())
+	cliSrc := newStaticSource(t, issue(t, ca, idClient), ca.Bundle())
+	addr, results := server(t, ServerConfig(srvSrc, tlsconfig.AuthorizeAny()))
+	cache := &mapCache{m: map[string]*tls.ClientSessionState{}}
+	cliCfg := ClientConfig(cliSrc, tlsconfig.AuthorizeID(idServer), WithSessionCache(cache))
+	connect := func(wantResumed bool) {
+		t.Helper()
+		cli := dial(t, addr, cliCfg)
+		srv := serverResult(t, results)
+		if cli.err != nil || srv.err != nil {
+			t.Fatalf("client %v, server %v", cli.err, srv.err)
+		}
+		if cli.cs.DidResume != wantResumed {
+			t.Errorf("resumed %v, want %v", cli.cs.DidResume, wantResumed)
+		}
+	}
+	for i := range 5 {
+		connect(false) // a new epoch: a full handshake
+		connect(true)
+		if n := cache.len(); n != 1 {
+			t.Fatalf("after %d rotations the cache holds %d sessions for one peer, want 1", i, n)
+		}
+		cliSrc.setSVID(t, issue(t, ca, idClient), ca.Bundle())
+	}
 }

@@ -711,23 +711,7 @@ func TestH2ProtocolErrorResetsDrawOnBudget(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var upHeaders atomic.Int64
-			up := rawH2Server(t, nil, func(u *rawH2) {
-				pump(u, func(f http2.Frame) {
-					switch f := f.(type) {
-					case *http2.MetaHeadersFrame:
-						upHeaders.Add(1)
-						u.headers(f.StreamID, false, ":status", "200")
-					case *http2.RSTStreamFrame:
-						// DATA on the first stream lets the next PING
-						// confirm resets.
-						_ = u.fr.WriteData(1, false, []byte{'x'})
-					case *http2.PingFrame:
-						if !f.IsAck() {
-							_ = u.fr.WritePing(true, f.Data)
-						}
-					}
-				}, nil)
-			})
+			up := busyUpstream(t, &upHeaders)
 			rl := startH2Relay(t, up, Config{Direction: "inbound"})
 			c := dialRawH2(t, rl.addr)
 			c.get(1, "/") // left open

@@ -763,6 +763,11 @@ func TestH2ResetPingsWaitForUpstreamFrames(t *testing.T) {
 		expect("RST")
 		if id == 1 {
 			expect("PING") // acknowledged at once
+			// The relay has read the acknowledgement before stream 3
+			// starts; else one PING may confirm both resets.
+			if !waitFor(func() bool { return rl.heldStreams() == 0 }) {
+				t.Fatalf("%d streams held after the upstream confirmed", rl.heldStreams())
+			}
 		}
 	}
 	// Stream 5 goes upstream behind the reset of 3, and behind a PING if

@@ -33,12 +33,26 @@ const (
 	// its upstream may send before the client reads any of it. The
 	// protocol's default; small answers never need more.
 	h2UpStreamWindow = 64 << 10
-	// h2RespBudget is what a client connection's response streams may
+	// h2RespBudget is what a client connection's busy response streams may
 	// hold beyond h2UpStreamWindow each: a stream whose client reads grows
-	// its window to h2StreamWindow while the budget lasts, and gives the
-	// growth back when it ends. A client connection thus holds at most
-	// h2MaxStreams × h2UpStreamWindow + h2RespBudget of responses (20 MiB).
+	// its window by what it read, up to h2StreamWindow, while the budget
+	// lasts. The growth goes back when the stream ends, or, once the
+	// stream is idle (h2RespIdleAfter), moves to h2RespIdleBudget and goes
+	// back as the window shrinks: the relay stops renewing it as the
+	// upstream uses it (a window given cannot be taken back). A client
+	// connection thus holds at most h2MaxStreams × h2UpStreamWindow +
+	// h2RespBudget + h2RespIdleBudget of responses (24 MiB).
 	h2RespBudget = 4 << 20
+	// h2RespIdleBudget is what idle response streams may still hold beyond
+	// h2UpStreamWindow each once their growth left h2RespBudget: windows
+	// their upstreams may still fill, so that a few long-lived streams
+	// which once carried a large message do not keep every later stream
+	// at h2UpStreamWindow. Past it, an idle stream's growth stays in
+	// h2RespBudget until it shrinks.
+	h2RespIdleBudget = 4 << 20
+	// h2RespIdleAfter is how long a response stream whose window grew
+	// must go without DATA to count as idle.
+	h2RespIdleAfter = time.Second
 	// h2UpConnWindow is an upstream connection's window. It is given back
 	// as frames arrive: the streams' windows bound what each client holds,
 	// and a client that does not read must not stall the upstream
@@ -776,15 +790,17 @@ func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
 
 // passOn gives back, in batches, the window of the stream's sender on the
 // other hop: what it sent has left the relay. A response stream's window
-// may grow with it (h2RespBudget).
+// may grow or shrink with it (h2RespBudget).
 func (w *h2writer) passOn(s *h2stream, o *h2out, n uint32) {
 	o.credit += n
 	if o.credit < o.recvWin/4 {
 		return
 	}
-	if other, oo, grow := s.creditTo(w.c); other != nil {
-		other.inbox.put(h2item{kind: h2Credit, s: s, o: oo, n: o.credit + grow})
-		o.recvWin += grow
+	if other, oo, give, win := s.creditTo(w.c, o.credit); other != nil {
+		if give > 0 {
+			other.inbox.put(h2item{kind: h2Credit, s: s, o: oo, n: give})
+		}
+		o.recvWin = win
 	}
 	o.credit = 0
 }

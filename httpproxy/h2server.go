@@ -34,30 +34,90 @@ type h2down struct {
 	ignored   [h2Ignored]uint32
 	ignoredAt int
 	// held counts the streams reset upstream and not yet confirmed there
-	// (h2stream.hold) that have left streams: they count against
-	// h2MaxStreams, each once.
+	// (h2stream.hold) that have left streams: they take a slot of
+	// h2MaxStreams, each once, though their client sees them closed.
 	held int
+	// queue holds, in order, the client's streams waiting for a slot that
+	// held streams take (see slotsLocked); they are in streams too. The
+	// client's own limit on its open streams bounds it, as net/http's
+	// queue of handlers not yet started. starting: startQueued runs.
+	queue    []*h2stream
+	starting bool
 
 	resets h2resetBudget
-	// respBudget is what is left of h2RespBudget, the growth of response
-	// windows beyond h2UpStreamWindow (h2stream.creditTo).
-	respBudget atomic.Int64
+	// respBudget and respIdle are what is left of h2RespBudget and
+	// h2RespIdleBudget, the growth of response windows beyond
+	// h2UpStreamWindow (h2stream.respCreditLocked).
+	respBudget, respIdle atomic.Int64
 }
 
 // unholdSlot frees the slot of s, a held stream the upstream confirmed,
 // if it left streams held (release).
 func (d *h2down) unholdSlot(s *h2stream) {
 	d.mu.Lock()
-	if s.heldCounted {
+	freed := s.heldCounted
+	if freed {
 		s.heldCounted = false
 		d.held--
 	}
 	d.mu.Unlock()
+	if freed {
+		d.startQueued()
+	}
+}
+
+// slotsLocked is the number of h2MaxStreams' slots taken: the client's
+// streams not waiting in queue (those sent upstream, and those the relay
+// is answering itself) and the held ones.
+func (d *h2down) slotsLocked() int {
+	return len(d.streams) - len(d.queue) + d.held
+}
+
+// startQueued dispatches the streams waiting for a slot, in order, while
+// there are free ones. A call made while another runs (a dispatch that
+// fails at once releases its stream) leaves the work to that one.
+func (d *h2down) startQueued() {
+	d.mu.Lock()
+	if d.starting {
+		d.mu.Unlock()
+		return
+	}
+	d.starting = true
+	for len(d.queue) > 0 && d.slotsLocked() < h2MaxStreams {
+		s := d.queue[0]
+		d.queue[0] = nil
+		d.queue = d.queue[1:]
+		s.queued = false
+		d.mu.Unlock()
+		s.dispatch() // drops a stream that ended meanwhile
+		d.mu.Lock()
+	}
+	d.starting = false
+	d.mu.Unlock()
+}
+
+// unqueueLocked takes s, a stream that ended while it waited for a slot,
+// out of the queue: nothing of it went upstream.
+func (d *h2down) unqueueLocked(s *h2stream) {
+	if !s.queued {
+		return
+	}
+	s.queued = false
+	if i := slices.Index(d.queue, s); i >= 0 {
+		d.queue = slices.Delete(d.queue, i, i+1)
+	}
 }
 
 // h2resetBudget is a token bucket of the streams already sent upstream
-// that a connection's client may end early (reset them, or break the
-// protocol on them): h2ResetBurst at once, then h2ResetRate a second.
+// whose protocol a connection's client may break (the relay then resets
+// them): h2ResetBurst at once, then h2ResetRate a second. A client's own
+// RST_STREAM draws nothing: what it costs the upstream is bounded by the
+// slot the stream keeps until the upstream confirms (h2stream.hold), and
+// well-behaved clients send one per expired deadline or canceled call,
+// thousands a second when an upstream is slow. A protocol error is never
+// a well-behaved client's, so charging it costs no such client anything,
+// and it stays bounded should a slot not be held (the "MadeYouReset"
+// pattern of making the server reset).
 type h2resetBudget struct {
 	mu     sync.Mutex // the reader's, and the writer's (window overflows)
 	tokens float64
@@ -87,13 +147,13 @@ func (b *h2resetBudget) allow(now time.Time) bool {
 
 // errRapidReset ends a connection whose client ends streams already sent
 // upstream faster than its reset budget allows.
-var errRapidReset = h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams ended early after they were sent upstream")}
+var errRapidReset = h2ConnError{http2.ErrCodeEnhanceYourCalm, errors.New("too many streams broken after they were sent upstream")}
 
 // chargeEnd charges the reset budget for s, a stream its client ends
-// early: by RST_STREAM or by breaking the protocol on it. One already sent
-// upstream and not yet over cost the shared upstream a stream, though it
-// ends at once here (rapid reset, CVE-2023-44487; a protocol error each
-// time is the same pattern). errRapidReset once the budget is spent.
+// early by breaking the protocol on it. One already sent upstream and not
+// yet over cost the shared upstream a stream, though it ends at once here
+// (the rapid-reset pattern, CVE-2023-44487, through protocol errors).
+// errRapidReset once the budget is spent.
 func (d *h2down) chargeEnd(s *h2stream) error {
 	if s.upstreamLive() && !d.resets.allow(time.Now()) {
 		return errRapidReset
@@ -128,6 +188,7 @@ func (s *Server) serveH2(ctx context.Context, nc net.Conn, info *Conn) {
 	d := &h2down{srv: s, info: info, streams: map[uint32]*h2stream{}}
 	d.setup(nc, s.h2bufs, false, s.cfg.WriteTimeout)
 	d.respBudget.Store(h2RespBudget)
+	d.respIdle.Store(h2RespIdleBudget)
 	if !s.h2.add(d) {
 		_ = nc.Close()
 		return
@@ -212,9 +273,8 @@ func (d *h2down) frame(f http2.Frame) error {
 		return d.data(f)
 	case *http2.RSTStreamFrame:
 		if s := d.lookup(f.StreamID); s != nil {
-			if err := d.chargeEnd(s); err != nil {
-				return err
-			}
+			// Not charged: the stream keeps its slot until the upstream
+			// confirms the reset (see h2resetBudget).
 			s.clientReset()
 		} else if d.idleStream(f.StreamID) {
 			return h2ConnError{http2.ErrCodeProtocol, errors.New("RST_STREAM on an idle stream")}
@@ -331,7 +391,9 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	d.lastID = id
-	if d.goingAway || len(d.streams)+d.held >= h2MaxStreams {
+	// Over the client's own limit (streams waiting for a slot count, held
+	// ones do not: the client sees them closed).
+	if d.goingAway || len(d.streams) >= h2MaxStreams {
 		d.mu.Unlock()
 		d.refuse(id, http2.ErrCodeRefusedStream)
 		return nil
@@ -351,9 +413,20 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 	s := d.newStream(f)
 	d.streams[id] = s
 	d.idle.Stop()
+	// A request for an upstream waits while held streams take the slots
+	// (or others wait before it): refused, a healthy call would fail for
+	// the resets of others the client cannot see.
+	wait := !f.Truncated && d.info.Refuse == "" && method != "CONNECT" &&
+		(len(d.queue) > 0 || d.slotsLocked() > h2MaxStreams)
+	if wait {
+		s.queued = true
+		d.queue = append(d.queue, s)
+	}
 	d.mu.Unlock()
 
 	switch {
+	case wait:
+		d.startQueued() // a slot may have come free meanwhile
 	case f.Truncated:
 		s.fail(failure{status: 431, grpc: grpcUnavailable, reason: ReasonHeaders}, nil)
 	case d.info.Refuse != "":
@@ -481,16 +554,20 @@ func (d *h2down) data(f *http2.DataFrame) error {
 
 // release forgets a finished stream.
 func (d *h2down) release(s *h2stream) {
-	if s.keepForResponse() {
+	keep := s.keepForResponse()
+	d.mu.Lock()
+	d.unqueueLocked(s)
+	if keep {
+		d.mu.Unlock()
 		return // released again once written (ended, respReset)
 	}
-	d.mu.Lock()
 	if d.streams[s.downID] != s {
 		d.mu.Unlock()
 		return
 	}
 	delete(d.streams, s.downID)
-	if s.hold.Load() == holdHeld {
+	held := s.hold.Load() == holdHeld
+	if held {
 		// It keeps its slot until unholdSlot.
 		s.heldCounted = true
 		d.held++
@@ -505,6 +582,9 @@ func (d *h2down) release(s *h2stream) {
 	d.mu.Unlock()
 	if n == 0 && going {
 		d.closeNow()
+	}
+	if !held {
+		d.startQueued() // its slot is free
 	}
 }
 
@@ -553,6 +633,11 @@ func (d *h2down) teardown(err error) {
 	for _, s := range d.streams {
 		streams = append(streams, s)
 	}
+	// Reset below with the others: none is to start now.
+	for _, s := range d.queue {
+		s.queued = false
+	}
+	d.queue = nil
 	d.mu.Unlock()
 	var ce h2ConnError
 	if errors.As(err, &ce) {

@@ -75,6 +75,8 @@ type h2stream struct {
 	hold atomic.Int32
 	// heldCounted: guarded by down.mu, the stream counts in down.held.
 	heldCounted bool
+	// queued: guarded by down.mu, the stream waits in down.queue.
+	queued bool
 
 	// Set when the stream is created.
 	fields       []hpack.HeaderField // the request headers as forwarded
@@ -95,8 +97,13 @@ type h2stream struct {
 	pending  []h2item // request frames before an upstream is chosen
 	timer    *time.Timer
 	// respExtra is the window the response stream got beyond
-	// h2UpStreamWindow, from its client's h2RespBudget.
-	respExtra int64
+	// h2UpStreamWindow, from its client's h2RespBudget; respIdleExtra the
+	// part of it moved to h2RespIdleBudget once the stream was idle, and
+	// respShrink that its window is not renewed until respExtra is 0.
+	// respData: response DATA came since respIdle last looked.
+	respExtra, respIdleExtra int64
+	respShrink, respData     bool
+	respIdle                 *time.Timer
 	num1xx    int // informational responses relayed
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
@@ -374,6 +381,7 @@ func (s *h2stream) responseData(c *h2up, it h2item) {
 		s.respEndIn = true
 		s.countLocked()
 	}
+	s.respData = true
 	c.batch.add(&s.down.w.inbox, it)
 	s.mu.Unlock()
 }
@@ -766,10 +774,10 @@ func (s *h2stream) finish() {
 	}
 	s.pending = nil
 	s.countLocked()
-	if s.respExtra > 0 {
-		s.down.respBudget.Add(s.respExtra)
-		s.respExtra = 0
+	if s.respIdle != nil {
+		s.respIdle.Stop()
 	}
+	s.returnExtraLocked(s.respExtra)
 	s.mu.Unlock()
 	if pick.Done != nil {
 		pick.Done()
@@ -821,30 +829,99 @@ func (s *h2stream) upstreamDone() {
 	}
 }
 
-// creditTo returns where the window of what c's writer wrote of s goes
-// back to, and how much a response stream's window grows with it: to
-// h2StreamWindow, once its client has read a quarter of the first one, if
-// the client connection's h2RespBudget allows.
-func (s *h2stream) creditTo(c *h2conn) (*h2writer, *h2out, uint32) {
+// creditTo returns where the window of credit bytes that c's writer wrote
+// of s goes back to, the WINDOW_UPDATE to give there (0: none) and the
+// window the sender then has.
+func (s *h2stream) creditTo(c *h2conn, credit uint32) (*h2writer, *h2out, uint32, uint32) {
 	if c.upstream {
-		return &s.down.w, &s.resp, 0
+		return &s.down.w, &s.resp, credit, h2StreamWindow
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.up == nil || s.done {
-		return nil, nil, 0
+		return nil, nil, 0, 0
 	}
-	var grow int64
-	if s.respExtra == 0 && !s.respEndIn { // no growth for what is all here
-		const want = h2StreamWindow - h2UpStreamWindow
-		if s.down.respBudget.Add(-want) >= 0 {
-			grow = want
-			s.respExtra = want
-		} else {
-			s.down.respBudget.Add(want) // perhaps at the next credit
+	give := s.respCreditLocked(int64(credit))
+	return &s.up.w, s.req, uint32(give), uint32(h2UpStreamWindow + s.respExtra)
+}
+
+// respCreditLocked returns how much of credit, bytes its client read, the
+// response stream gives back to its upstream. A shrinking stream keeps
+// what it needs to get back to h2UpStreamWindow (the upstream used that
+// window; not renewed, it is returned to the budgets). Else the window
+// grows by what was read, to at most h2StreamWindow, within h2RespBudget:
+// a stream grows as far as its flow shows it needs, as TCP's slow start.
+func (s *h2stream) respCreditLocked(credit int64) int64 {
+	if s.respShrink {
+		k := min(credit, s.respExtra)
+		s.returnExtraLocked(k)
+		s.respShrink = s.respExtra > 0
+		return credit - k
+	}
+	if s.respEndIn { // no growth for what is all here
+		return credit
+	}
+	grow := takeUpTo(&s.down.respBudget, min(credit, h2StreamWindow-h2UpStreamWindow-s.respExtra))
+	if grow > 0 {
+		s.respExtra += grow
+		if s.respIdle == nil {
+			s.respIdle = time.AfterFunc(h2RespIdleAfter, s.respIdleCheck)
 		}
 	}
-	return &s.up.w, s.req, uint32(grow)
+	return credit + grow
+}
+
+// respIdleCheck runs every h2RespIdleAfter while the response window is
+// grown: once a period passed without DATA, the stream is idle. Its growth
+// moves to h2RespIdleBudget, as far as that allows, so that other streams
+// may grow, and the window is not renewed until it is back to
+// h2UpStreamWindow.
+func (s *h2stream) respIdleCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.respShrink || s.respExtra == 0 {
+		s.respIdle = nil
+		return
+	}
+	if s.respData {
+		s.respData = false
+		s.respIdle.Reset(h2RespIdleAfter)
+		return
+	}
+	s.respIdle = nil
+	s.respShrink = true
+	d := s.down
+	moved := takeUpTo(&d.respIdle, s.respExtra-s.respIdleExtra)
+	s.respIdleExtra += moved
+	d.respBudget.Add(moved)
+}
+
+// returnExtraLocked gives n of the response window's growth back to the
+// budgets it came from: the idle one first.
+func (s *h2stream) returnExtraLocked(n int64) {
+	if n <= 0 {
+		return
+	}
+	idle := min(n, s.respIdleExtra)
+	s.respIdleExtra -= idle
+	s.respExtra -= n
+	s.down.respIdle.Add(idle)
+	s.down.respBudget.Add(n - idle)
+}
+
+// takeUpTo takes at most n from budget, never below zero, and returns
+// what it took.
+func takeUpTo(budget *atomic.Int64, n int64) int64 {
+	for {
+		v := budget.Load()
+		k := min(v, n)
+		if k <= 0 {
+			return 0
+		}
+		if budget.CompareAndSwap(v, v-k) {
+			return k
+		}
+	}
 }
 
 // countLocked records the exchange in the request metrics, once: when

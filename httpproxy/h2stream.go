@@ -104,7 +104,7 @@ type h2stream struct {
 	respExtra, respIdleExtra int64
 	respShrink, respData     bool
 	respIdle                 *time.Timer
-	num1xx    int // informational responses relayed
+	num1xx                   int // informational responses relayed
 
 	reqEndIn, reqEndOut, respEndIn, respEndOut bool
 	respGone                                   bool // the client's response was reset

@@ -209,7 +209,8 @@ func TestH2DeadlineStormKeepsConnection(t *testing.T) {
 // upstream (up to 5 s once the reset PINGs are blocked) were invisible to
 // the client, which opened new streams that the relay refused: after 500
 // timed-out calls a healthy call failed UNAVAILABLE. New streams over the
-// limit because of held slots now wait for a slot.
+// limit because of held slots now wait for a slot: every call ends by its
+// deadline, as through net/http, and the healthy one succeeds.
 func TestH2HeldSlotsQueueHealthyCalls(t *testing.T) {
 	for _, tc := range relayOrNetHTTP {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,26 +218,36 @@ func TestH2HeldSlotsQueueHealthyCalls(t *testing.T) {
 			cc := grpcTestClient(t, addr)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			var other atomic.Int64
+			var firstErr atomic.Value
 			round := func() {
 				var wg sync.WaitGroup
 				for range h2MaxStreams {
 					wg.Go(func() {
 						cctx, ccancel := context.WithTimeout(ctx, 100*time.Millisecond)
 						in, out := []byte("h"), []byte(nil)
-						_ = cc.Invoke(cctx, "/s.S/Hang", &in, &out)
+						err := cc.Invoke(cctx, "/s.S/Hang", &in, &out)
 						ccancel()
+						if status.Code(err) != codes.DeadlineExceeded {
+							other.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+						}
 					})
 				}
 				wg.Wait()
 			}
-			round()
-			round()
+			for range 3 {
+				round()
+			}
 			if tc.relay {
-				t.Logf("after two rounds: %+v", snapshot(s, pool))
+				t.Logf("after three rounds: %+v", snapshot(s, pool))
+			}
+			if n := other.Load(); n > 0 {
+				t.Errorf("%d of %d calls on a hung upstream ended otherwise than by their deadline, first: %v", n, 3*h2MaxStreams, firstErr.Load())
 			}
 			in, out := []byte("ok"), []byte(nil)
 			if err := cc.Invoke(ctx, "/s.S/Unary", &in, &out); err != nil || string(out) != "ok" {
-				t.Errorf("healthy call after two rounds of expired deadlines: %q, %v", out, err)
+				t.Errorf("healthy call after three rounds of expired deadlines: %q, %v", out, err)
 			}
 		})
 	}

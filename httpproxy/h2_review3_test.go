@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -399,5 +400,112 @@ func TestH2AccountingAtRestAfterMixedLoad(t *testing.T) {
 	t.Logf("state %+v", st)
 	if !ok {
 		t.Errorf("accounting not back at rest: %+v", st)
+	}
+}
+
+// An idle stream's window shrinks only by not being renewed: its upstream
+// may still send all the window it was given, which the relay takes (no
+// FLOW_CONTROL_ERROR) and passes on whole, and the stream goes on past it
+// without stalling, its growth back in the budgets once it ends.
+func TestH2IdleWindowShrinksWithoutTakingBack(t *testing.T) {
+	const first, after = 2 << 20, 2 << 20
+	given := make(chan int64, 1)
+	goOn := make(chan struct{})
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		_ = u.c.SetDeadline(time.Now().Add(time.Minute))
+		snd := newSender(u)
+		var id uint32
+		u.next(func(f http2.Frame) bool {
+			h, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				id = h.StreamID
+			}
+			return ok
+		})
+		snd.open(id)
+		u.headers(id, false, ":status", "200")
+		snd.fill(first, id)
+		for snd.sync() {
+		}
+		w := snd.win[id]
+		given <- w
+		select {
+		case <-goOn:
+		case <-time.After(30 * time.Second):
+			return
+		}
+		// All the window it was given, at once, then more as it comes.
+		chunk := make([]byte, 16<<10)
+		for rem := w; rem > 0; rem -= min(rem, int64(len(chunk))) {
+			_ = u.fr.WriteData(id, false, chunk[:min(rem, int64(len(chunk)))])
+		}
+		snd.win[id], snd.conn = 0, snd.conn-w
+		snd.fill(after, id)
+		_ = u.fr.WriteData(id, true, nil)
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	c := dialRawH2(t, rl.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = c.c.SetDeadline(time.Now().Add(time.Minute))
+	_ = c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	c.get(1, "/")
+	type result struct {
+		n   int64
+		end http2.Frame
+	}
+	got := make(chan result, 1)
+	go func() {
+		var n int64
+		end := c.next(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				n += int64(len(f.Data()))
+				return f.StreamEnded()
+			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+				return true
+			}
+			return false
+		})
+		got <- result{n, end}
+	}()
+	w := <-given
+	t.Logf("the upstream's window after %d bytes: %d", first, w)
+	if w <= h2UpStreamWindow {
+		t.Fatalf("the upstream has a window of %d after %d bytes, want it grown past %d", w, first, h2UpStreamWindow)
+	}
+	shrinking := func() bool {
+		rl.srv.h2.mu.Lock()
+		defer rl.srv.h2.mu.Unlock()
+		for d := range rl.srv.h2.m {
+			if s := d.lookup(1); s != nil {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.respShrink
+			}
+		}
+		return false
+	}
+	if !waitFor(shrinking) {
+		t.Fatal("the idle stream's window is not shrinking")
+	}
+	close(goOn)
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the response did not end")
+	}
+	if d, ok := r.end.(*http2.DataFrame); !ok || !d.StreamEnded() {
+		t.Fatalf("the response ended with %v", r.end)
+	}
+	if want := first + w + after; r.n != want {
+		t.Errorf("the client got %d bytes, want %d (%d, the idle window %d, then %d)", r.n, want, first, w, after)
+	}
+	st := snapshot(rl.srv, rl.pool)
+	if !waitFor(func() bool {
+		st = snapshot(rl.srv, rl.pool)
+		return st.budget == h2RespBudget && st.idleBudget == h2RespIdleBudget
+	}) {
+		t.Errorf("budgets not back once the stream ended: %+v", st)
 	}
 }

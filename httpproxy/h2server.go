@@ -60,8 +60,9 @@ func (d *h2down) unholdSlot(s *h2stream) {
 		s.heldCounted = false
 		d.held--
 	}
+	waiting := len(d.queue) > 0
 	d.mu.Unlock()
-	if freed {
+	if freed && waiting {
 		d.startQueued()
 	}
 }
@@ -579,11 +580,12 @@ func (d *h2down) release(s *h2stream) {
 	if n == 0 && !going {
 		d.idle.Reset(d.srv.cfg.IdleTimeout)
 	}
+	waiting := len(d.queue) > 0
 	d.mu.Unlock()
 	if n == 0 && going {
 		d.closeNow()
 	}
-	if !held {
+	if !held && waiting {
 		d.startQueued() // its slot is free
 	}
 }

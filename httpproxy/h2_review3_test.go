@@ -332,9 +332,9 @@ func TestH2AccountingAtRestAfterMixedLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
-	for g := range 40 {
+	for g := range 20 {
 		wg.Go(func() {
-			for i := range 15 {
+			for i := range 10 {
 				switch (g + i) % 5 {
 				case 0: // a large response
 					in, out := []byte("3000000"), []byte(nil)

@@ -44,6 +44,11 @@ const (
 	// h2Max1xx bounds the informational responses relayed per stream, as
 	// net/http's transports do.
 	h2Max1xx = 5
+	// h2RespGrowth is how much a response window grows for each byte its
+	// client reads: 4 takes a stream from h2UpStreamWindow to
+	// h2StreamWindow once 240 KiB were read, in two or three round trips
+	// of the upstream where a jump took one.
+	h2RespGrowth = 4
 	// h2ResetHold bounds how long a stream reset upstream keeps its
 	// slots waiting for the upstream to confirm the reset (see hold).
 	h2ResetHold = 5 * time.Second
@@ -849,8 +854,9 @@ func (s *h2stream) creditTo(c *h2conn, credit uint32) (*h2writer, *h2out, uint32
 // response stream gives back to its upstream. A shrinking stream keeps
 // what it needs to get back to h2UpStreamWindow (the upstream used that
 // window; not renewed, it is returned to the budgets). Else the window
-// grows by what was read, to at most h2StreamWindow, within h2RespBudget:
-// a stream grows as far as its flow shows it needs, as TCP's slow start.
+// grows by h2RespGrowth times what was read, to at most h2StreamWindow,
+// within h2RespBudget: a stream grows about as far as its flow shows it
+// needs, as with TCP's slow start.
 func (s *h2stream) respCreditLocked(credit int64) int64 {
 	if s.respShrink {
 		k := min(credit, s.respExtra)
@@ -861,7 +867,7 @@ func (s *h2stream) respCreditLocked(credit int64) int64 {
 	if s.respEndIn { // no growth for what is all here
 		return credit
 	}
-	grow := takeUpTo(&s.down.respBudget, min(credit, h2StreamWindow-h2UpStreamWindow-s.respExtra))
+	grow := takeUpTo(&s.down.respBudget, min(h2RespGrowth*credit, h2StreamWindow-h2UpStreamWindow-s.respExtra))
 	if grow > 0 {
 		s.respExtra += grow
 		if s.respIdle == nil {

@@ -35,8 +35,8 @@ const (
 	h2UpStreamWindow = 64 << 10
 	// h2RespBudget is what a client connection's busy response streams may
 	// hold beyond h2UpStreamWindow each: a stream whose client reads grows
-	// its window by what it read, up to h2StreamWindow, while the budget
-	// lasts. The growth goes back when the stream ends, or, once the
+	// its window by h2RespGrowth times what it read, up to h2StreamWindow,
+	// while the budget lasts. The growth goes back when the stream ends, or, once the
 	// stream is idle (h2RespIdleAfter), moves to h2RespIdleBudget and goes
 	// back as the window shrinks: the relay stops renewing it as the
 	// upstream uses it (a window given cannot be taken back). A client

@@ -14,14 +14,15 @@ const (
 	ContenderStunnel   = "stunnel"
 	ContenderHAProxy   = "haproxy"
 	ContenderMeshproxy = "meshproxy"
-	// ContenderMeshproxyH2Relay is meshproxy with --http2-relay, in the
-	// gRPC measure only: the flag touches nothing else.
-	ContenderMeshproxyH2Relay = "meshproxy-h2relay"
+	// ContenderMeshproxyNetHTTP2 is meshproxy with --http2-relay=false
+	// (HTTP/2 on net/http's server and transport), in the gRPC measure
+	// only: the flag touches nothing else.
+	ContenderMeshproxyNetHTTP2 = "meshproxy-nethttp2"
 )
 
 // AllContenders lists every contender in the order tables show them.
 func AllContenders() []string {
-	return []string{ContenderDirect, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy, ContenderMeshproxyH2Relay}
+	return []string{ContenderDirect, ContenderGoTLS, ContenderStunnel, ContenderHAProxy, ContenderMeshproxy, ContenderMeshproxyNetHTTP2}
 }
 
 // Endpoints are the four services a measure talks to. The apps listen on
@@ -111,8 +112,8 @@ func startContender(ctx context.Context, env Env, name string, seq int) (*Instan
 		inst, err = startHAProxy(ctx, env, dir)
 	case ContenderMeshproxy:
 		inst, err = startMeshproxy(ctx, env, dir, name)
-	case ContenderMeshproxyH2Relay:
-		inst, err = startMeshproxy(ctx, env, dir, name, "--http2-relay")
+	case ContenderMeshproxyNetHTTP2:
+		inst, err = startMeshproxy(ctx, env, dir, name, "--http2-relay=false")
 	default:
 		return nil, fmt.Errorf("unknown contender %q", name)
 	}

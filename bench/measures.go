@@ -69,7 +69,7 @@ func (r *runner) measures() []measure {
 			Metric{Key: "rps", Title: "calls/s", Better: HigherIsBetter, Ratio: true},
 			Metric{Key: "p50_us", Title: "p50 µs", Better: LowerIsBetter},
 			Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter, Ratio: true}),
-		contenders: only(all, ContenderDirect, ContenderGoTLS, ContenderMeshproxy, ContenderMeshproxyH2Relay),
+		contenders: only(all, ContenderDirect, ContenderGoTLS, ContenderMeshproxy, ContenderMeshproxyNetHTTP2),
 		timeout:    o.GRPCTime + time.Minute,
 		run: func(ctx context.Context, inst *Instance) (map[string]float64, error) {
 			return measureGRPC(ctx, inst, o.GRPCCallers, o.GRPCTime)

@@ -117,11 +117,9 @@ type Config struct {
 	Transparent bool `yaml:"transparent"`
 
 	// HTTP2Relay carries HTTP/2 (so gRPC) with the frame relay
-	// (httpproxy/h2*.go, docs/http2-relay.md) instead of net/http's
-	// server and transport. It is faster (about 4x the gRPC unary calls/s)
-	// but off by default until its review findings are fixed: net/http's
-	// HTTP/2 carries the hardening (rapid reset, control-frame floods,
-	// buffering caps) the relay does not have yet.
+	// (httpproxy/h2*.go, docs/http2-relay.md), the default: about 4x the
+	// gRPC unary calls/s of net/http's server and transport, which false
+	// keeps as a fallback.
 	HTTP2Relay bool `yaml:"http2Relay"`
 
 	// ShutdownGrace is how long the proxy lets established connections
@@ -324,8 +322,9 @@ type Detect struct {
 // Default returns the configuration used when nothing else is given.
 func Default() Config {
 	return Config{
-		Log:   Log{Level: "info", Format: "json"},
-		Admin: Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
+		Log:        Log{Level: "info", Format: "json"},
+		Admin:      Admin{Addr: fmt.Sprintf("0.0.0.0:%d", DefaultAdminPort)},
+		HTTP2Relay: true,
 		Inbound: Inbound{
 			Addr:              fmt.Sprintf("0.0.0.0:%d", DefaultInboundPort),
 			WorkloadHost:      "127.0.0.1",

@@ -41,6 +41,27 @@ opaquePorts: "6379, 4000-4001"
 				if got := c.OpaquePorts.String(); got != DefaultOpaquePorts {
 					t.Errorf("default opaque ports = %q", got)
 				}
+				if !c.HTTP2Relay {
+					t.Error("the HTTP/2 frame relay is off by default")
+				}
+			},
+		},
+		{
+			name: "the HTTP/2 relay turned off by flag",
+			args: []string{"--http2-relay=false"},
+			check: func(t *testing.T, c Config) {
+				if c.HTTP2Relay {
+					t.Error("--http2-relay=false left the relay on")
+				}
+			},
+		},
+		{
+			name: "the HTTP/2 relay turned off by env",
+			env:  map[string]string{"MESHPROXY_HTTP2_RELAY": "false"},
+			check: func(t *testing.T, c Config) {
+				if c.HTTP2Relay {
+					t.Error("MESHPROXY_HTTP2_RELAY=false left the relay on")
+				}
 			},
 		},
 		{

@@ -124,7 +124,7 @@ var settings = []setting{
 		func(c *Config) *time.Duration { return &c.HalfCloseTimeout }),
 	boolSetting("transparent", "the pod's traffic is redirected to the proxy by 'meshproxy init': read original destinations, accept redirected inbound connections",
 		func(c *Config) *bool { return &c.Transparent }),
-	boolSetting("http2-relay", "experimental: carry HTTP/2 and gRPC with the frame relay instead of net/http (faster, not yet hardened)",
+	boolSetting("http2-relay", "carry HTTP/2 and gRPC with the frame relay; false carries them with net/http's server and transport (slower)",
 		func(c *Config) *bool { return &c.HTTP2Relay }),
 	durationSetting("shutdown-grace", "how long connections may drain after SIGTERM", func(c *Config) *time.Duration { return &c.ShutdownGrace }),
 

@@ -66,8 +66,8 @@ type Conn struct {
 	// H1 lends the HTTP/1 relay its upstream connections.
 	H1 Upstream
 	// H2 chooses the upstream of each stream of a relayed HTTP/2
-	// connection; nil leaves HTTP/2 to net/http (the relay is opt-in:
-	// config.Config.HTTP2Relay).
+	// connection; nil leaves HTTP/2 to net/http (the proxy's fallback:
+	// config.Config.HTTP2Relay false).
 	H2 H2Picker
 	// Refuse, when not empty, answers every request 403 with this reason
 	// (e.g. the peer may not reach the port): refusing at the HTTP level

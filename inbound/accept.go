@@ -73,8 +73,8 @@ type Config struct {
 	// HTTP counts the request metrics of HTTP sessions; nil counts
 	// nothing.
 	HTTP *httpproxy.Metrics
-	// HTTP2Relay serves HTTP/2 sessions with httpproxy's frame relay;
-	// false keeps them on net/http (see config.Config.HTTP2Relay).
+	// HTTP2Relay serves HTTP/2 sessions with httpproxy's frame relay
+	// (the default); false puts them on net/http (config.Config.HTTP2Relay).
 	HTTP2Relay bool
 
 	// Transparent says the firewall (meshproxy init) redirects connections

@@ -77,8 +77,8 @@ type Config struct {
 	// nothing. ResponseTimeout bounds the wait for a response's headers
 	// (0: none).
 	HTTP *httpproxy.Metrics
-	// HTTP2Relay serves HTTP/2 connections with httpproxy's frame relay;
-	// false keeps them on net/http (see config.Config.HTTP2Relay).
+	// HTTP2Relay serves HTTP/2 connections with httpproxy's frame relay
+	// (the default); false puts them on net/http (config.Config.HTTP2Relay).
 	HTTP2Relay      bool
 	ResponseTimeout time.Duration
 	Log             *zap.Logger

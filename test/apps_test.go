@@ -39,7 +39,7 @@ type pairOptions struct {
 	identity   []string               // destination identity (default: trust domain)
 	serverCfg  func(c *config.Config) // extra server settings
 	clientCfg  func(c *config.Config) // extra client settings
-	http2Relay bool                   // both proxies carry HTTP/2 with the frame relay
+	netHTTP2   bool                   // both proxies carry HTTP/2 with net/http, not the frame relay
 }
 
 func startPair(t testing.TB, appPort uint16, o pairOptions) *pair {
@@ -52,14 +52,14 @@ func startPair(t testing.TB, appPort uint16, o pairOptions) *pair {
 	}
 	m := meshtest.NewMesh(t)
 	scfg := meshtest.Config()
-	scfg.HTTP2Relay = o.http2Relay
+	scfg.HTTP2Relay = !o.netHTTP2
 	if o.serverCfg != nil {
 		o.serverCfg(&scfg)
 	}
 	server := m.Start(t, o.serverName, scfg)
 
 	ccfg := meshtest.Config()
-	ccfg.HTTP2Relay = o.http2Relay
+	ccfg.HTTP2Relay = !o.netHTTP2
 	dest := config.Destination{
 		Match:       appHost,
 		Address:     "127.0.0.1",

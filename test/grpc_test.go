@@ -20,9 +20,9 @@ import (
 // 100 MB client stream, and status codes reach the client and the metrics
 // of both proxies.
 func TestGRPCFourCallKindsAndStatusCodes(t *testing.T) {
-	for _, relay := range []bool{false, true} {
-		t.Run(map[bool]string{false: "net-http", true: "http2-relay"}[relay], func(t *testing.T) {
-			testGRPCFourCallKinds(t, pairOptions{http2Relay: relay})
+	for _, netHTTP2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http2-relay", true: "net-http"}[netHTTP2], func(t *testing.T) {
+			testGRPCFourCallKinds(t, pairOptions{netHTTP2: netHTTP2})
 		})
 	}
 }

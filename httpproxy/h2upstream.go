@@ -400,7 +400,7 @@ func (c *h2up) countWriteTimeout(entries []upEntry, lost []*h2stream) {
 	}
 	srv := s.srv()
 	srv.cfg.Metrics.h2WriteTimeout(srv.cfg.Direction, "dst")
-	srv.logLimited(srv.failedLog, "HTTP/2 upstream connection closed: it read nothing for the write timeout",
+	srv.logLimited(srv.h2FailedLog, "HTTP/2 upstream connection closed: it read nothing for the write timeout",
 		"h2_write_timeout_dst", zap.String("server_id", c.peerID), zap.Duration("timeout", c.pool.cfg.WriteTimeout))
 }
 

@@ -93,8 +93,10 @@ type Server struct {
 	readers, writers sync.Pool
 	bufs             sync.Pool
 	// One "request refused" and one "request failed" line a second per
-	// reason from the HTTP/1 relay: bad requests come in floods.
-	refusedLog, failedLog *ratelog.Keyed
+	// reason from the HTTP/1 relay, and one a second per reason from the
+	// HTTP/2 relay (h2FailedLog): bad requests come in floods, and one
+	// protocol's failures do not hide the other's.
+	refusedLog, failedLog, h2FailedLog *ratelog.Keyed
 	// The HTTP/2 relay's connections and frame buffers.
 	h2     h2conns
 	h2bufs *h2bufs
@@ -115,7 +117,8 @@ func New(cfg Config) *Server {
 		cfg.WriteTimeout = h2FlushTimeout
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, ln: newHandoff(), done: make(chan struct{}), h2bufs: newH2Bufs(),
-		refusedLog: ratelog.NewKeyed(time.Second), failedLog: ratelog.NewKeyed(time.Second)}
+		refusedLog: ratelog.NewKeyed(time.Second), failedLog: ratelog.NewKeyed(time.Second),
+		h2FailedLog: ratelog.NewKeyed(time.Second)}
 	s.readers.New = func() any { return bufio.NewReader(nil) }
 	s.writers.New = func() any { return bufio.NewWriter(nil) }
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }

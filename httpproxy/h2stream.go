@@ -80,11 +80,14 @@ type h2stream struct {
 	hold atomic.Int32
 	// heldCounted: guarded by down.mu, the stream counts in down.held.
 	heldCounted bool
+	// holdTimer, guarded by mu, ends the hold after h2ResetHold; unhold
+	// stops it, so that it does not keep the stream for that long.
+	holdTimer *time.Timer
 	// queued: guarded by down.mu, the stream waits in down.queue.
 	queued bool
 
 	// Set when the stream is created.
-	fields       []hpack.HeaderField // the request headers as forwarded
+	fields       []hpack.HeaderField // the request headers as forwarded; guarded by mu, nil once done
 	endOnHeaders bool
 	grpc         bool
 	method       string
@@ -778,6 +781,10 @@ func (s *h2stream) finish() {
 		s.pending[i].release(s.down.bufs)
 	}
 	s.pending = nil
+	// Nothing sends a finished stream again (attach, refused); a held one
+	// lives on until its upstream confirms the reset and must not keep
+	// its client's headers, up to h2MaxHeaderList, meanwhile.
+	s.fields = nil
 	s.countLocked()
 	if s.respIdle != nil {
 		s.respIdle.Stop()
@@ -805,8 +812,7 @@ func (s *h2stream) resetUpLocked(code http2.ErrCode) {
 		s.hold.Store(holdNone)
 		return
 	}
-	// Not stopped on unhold: it then finds nothing to do.
-	time.AfterFunc(h2ResetHold, s.unhold)
+	s.holdTimer = time.AfterFunc(h2ResetHold, s.unhold)
 }
 
 // unhold releases a held stream's slots, once.
@@ -816,6 +822,12 @@ func (s *h2stream) unhold() {
 	}
 	s.mu.Lock()
 	up := s.up
+	if s.holdTimer != nil {
+		// Else it would keep the stream for h2ResetHold: a client
+		// resetting streams in a loop would pin thousands of them.
+		s.holdTimer.Stop()
+		s.holdTimer = nil
+	}
 	s.mu.Unlock()
 	if up != nil {
 		up.release(s)

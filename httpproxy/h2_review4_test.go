@@ -482,3 +482,185 @@ func TestH2HungMethodDoesNotDelayHealthyCalls(t *testing.T) {
 		})
 	}
 }
+
+// h2Tap counts, on the relay's upstream connections, the connections
+// dialed, the PINGs the relay sent and the GOAWAYs it got.
+type h2Tap struct {
+	dial                  func(context.Context) (net.Conn, error)
+	conns, pings, goAways atomic.Int64
+	mu                    sync.Mutex
+	reasons               []string // the GOAWAYs' codes and debug data
+}
+
+func (tp *h2Tap) Dial(ctx context.Context) (net.Conn, error) {
+	c, err := tp.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tp.conns.Add(1)
+	rr, rw := io.Pipe()
+	wr, ww := io.Pipe()
+	go tp.parse(rr, false)
+	go tp.parse(wr, true)
+	return &tapConn{Conn: c, in: rw, out: ww}, nil
+}
+
+// parse reads the frames of one direction: from the relay (after its
+// preface) or to it.
+func (tp *h2Tap) parse(r *io.PipeReader, fromRelay bool) {
+	defer func() { _, _ = io.Copy(io.Discard, r) }()
+	if fromRelay {
+		if _, err := io.ReadFull(r, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+	}
+	fr := http2.NewFramer(nil, r)
+	fr.SetMaxReadFrameSize(1 << 24)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.PingFrame:
+			if fromRelay && !f.IsAck() {
+				tp.pings.Add(1)
+			}
+		case *http2.GoAwayFrame:
+			if !fromRelay {
+				tp.goAways.Add(1)
+				tp.mu.Lock()
+				tp.reasons = append(tp.reasons, fmt.Sprintf("%v %q", f.ErrCode, f.DebugData()))
+				tp.mu.Unlock()
+			}
+		}
+	}
+}
+
+// tapConn copies what passes to its taps.
+type tapConn struct {
+	net.Conn
+	in, out *io.PipeWriter
+	once    sync.Once
+}
+
+func (c *tapConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	_, _ = c.in.Write(b[:n])
+	return n, err
+}
+
+func (c *tapConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	_, _ = c.out.Write(b[:n])
+	return n, err
+}
+
+func (c *tapConn) Close() error {
+	c.once.Do(func() { _ = c.in.Close(); _ = c.out.Close() })
+	return c.Conn.Close()
+}
+
+// Review (4th round) R2, the upstream's ping policy: the PINGs that
+// confirm resets sooner when streams wait behind held slots must stay
+// within grpc-go's enforcement (its default: a PING without HEADERS or
+// DATA from the server since the previous one is a strike, the third ends
+// the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings"). Rounds
+// of 250 expired calls on a hung method, each followed by a healthy call,
+// then 2 s of hung calls only, more than the client may have open, against
+// a grpc-go server with its default policy: the relay's one upstream
+// connection must never get a GOAWAY, and every healthy call must
+// succeed.
+func TestH2HungMethodKeepsGRPCUpstream(t *testing.T) {
+	tap := &h2Tap{dial: dialTo(grpcTestApp(t))}
+	addr, s, pool := grpcProxy(t, true, tap.Dial)
+	cc := grpcTestClient(t, addr)
+	in, out := []byte("ok"), []byte(nil)
+	if err := cc.Invoke(context.Background(), "/s.S/Unary", &in, &out); err != nil {
+		t.Fatal(err)
+	}
+	failed := hungMethodRounds(t, cc, s, pool, 3)
+	// Then only hung calls, more than the client may have open: streams
+	// wait behind held slots all along, and the server sends nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range h2MaxStreams + 50 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				cctx, ccancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				in, out := []byte("h"), []byte(nil)
+				_ = cc.Invoke(cctx, "/s.S/Hang", &in, &out)
+				ccancel()
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("after the hung calls: %+v", snapshot(s, pool))
+	in, out = []byte("ok"), []byte(nil)
+	if err := cc.Invoke(context.Background(), "/s.S/Unary", &in, &out); err != nil {
+		failed = append(failed, fmt.Sprintf("last call: %v", err))
+	}
+	tap.mu.Lock()
+	reasons := tap.reasons[:min(len(tap.reasons), 3)]
+	tap.mu.Unlock()
+	t.Logf("upstream connections %d, PINGs from the relay %d, GOAWAYs %d %v", tap.conns.Load(), tap.pings.Load(), tap.goAways.Load(), reasons)
+	if tap.goAways.Load() > 0 || tap.conns.Load() != 1 {
+		t.Errorf("the grpc-go upstream ended the relay's connection: %d connections, GOAWAYs %v", tap.conns.Load(), reasons)
+	}
+	if len(failed) > 0 {
+		t.Errorf("healthy calls after %d expired calls on a hung method: %v", h2MaxStreams, failed)
+	}
+}
+
+// The ping budget's bound, event by event: "p" a PING sent (if allowed,
+// else the case expects "-"), "a" its ACK, "f" the peer's HEADERS or
+// DATA. Which PINGs go, urgent or not.
+func TestH2PingBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		urgent bool
+		events string // p, a, f
+		want   string // per p: + sent, - not
+	}{
+		{"first is free", false, "p", "+"},
+		{"none more without frames", false, "pap", "+-"},
+		{"free again after a frame", false, "papafp", "+-+"},
+		{"urgent: one strike per gap", true, "papapap", "++--"},
+		{"urgent: frame resets", true, "papafpapap", "++++-"},
+		{"frame while in flight: one strike", false, "pfap", "+-"},
+		{"frame while in flight, urgent", true, "pfapapap", "++--"},
+		{"frame after ack frees", true, "pfapafpap", "++++"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b h2PingBudget
+			pinging := false
+			got := ""
+			for _, e := range tc.events {
+				switch e {
+				case 'p':
+					if pinging || !b.allow(tc.urgent) {
+						got += "-"
+						continue
+					}
+					b.sent()
+					pinging = true
+					got += "+"
+					if b.strikes > h2MaxPingStrikes {
+						t.Fatalf("bound %d over %d", b.strikes, h2MaxPingStrikes)
+					}
+				case 'a':
+					if pinging {
+						b.acked()
+						pinging = false
+					}
+				case 'f':
+					b.frameSeen(pinging)
+				}
+			}
+			if got != tc.want {
+				t.Errorf("events %q: PINGs %q, want %q", tc.events, got, tc.want)
+			}
+		})
+	}
+}

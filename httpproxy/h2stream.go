@@ -83,6 +83,9 @@ type h2stream struct {
 	// holdTimer, guarded by mu, ends the hold after h2ResetHold; unhold
 	// stops it, so that it does not keep the stream for that long.
 	holdTimer *time.Timer
+	// heldUp is the upstream connection that holds the stream's slot:
+	// set before hold is holdHeld, not changed after.
+	heldUp *h2up
 	// queued: guarded by down.mu, the stream waits in down.queue.
 	queued bool
 
@@ -806,6 +809,7 @@ func (s *h2stream) finish() {
 // written after it is acknowledged), ends the stream itself, or closes,
 // or h2ResetHold passes. Called with s.mu held, before finish.
 func (s *h2stream) resetUpLocked(code http2.ErrCode) {
+	s.heldUp = s.up
 	s.hold.Store(holdHeld)
 	if !s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code, hold: true}) {
 		// The connection is gone: nothing to wait for.

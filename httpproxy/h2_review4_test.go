@@ -664,3 +664,87 @@ func TestH2PingBudget(t *testing.T) {
 		})
 	}
 }
+
+// Review (4th round) R3: a response stream whose client stopped reading
+// got no DATA from its upstream, which had used its window, and was taken
+// for idle after h2RespIdleAfter: its window shrank, to grow again once
+// the client read. A stream whose upstream waits for window is not idle:
+// after a stall of three idle periods its window must not be shrinking,
+// and the whole response must arrive once the client reads again.
+func TestH2StalledClientIsNotIdle(t *testing.T) {
+	const first, total = 2 << 20, 6 << 20
+	up := rawH2Server(t, nil, func(u *rawH2) {
+		_ = u.c.SetDeadline(time.Now().Add(time.Minute))
+		snd := newSender(u)
+		var id uint32
+		u.next(func(f http2.Frame) bool {
+			h, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				id = h.StreamID
+			}
+			return ok
+		})
+		snd.open(id)
+		u.headers(id, false, ":status", "200")
+		// fill gives up after 5 s without window: it is called again.
+		for sent, stop := int64(0), time.Now().Add(time.Minute); sent < total && time.Now().Before(stop); {
+			sent += snd.fill(total-sent, id)
+			if _, ok := snd.win[id]; !ok {
+				return // reset
+			}
+		}
+		_ = u.fr.WriteData(id, true, nil)
+		u.next(func(http2.Frame) bool { return false })
+	})
+	rl := startH2Relay(t, up, Config{Direction: "inbound"})
+	// The client's stream window takes first bytes: then it stalls.
+	c := dialRawH2(t, rl.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: first})
+	_ = c.c.SetDeadline(time.Now().Add(time.Minute))
+	_ = c.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	c.get(1, "/")
+	var n int64
+	var end http2.Frame
+	read := func(until int64) {
+		end = c.next(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				n += int64(len(f.Data()))
+				return f.StreamEnded() || n >= until
+			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+				return true
+			}
+			return false
+		})
+	}
+	read(first)
+	if n != first {
+		t.Fatalf("the client got %d bytes before its window closed, want %d (ended by %v)", n, first, end)
+	}
+	stream := func() (extra int64, shrinking bool) {
+		rl.srv.h2.mu.Lock()
+		defer rl.srv.h2.mu.Unlock()
+		for d := range rl.srv.h2.m {
+			if s := d.lookup(1); s != nil {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.respExtra, s.respShrink
+			}
+		}
+		return 0, false
+	}
+	extra, _ := stream()
+	if extra == 0 {
+		t.Fatalf("the response window did not grow past %d while the client read %d bytes", h2UpStreamWindow, first)
+	}
+	time.Sleep(3 * h2RespIdleAfter) // the client reads nothing
+	extraAfter, shrinking := stream()
+	t.Logf("window growth %d before the stall, %d after it; shrinking: %v", extra, extraAfter, shrinking)
+	if shrinking {
+		t.Errorf("a stream whose client stalled was taken for idle: its window is shrinking")
+	}
+	_ = c.fr.WriteWindowUpdate(1, total)
+	read(total + 1)
+	if d, ok := end.(*http2.DataFrame); !ok || !d.StreamEnded() || n != total {
+		t.Fatalf("the client got %d bytes of %d, ended by %v", n, total, end)
+	}
+}

@@ -52,6 +52,10 @@ const (
 	// h2ResetHold bounds how long a stream reset upstream keeps its
 	// slots waiting for the upstream to confirm the reset (see hold).
 	h2ResetHold = 5 * time.Second
+	// h2IdleWindow is the least window a response stream's upstream must
+	// have for its silence to mean idle (respIdleCheck): a frame of the
+	// default maximum size. A sender may wait for room for one.
+	h2IdleWindow = 16 << 10
 )
 
 // The states of h2stream.hold.
@@ -111,9 +115,11 @@ type h2stream struct {
 	// h2UpStreamWindow, from its client's h2RespBudget; respIdleExtra the
 	// part of it moved to h2RespIdleBudget once the stream was idle, and
 	// respShrink that its window is not renewed until respExtra is 0.
-	// respData: response DATA came since respIdle last looked.
+	// respData: response DATA came since respIdle last looked;
+	// respCredited: the upstream got window back since then.
 	respExtra, respIdleExtra int64
 	respShrink, respData     bool
+	respCredited             bool
 	respIdle                 *time.Timer
 	num1xx                   int // informational responses relayed
 
@@ -874,6 +880,7 @@ func (s *h2stream) creditTo(c *h2conn, credit uint32) (*h2writer, *h2out, uint32
 // within h2RespBudget: a stream grows about as far as its flow shows it
 // needs, as with TCP's slow start.
 func (s *h2stream) respCreditLocked(credit int64) int64 {
+	s.respCredited = true
 	if s.respShrink {
 		k := min(credit, s.respExtra)
 		s.returnExtraLocked(k)
@@ -894,7 +901,10 @@ func (s *h2stream) respCreditLocked(credit int64) int64 {
 }
 
 // respIdleCheck runs every h2RespIdleAfter while the response window is
-// grown: once a period passed without DATA, the stream is idle. Its growth
+// grown: once a period passed in which the upstream could send (it had
+// window, and got none back that it may not have used yet) and sent no
+// DATA, the stream is idle. One whose upstream waits for its client to
+// read is not: its window is what keeps it going. An idle stream's growth
 // moves to h2RespIdleBudget, as far as that allows, so that other streams
 // may grow, and the window is not renewed until it is back to
 // h2UpStreamWindow.
@@ -905,8 +915,8 @@ func (s *h2stream) respIdleCheck() {
 		s.respIdle = nil
 		return
 	}
-	if s.respData {
-		s.respData = false
+	if s.respData || s.respCredited || s.respRecv.Load() < h2IdleWindow {
+		s.respData, s.respCredited = false, false
 		s.respIdle.Reset(h2RespIdleAfter)
 		return
 	}

@@ -822,13 +822,21 @@ func (s *h2stream) resetUpLocked(code http2.ErrCode) {
 		s.hold.Store(holdNone)
 		return
 	}
-	s.holdTimer = time.AfterFunc(h2ResetHold, s.unhold)
+	s.holdTimer = time.AfterFunc(h2ResetHold, s.holdExpired)
 }
 
-// unhold releases a held stream's slots, once.
-func (s *h2stream) unhold() {
+// holdExpired ends a hold the upstream did not confirm in h2ResetHold.
+func (s *h2stream) holdExpired() {
+	if s.unhold() {
+		s.heldUp.pool.holdsExpired.Add(1)
+	}
+}
+
+// unhold releases a held stream's slots, once: it reports whether this
+// call did.
+func (s *h2stream) unhold() bool {
 	if !s.hold.CompareAndSwap(holdHeld, holdReleased) {
-		return
+		return false
 	}
 	s.mu.Lock()
 	up := s.up
@@ -843,6 +851,7 @@ func (s *h2stream) unhold() {
 		up.release(s)
 	}
 	s.down.unholdSlot(s)
+	return true
 }
 
 // unheld reports whether a stream that was held is no more.

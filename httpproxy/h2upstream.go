@@ -69,6 +69,10 @@ type H2Pool struct {
 	waiting []*h2stream
 	dialing bool
 	dialBackoff
+
+	// holdsExpired counts the reset streams released by h2ResetHold, not
+	// by their upstream's confirmation.
+	holdsExpired atomic.Int64
 }
 
 // NewH2Pool returns a pool dialing with cfg.Dial; cfg.Protocol is HTTP/2

@@ -812,7 +812,9 @@ func (w *h2writer) resetOut(o *h2out, code http2.ErrCode, quiet bool) bool {
 	for i := o.qh; i < len(o.q); i++ {
 		o.q[i].release(w.c.bufs)
 	}
-	o.q, o.qh = o.q[:0], 0
+	// Nil, not emptied: the items left in its array would keep their
+	// fields and stream while a held stream waits (h2stream.hold).
+	o.q, o.qh = nil, 0
 	delete(w.outs, o)
 	if o.id == 0 || quiet || w.err != nil {
 		return false

@@ -43,6 +43,12 @@ type h2down struct {
 	// queue of handlers not yet started. starting: startQueued runs.
 	queue    []*h2stream
 	starting bool
+	// waiting: queue is not empty; read by the upstreams' writers
+	// (h2up.urgentLocked) without mu.
+	waiting atomic.Bool
+	// heldOn counts the held streams by the upstream connection that
+	// holds them: those to wake when streams start waiting.
+	heldOn map[*h2up]int
 
 	resets h2resetBudget
 	// respBudget and respIdle are what is left of h2RespBudget and
@@ -59,6 +65,9 @@ func (d *h2down) unholdSlot(s *h2stream) {
 	if freed {
 		s.heldCounted = false
 		d.held--
+		if d.heldOn[s.heldUp]--; d.heldOn[s.heldUp] <= 0 {
+			delete(d.heldOn, s.heldUp)
+		}
 	}
 	waiting := len(d.queue) > 0
 	d.mu.Unlock()
@@ -89,6 +98,7 @@ func (d *h2down) startQueued() {
 		d.queue[0] = nil
 		d.queue = d.queue[1:]
 		s.queued = false
+		d.waiting.Store(len(d.queue) > 0)
 		d.mu.Unlock()
 		s.dispatch() // drops a stream that ended meanwhile
 		d.mu.Lock()
@@ -107,6 +117,24 @@ func (d *h2down) unqueueLocked(s *h2stream) {
 	if i := slices.Index(d.queue, s); i >= 0 {
 		d.queue = slices.Delete(d.queue, i, i+1)
 	}
+	d.waiting.Store(len(d.queue) > 0)
+}
+
+// enqueueLocked puts s, a new stream, in the queue. It returns the
+// upstream connections holding the client's held slots when s is the
+// first to wait: they may then spend a little more of their ping budget
+// to confirm the resets sooner (see h2MaxPingStrikes).
+func (d *h2down) enqueueLocked(s *h2stream) []*h2up {
+	s.queued = true
+	d.queue = append(d.queue, s)
+	if d.waiting.Swap(true) {
+		return nil
+	}
+	ups := make([]*h2up, 0, len(d.heldOn))
+	for c := range d.heldOn {
+		ups = append(ups, c)
+	}
+	return ups
 }
 
 // h2resetBudget is a token bucket of the streams already sent upstream
@@ -419,14 +447,17 @@ func (d *h2down) headers(f *http2.MetaHeadersFrame) error {
 	// the resets of others the client cannot see.
 	wait := !f.Truncated && d.info.Refuse == "" && method != "CONNECT" &&
 		(len(d.queue) > 0 || d.slotsLocked() > h2MaxStreams)
+	var wake []*h2up
 	if wait {
-		s.queued = true
-		d.queue = append(d.queue, s)
+		wake = d.enqueueLocked(s)
 	}
 	d.mu.Unlock()
 
 	switch {
 	case wait:
+		for _, c := range wake {
+			c.wakePing()
+		}
 		d.startQueued() // a slot may have come free meanwhile
 	case f.Truncated:
 		s.fail(failure{status: 431, grpc: grpcUnavailable, reason: ReasonHeaders}, nil)
@@ -572,6 +603,10 @@ func (d *h2down) release(s *h2stream) {
 		// It keeps its slot until unholdSlot.
 		s.heldCounted = true
 		d.held++
+		if d.heldOn == nil {
+			d.heldOn = map[*h2up]int{}
+		}
+		d.heldOn[s.heldUp]++
 	}
 	if s.resetByRelay() {
 		d.ignoreLateLocked(s.downID)
@@ -640,6 +675,7 @@ func (d *h2down) teardown(err error) {
 		s.queued = false
 	}
 	d.queue = nil
+	d.waiting.Store(false)
 	d.mu.Unlock()
 	var ce h2ConnError
 	if errors.As(err, &ce) {

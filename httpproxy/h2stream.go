@@ -52,6 +52,10 @@ const (
 	// h2ResetHold bounds how long a stream reset upstream keeps its
 	// slots waiting for the upstream to confirm the reset (see hold).
 	h2ResetHold = 5 * time.Second
+	// h2IdleWindow is the least window a response stream's upstream must
+	// have for its silence to mean idle (respIdleCheck): a frame of the
+	// default maximum size. A sender may wait for room for one.
+	h2IdleWindow = 16 << 10
 )
 
 // The states of h2stream.hold.
@@ -80,11 +84,17 @@ type h2stream struct {
 	hold atomic.Int32
 	// heldCounted: guarded by down.mu, the stream counts in down.held.
 	heldCounted bool
+	// holdTimer, guarded by mu, ends the hold after h2ResetHold; unhold
+	// stops it, so that it does not keep the stream for that long.
+	holdTimer *time.Timer
+	// heldUp is the upstream connection that holds the stream's slot:
+	// set before hold is holdHeld, not changed after.
+	heldUp *h2up
 	// queued: guarded by down.mu, the stream waits in down.queue.
 	queued bool
 
 	// Set when the stream is created.
-	fields       []hpack.HeaderField // the request headers as forwarded
+	fields       []hpack.HeaderField // the request headers as forwarded; guarded by mu, nil once done
 	endOnHeaders bool
 	grpc         bool
 	method       string
@@ -105,9 +115,11 @@ type h2stream struct {
 	// h2UpStreamWindow, from its client's h2RespBudget; respIdleExtra the
 	// part of it moved to h2RespIdleBudget once the stream was idle, and
 	// respShrink that its window is not renewed until respExtra is 0.
-	// respData: response DATA came since respIdle last looked.
+	// respData: response DATA came since respIdle last looked;
+	// respCredited: the upstream got window back since then.
 	respExtra, respIdleExtra int64
 	respShrink, respData     bool
+	respCredited             bool
 	respIdle                 *time.Timer
 	num1xx                   int // informational responses relayed
 
@@ -778,6 +790,10 @@ func (s *h2stream) finish() {
 		s.pending[i].release(s.down.bufs)
 	}
 	s.pending = nil
+	// Nothing sends a finished stream again (attach, refused); a held one
+	// lives on until its upstream confirms the reset and must not keep
+	// its client's headers, up to h2MaxHeaderList, meanwhile.
+	s.fields = nil
 	s.countLocked()
 	if s.respIdle != nil {
 		s.respIdle.Stop()
@@ -799,28 +815,43 @@ func (s *h2stream) finish() {
 // written after it is acknowledged), ends the stream itself, or closes,
 // or h2ResetHold passes. Called with s.mu held, before finish.
 func (s *h2stream) resetUpLocked(code http2.ErrCode) {
+	s.heldUp = s.up
 	s.hold.Store(holdHeld)
 	if !s.up.w.inbox.put(h2item{kind: h2Reset, s: s, o: s.req, code: code, hold: true}) {
 		// The connection is gone: nothing to wait for.
 		s.hold.Store(holdNone)
 		return
 	}
-	// Not stopped on unhold: it then finds nothing to do.
-	time.AfterFunc(h2ResetHold, s.unhold)
+	s.holdTimer = time.AfterFunc(h2ResetHold, s.holdExpired)
 }
 
-// unhold releases a held stream's slots, once.
-func (s *h2stream) unhold() {
+// holdExpired ends a hold the upstream did not confirm in h2ResetHold.
+func (s *h2stream) holdExpired() {
+	if s.unhold() {
+		s.heldUp.pool.holdsExpired.Add(1)
+	}
+}
+
+// unhold releases a held stream's slots, once: it reports whether this
+// call did.
+func (s *h2stream) unhold() bool {
 	if !s.hold.CompareAndSwap(holdHeld, holdReleased) {
-		return
+		return false
 	}
 	s.mu.Lock()
 	up := s.up
+	if s.holdTimer != nil {
+		// Else it would keep the stream for h2ResetHold: a client
+		// resetting streams in a loop would pin thousands of them.
+		s.holdTimer.Stop()
+		s.holdTimer = nil
+	}
 	s.mu.Unlock()
 	if up != nil {
 		up.release(s)
 	}
 	s.down.unholdSlot(s)
+	return true
 }
 
 // unheld reports whether a stream that was held is no more.
@@ -858,6 +889,7 @@ func (s *h2stream) creditTo(c *h2conn, credit uint32) (*h2writer, *h2out, uint32
 // within h2RespBudget: a stream grows about as far as its flow shows it
 // needs, as with TCP's slow start.
 func (s *h2stream) respCreditLocked(credit int64) int64 {
+	s.respCredited = true
 	if s.respShrink {
 		k := min(credit, s.respExtra)
 		s.returnExtraLocked(k)
@@ -878,7 +910,10 @@ func (s *h2stream) respCreditLocked(credit int64) int64 {
 }
 
 // respIdleCheck runs every h2RespIdleAfter while the response window is
-// grown: once a period passed without DATA, the stream is idle. Its growth
+// grown: once a period passed in which the upstream could send (it had
+// window, and got none back that it may not have used yet) and sent no
+// DATA, the stream is idle. One whose upstream waits for its client to
+// read is not: its window is what keeps it going. An idle stream's growth
 // moves to h2RespIdleBudget, as far as that allows, so that other streams
 // may grow, and the window is not renewed until it is back to
 // h2UpStreamWindow.
@@ -889,8 +924,8 @@ func (s *h2stream) respIdleCheck() {
 		s.respIdle = nil
 		return
 	}
-	if s.respData {
-		s.respData = false
+	if s.respData || s.respCredited || s.respRecv.Load() < h2IdleWindow {
+		s.respData, s.respCredited = false, false
 		s.respIdle.Reset(h2RespIdleAfter)
 		return
 	}

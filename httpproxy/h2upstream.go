@@ -69,6 +69,10 @@ type H2Pool struct {
 	waiting []*h2stream
 	dialing bool
 	dialBackoff
+
+	// holdsExpired counts the reset streams released by h2ResetHold, not
+	// by their upstream's confirmation.
+	holdsExpired atomic.Int64
 }
 
 // NewH2Pool returns a pool dialing with cfg.Dial; cfg.Protocol is HTTP/2
@@ -242,13 +246,75 @@ type h2up struct {
 	// Resets of held streams written to the peer (see h2stream.hold),
 	// confirmed by the ACK of a PING (see resetsConfirmed): rstPend have
 	// no PING after them yet, rstPing wait for the one in flight
-	// (pinging).
-	// After an ACK no PING is sent until the peer sends HEADERS or DATA
-	// (pingBlocked), as net/http's transport does: gRPC servers end a
-	// connection that PINGs them more often.
+	// (pinging). pings bounds how often they are sent.
 	rstPend, rstPing []*h2stream
 	pinging          bool
-	pingBlocked      atomic.Bool
+	pings            h2PingBudget
+	// pingCounted: pings.frameSeen would change the budget (a PING was
+	// sent since the peer's last HEADERS or DATA); read by the reader
+	// without mu.
+	pingCounted atomic.Bool
+}
+
+// h2MaxPingStrikes is how many of the relay's PINGs in a row the peer may
+// count against it. grpc-go's server (internal/transport, handlePing)
+// counts a PING as a strike when it sent no HEADERS or DATA since the
+// previous PING, within its keepalive MinTime (5 min by default), and
+// ends the connection (GOAWAY ENHANCE_YOUR_CALM "too_many_pings") once
+// strikes exceed 2; the first PING after its HEADERS or DATA resets them.
+// One: the relay stays well under that whatever the peer's timing. The
+// reset PINGs are the only PINGs the relay sends upstream (it has no
+// keepalive; its ACKs are not counted).
+const h2MaxPingStrikes = 1
+
+// h2PingBudget is an upper bound of the strikes an upstream's ping policy
+// counts against the relay (see h2MaxPingStrikes). Guarded by h2up.mu.
+type h2PingBudget struct {
+	// used: a PING went since the peer's last HEADERS or DATA read with
+	// no PING in flight; until then the next PING may be a strike.
+	used bool
+	// strikes is at most what the peer counted at the last PING.
+	strikes int
+	// inFlight: HEADERS or DATA came while a PING was in flight; the
+	// peer may have written them before or after it read the PING.
+	inFlight bool
+}
+
+// allow reports whether a PING may go: a free one, or, when streams wait
+// behind the held slots it confirms (urgent), one more strike.
+func (b *h2PingBudget) allow(urgent bool) bool {
+	return !b.used || (urgent && b.strikes < h2MaxPingStrikes)
+}
+
+// sent counts a PING written.
+func (b *h2PingBudget) sent() {
+	if b.used {
+		b.strikes++
+	} else {
+		b.used, b.strikes = true, 0
+	}
+}
+
+// acked is told that the PING in flight was acknowledged. If the peer
+// wrote HEADERS or DATA meanwhile, either that PING found them (it reset
+// the strikes; the next is one) or the next PING will (it is free): the
+// next PING leaves at most one strike either way.
+func (b *h2PingBudget) acked() {
+	if b.inFlight {
+		b.inFlight = false
+		b.strikes = 0
+	}
+}
+
+// frameSeen is told that the peer sent HEADERS or DATA: read after the
+// ACK of the last PING, they were written after the peer read it, and the
+// next PING is free.
+func (b *h2PingBudget) frameSeen(pinging bool) {
+	if pinging {
+		b.inFlight = true
+	} else {
+		b.used = false
+	}
 }
 
 type upEntry struct {
@@ -418,13 +484,15 @@ func (c *h2up) resetWritten(s *h2stream) {
 }
 
 // pingResets writes, in w (the connection's writer), the PING that
-// confirms the resets written so far, unless one is in flight or PINGs
-// are blocked.
+// confirms the resets written so far, unless one is in flight or the ping
+// budget says no.
 func (c *h2up) pingResets(w *h2writer) {
 	c.mu.Lock()
-	send := !c.pinging && !c.pingBlocked.Load() && len(c.rstPend) > 0
+	send := !c.pinging && len(c.rstPend) > 0 && c.pings.allow(c.urgentLocked())
 	if send {
 		c.pinging = true
+		c.pings.sent()
+		c.pingCounted.Store(true)
 		c.rstPing, c.rstPend = c.rstPend, c.rstPing[:0]
 	}
 	c.mu.Unlock()
@@ -432,6 +500,20 @@ func (c *h2up) pingResets(w *h2writer) {
 		w.dirty = true
 		w.check(w.fr.WritePing(false, h2ResetPing))
 	}
+}
+
+// urgentLocked reports whether streams of a client whose resets wait for a
+// PING wait in that client's queue, behind held slots.
+func (c *h2up) urgentLocked() bool {
+	if !c.pings.used {
+		return false // not needed: the next PING is free
+	}
+	for _, s := range c.rstPend {
+		if s.down.waiting.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // resetsConfirmed releases the streams whose resets the peer has read:
@@ -445,7 +527,7 @@ func (c *h2up) resetsConfirmed() {
 		return
 	}
 	c.pinging = false
-	c.pingBlocked.Store(true)
+	c.pings.acked()
 	done := append(c.rstPing, c.rstPend...)
 	c.rstPing, c.rstPend = nil, nil
 	c.mu.Unlock()
@@ -454,11 +536,23 @@ func (c *h2up) resetsConfirmed() {
 	}
 }
 
-// unblockPings lets a PING confirm resets again, after the peer sent
-// HEADERS or DATA; resets waiting for one get it.
-func (c *h2up) unblockPings() {
+// peerSent is told, by the reader, that the peer sent HEADERS or DATA
+// after a PING: resets waiting for a PING may get one.
+func (c *h2up) peerSent() {
 	c.mu.Lock()
-	c.pingBlocked.Store(false)
+	c.pings.frameSeen(c.pinging)
+	if !c.pings.used {
+		c.pingCounted.Store(false)
+	}
+	c.mu.Unlock()
+	c.wakePing()
+}
+
+// wakePing has the writer send a PING for the resets waiting for one, if
+// the budget allows: after the peer's HEADERS or DATA, or when streams
+// start waiting behind held slots.
+func (c *h2up) wakePing() {
+	c.mu.Lock()
 	due := len(c.rstPend) > 0 && !c.pinging
 	c.mu.Unlock()
 	if due {
@@ -489,8 +583,8 @@ func (c *h2up) read() error {
 func (c *h2up) frame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		if c.pingBlocked.Load() {
-			c.unblockPings()
+		if c.pingCounted.Load() {
+			c.peerSent()
 		}
 		if e, ok := c.lookup(f.StreamID); ok {
 			if f.StreamEnded() {
@@ -502,8 +596,8 @@ func (c *h2up) frame(f http2.Frame) error {
 		if !c.received(f.Length) {
 			return h2ConnError{http2.ErrCodeFlowControl, errors.New("connection window overrun")}
 		}
-		if c.pingBlocked.Load() {
-			c.unblockPings()
+		if c.pingCounted.Load() {
+			c.peerSent()
 		}
 		e, ok := c.lookup(f.StreamID)
 		if !ok {

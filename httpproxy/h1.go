@@ -53,6 +53,12 @@ type h1Conn struct {
 	deadlines   sync.Mutex
 	headSeen    bool // the response head arrived
 	bodyAborted bool // the body goroutine failed the response read
+
+	// up is the upstream conn of the exchange in flight, closed with the
+	// client's when ctx ends (a shutdown's grace period is over): a
+	// request waiting for a slow upstream would otherwise hold the
+	// shutdown until the upstream answered.
+	up atomic.Pointer[UpstreamConn]
 }
 
 // serveH1 relays the HTTP/1 requests of conn until the client closes it,
@@ -65,7 +71,12 @@ func (s *Server) serveH1(ctx context.Context, conn net.Conn, info *Conn) {
 		return
 	}
 	defer s.h1.remove(c)
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.Close()
+		if up := c.up.Load(); up != nil {
+			_ = up.conn.Close()
+		}
+	})
 	defer stop()
 	c.br = s.reader(conn)
 	c.bw = s.writer(conn)

@@ -542,3 +542,45 @@ func TestRelayDialBackoff(t *testing.T) {
 		t.Errorf("%d dials, %d failures in a row; want %d and 0", n, failures, dialBackoffAfter+1)
 	}
 }
+
+// When the connection's context ends (a shutdown's grace period is over),
+// a request waiting for an upstream that does not answer ends too: the
+// relay closes the upstream conn along with the client's, and ServeConn
+// returns without waiting for the answer.
+func TestRelayContextEndClosesUpstream(t *testing.T) {
+	// Closed before the cleanups, which wait for the app's handler.
+	release := make(chan struct{})
+	defer close(release)
+	reading := make(chan struct{}, 1)
+	app := tcptest.Serve(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		reading <- struct{}{}
+		<-release
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	})
+	s, _, _ := newServer(t, "outbound")
+	var ps Pools[string]
+	t.Cleanup(ps.CloseIdle)
+	pool := ps.Get(app, time.Now(), func() *http.Transport { return NewTransport(TransportConfig{Dial: dialTo(app)}) })
+	info := &Conn{Protocol: header.HTTP1, H1: pool, Upstream: app, Labels: Labels{Direction: "outbound", TLS: "true"}}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	returned := make(chan struct{})
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		s.ServeConn(ctx, c, info)
+		close(returned)
+	})
+	c, _ := clientConn(t, addr)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-reading
+	cancel()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeConn still waits for the upstream's answer after its context ended")
+	}
+}

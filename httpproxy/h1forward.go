@@ -31,11 +31,17 @@ func (c *h1Conn) forward() bool {
 		lease Lease
 		err   error
 	)
+	defer c.up.Store(nil)
 	for attempt := 0; ; attempt++ {
 		up, lease, err = c.info.H1.Conn(c.ctx, c.hasBody)
 		if err != nil {
 			c.fail(classify(err), err, c.hasBody)
 			return !c.hasBody && req.keepAlive()
+		}
+		c.up.Store(up)
+		if c.ctx.Err() != nil {
+			// ctx ended before up was stored, so its AfterFunc missed it.
+			_ = up.conn.Close()
 		}
 		c.ex.serverID = up.peerID
 		c.resp.raw, c.resp.status = c.resp.raw[:0], 0

@@ -45,19 +45,22 @@ import (
 // MESHPROXY_SOAK_REPORT) gets the result either way.
 
 const (
-	soakSVIDTTL      = 60 * time.Second
-	soakSampleEvery  = 10 * time.Second
-	soakHTTPRate     = 200 // requests per second
-	soakHTTPWorkers  = 8
-	soakAgentDown    = 5 * time.Second // well inside an SVID's remaining half-life
-	soakFloodSilent  = 3000            // silent connections per proxy
-	soakFloodSlow    = 300             // slow-header connections per proxy
-	soakFloodHold    = 15 * time.Second
-	soakMaxGrowth    = 1.0 // percent per 10 minutes
-	soakOpTimeout    = 10 * time.Second
-	soakGRPCStream   = time.Minute // life of each bidi stream
-	soakRedisPayload = 1024
-	soakProfileEvery = time.Minute // with MESHPROXY_SOAK_PROFILES
+	soakSVIDTTL     = 60 * time.Second
+	soakSampleEvery = 10 * time.Second
+	soakHTTPRate    = 200 // requests per second
+	soakHTTPWorkers = 8
+	soakAgentDown   = 5 * time.Second // well inside an SVID's remaining half-life
+	soakFloodSilent = 3000            // silent connections per proxy
+	soakFloodSlow   = 300             // slow-header connections per proxy
+	soakFloodHold   = 15 * time.Second
+	soakMaxGrowth   = 1.0 // percent per 10 minutes
+	// soakLeastGoroutineRise is the fewest goroutines the fitted line must
+	// rise by over the fit for goroutines to fail, whatever the slope.
+	soakLeastGoroutineRise = 3
+	soakOpTimeout          = 10 * time.Second
+	soakGRPCStream         = time.Minute // life of each bidi stream
+	soakRedisPayload       = 1024
+	soakProfileEvery       = time.Minute // with MESHPROXY_SOAK_PROFILES
 )
 
 // soakPlan is when things happen in a run of a given length.
@@ -315,7 +318,9 @@ func (sp *soakProfiler) collect(t *testing.T, proxies []*pod, at time.Duration) 
 		for file, path := range map[string]string{
 			"heap.pb.gz": "/debug/pprof/heap",
 			"heap.txt":   "/debug/pprof/heap?debug=1",
-			"metrics":    "/metrics",
+			// Goroutines counted by stack: a diff of two says which grew.
+			"goroutine.txt": "/debug/pprof/goroutine?debug=1",
+			"metrics":       "/metrics",
 		} {
 			body, err := p.proxy.Fetch(path)
 			if err != nil {

@@ -514,18 +514,7 @@ func TestRelayDialBackoff(t *testing.T) {
 		resp, _ := readResponse(t, br, "GET")
 		return resp.StatusCode, resp.Header.Get(ErrorHeader)
 	}
-	const requests = 20
-	for range requests {
-		if code, reason := get(); code != http.StatusBadGateway || reason != ReasonUnreachable {
-			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
-		}
-	}
-	if n := dials.Load(); n != dialBackoffAfter {
-		t.Errorf("%d requests to a dead upstream dialed %d times, want %d", requests, n, dialBackoffAfter)
-	}
-	if n := testutil.ToFloat64(m.errors.WithLabelValues("outbound", ReasonUnreachable)); n != requests {
-		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
-	}
+	wantDialBackoff(t, get, &dials, m, "outbound")
 
 	// The backoff over, the upstream back: a success resets it.
 	to.Store(&live)

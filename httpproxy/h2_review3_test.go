@@ -419,17 +419,7 @@ func TestH2IdleWindowShrinksWithoutTakingBack(t *testing.T) {
 	goOn := make(chan struct{})
 	up := rawH2Server(t, nil, func(u *rawH2) {
 		_ = u.c.SetDeadline(time.Now().Add(time.Minute))
-		snd := newSender(u)
-		var id uint32
-		u.next(func(f http2.Frame) bool {
-			h, ok := f.(*http2.MetaHeadersFrame)
-			if ok {
-				id = h.StreamID
-			}
-			return ok
-		})
-		snd.open(id)
-		u.headers(id, false, ":status", "200")
+		snd, id := answerFirstRequest(u)
 		snd.fill(first, id)
 		for snd.sync() {
 		}

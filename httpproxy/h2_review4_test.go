@@ -691,17 +691,7 @@ func TestH2StalledClientIsNotIdle(t *testing.T) {
 	const first, total = 2 << 20, 6 << 20
 	up := rawH2Server(t, nil, func(u *rawH2) {
 		_ = u.c.SetDeadline(time.Now().Add(time.Minute))
-		snd := newSender(u)
-		var id uint32
-		u.next(func(f http2.Frame) bool {
-			h, ok := f.(*http2.MetaHeadersFrame)
-			if ok {
-				id = h.StreamID
-			}
-			return ok
-		})
-		snd.open(id)
-		u.headers(id, false, ":status", "200")
+		snd, id := answerFirstRequest(u)
 		// fill gives up after 5 s without window: it is called again.
 		for sent, stop := int64(0), time.Now().Add(time.Minute); sent < total && time.Now().Before(stop); {
 			sent += snd.fill(total-sent, id)

@@ -978,6 +978,25 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
+// wantDialBackoff sends requests to a dead upstream with get: every one
+// is answered 502 unreachable and counted, and only the first
+// dialBackoffAfter of them dial.
+func wantDialBackoff(t *testing.T, get func() (int, string), dials *atomic.Int32, m *Metrics, direction string) {
+	t.Helper()
+	const requests = 20
+	for range requests {
+		if code, reason := get(); code != http.StatusBadGateway || reason != ReasonUnreachable {
+			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
+		}
+	}
+	if n := dials.Load(); n != dialBackoffAfter {
+		t.Errorf("%d requests to a dead upstream dialed %d times, want %d", requests, n, dialBackoffAfter)
+	}
+	if n := testutil.ToFloat64(m.errors.WithLabelValues(direction, ReasonUnreachable)); n != requests {
+		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
+	}
+}
+
 // countingDial dials the address in *to, counting the attempts.
 func countingDial(to *atomic.Pointer[string], dials *atomic.Int32) func(context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
@@ -1010,18 +1029,7 @@ func TestH2DialBackoff(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, resp.Header.Get(ErrorHeader)
 	}
-	const requests = 20
-	for range requests {
-		if code, reason := get(); code != http.StatusBadGateway || reason != ReasonUnreachable {
-			t.Fatalf("got %d %s, want 502 %s", code, reason, ReasonUnreachable)
-		}
-	}
-	if n := dials.Load(); n != dialBackoffAfter {
-		t.Errorf("%d requests to a dead upstream dialed %d times, want %d", requests, n, dialBackoffAfter)
-	}
-	if n := testutil.ToFloat64(m.errors.WithLabelValues("inbound", ReasonUnreachable)); n != requests {
-		t.Errorf("http_proxy_errors_total{reason=unreachable} = %v, want %d", n, requests)
-	}
+	wantDialBackoff(t, get, &dials, m, "inbound")
 
 	// The backoff over, the upstream back: a success resets it.
 	to.Store(&live)
@@ -1109,6 +1117,24 @@ type h2sender struct {
 
 // newSender returns a sender on r whose windows are what r reads up to the
 // peer's first connection WINDOW_UPDATE: its SETTINGS, and that.
+// answerFirstRequest waits for the first request's HEADERS on u and
+// answers it 200 without ending the stream, leaving the body to the
+// returned sender.
+func answerFirstRequest(u *rawH2) (*h2sender, uint32) {
+	snd := newSender(u)
+	var id uint32
+	u.next(func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		if ok {
+			id = h.StreamID
+		}
+		return ok
+	})
+	snd.open(id)
+	u.headers(id, false, ":status", "200")
+	return snd, id
+}
+
 func newSender(r *rawH2) *h2sender {
 	s := &h2sender{r: r, conn: 65535, init: 65535, win: map[uint32]int64{}}
 	r.next(func(f http2.Frame) bool {

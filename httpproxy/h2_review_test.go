@@ -1453,6 +1453,7 @@ func TestH2ResponseStatusChecked(t *testing.T) {
 func TestH2HeldBytesCapResetsStream(t *testing.T) {
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
+	headed := make(chan struct{})
 	dial := pipeDial(t, nil, func(u *rawH2) {
 		heads := 0
 		u.next(func(f http2.Frame) bool {
@@ -1461,6 +1462,7 @@ func TestH2HeldBytesCapResetsStream(t *testing.T) {
 			}
 			return heads == 2
 		})
+		close(headed)
 		<-stop // reads no more: the relay's writer blocks on the pipe
 	})
 	core, logs := observer.New(zapcore.InfoLevel)
@@ -1471,6 +1473,14 @@ func TestH2HeldBytesCapResetsStream(t *testing.T) {
 	c := dialRawH2(t, addr)
 	for _, id := range []uint32{1, 3} {
 		c.headers(id, false, ":method", "POST", ":scheme", "http", ":authority", "svc.example", ":path", "/upload")
+	}
+	// Both streams on the upstream first: DATA that came while they still
+	// waited for it would share buffers (TestH2TinyDataFramesShareBuffers)
+	// and never reach the cap, as it did under load.
+	select {
+	case <-headed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream did not get both requests")
 	}
 	// Enough for each stream to pin four times h2MaxHeld, and far from
 	// its window.

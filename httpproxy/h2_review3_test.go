@@ -48,18 +48,7 @@ func grpcTestApp(t testing.TB) string {
 			<-ss.Context().Done()
 			return ss.Context().Err()
 		case "/s.S/Echo":
-			for {
-				var b []byte
-				if err := ss.RecvMsg(&b); err != nil {
-					if errors.Is(err, io.EOF) {
-						return nil
-					}
-					return err
-				}
-				if err := ss.SendMsg(&b); err != nil {
-					return err
-				}
-			}
+			return echoStream(nil, ss)
 		case "/s.S/Big":
 			var b []byte
 			if err := ss.RecvMsg(&b); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,7 @@ func (c *UpstreamConn) release(reusable bool) {
 		_ = c.conn.Close()
 		return
 	}
+	c.reused = true
 	c.pool.put(c)
 }
 
@@ -59,17 +61,45 @@ func (c *UpstreamConn) release(reusable bool) {
 // LIFO stack of idle conns (the most recently used is the most likely to
 // be alive and warm), at most maxIdle, each closed after idleTimeout by one
 // timer per pool.
+//
+// A request that finds no idle conn waits in line for whichever comes
+// first: a conn another request gives back, or a new one. Dials start
+// while the line is longer than the dials under way, at most maxDialing
+// at once: a dial whose request was served by a conn given back goes on
+// for the next in line.
+// maxDialing bounds a pool's dials under way. A conn is busy for one
+// exchange at a time, so a burst of requests finds every conn busy; when
+// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
+// pair, resumed) slowed every exchange enough to need more conns still. A
+// hiccup of a few milliseconds at 1000 requests/s through the pair on two
+// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
+// requests behind them waited up to 150 ms. Four at a time still grows a
+// pool by thousands of conns a second when requests hold them long.
+const maxDialing = 4
+
 type connPool struct {
 	dial            func(ctx context.Context) (net.Conn, error)
 	maxIdle         int
 	idleTimeout     time.Duration
 	responseTimeout time.Duration
 
-	mu    sync.Mutex
-	idle  []*UpstreamConn // oldest first
-	timer *time.Timer
-	armed bool
+	mu      sync.Mutex
+	idle    []*UpstreamConn // oldest first
+	waiting []*connWaiter   // first come, first served
+	dialing int             // dials under way
+	timer   *time.Timer
+	armed   bool
 	dialBackoff
+}
+
+// connWaiter is a request waiting for a conn.
+type connWaiter struct {
+	ready chan connResult // buffered: whoever serves the waiter never blocks
+}
+
+type connResult struct {
+	c   *UpstreamConn
+	err error
 }
 
 // newConnPool makes the relay's pool for the upstream t is configured for:
@@ -97,21 +127,16 @@ func newConnPool(t *http.Transport) *connPool {
 	return p
 }
 
-// get returns an idle conn that is still open, or a new one. After a
-// failed connect it dials again only once the backoff is over: until then
-// a request that needs a new conn fails at once with ErrDialBackoff,
-// wrapping the connect's error.
+// get returns an idle conn that is still open, or else the first conn
+// given back or dialed while it waits. After a failed connect it dials
+// again only once the backoff is over: until then a request that needs a
+// new conn fails at once with ErrDialBackoff, wrapping the connect's error.
 func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
-			err := p.blocked(time.Now())
-			p.mu.Unlock()
-			if err != nil {
-				return nil, err
-			}
-			break
+			break // still locked
 		}
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
@@ -123,34 +148,115 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 		}
 		_ = c.conn.Close()
 	}
-	conn, err := p.dial(ctx)
-	p.dialed(ctx, err)
-	if err != nil {
+	if err := p.blocked(time.Now()); err != nil {
+		p.mu.Unlock()
 		return nil, err
+	}
+	w := &connWaiter{ready: make(chan connResult, 1)}
+	p.waiting = append(p.waiting, w)
+	p.dialMore()
+	p.mu.Unlock()
+	select {
+	case r := <-w.ready:
+		return r.c, r.err
+	case <-ctx.Done():
+		p.mu.Lock()
+		i := slices.Index(p.waiting, w)
+		if i >= 0 {
+			p.waiting = slices.Delete(p.waiting, i, i+1)
+		}
+		p.mu.Unlock()
+		if i < 0 { // served meanwhile: pass the conn on
+			if r := <-w.ready; r.c != nil {
+				p.put(r.c)
+			}
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// dialMore starts dials while the line is longer than the dials under
+// way, at most maxDialing at once. p.mu must be held.
+func (p *connPool) dialMore() {
+	for p.dialing < len(p.waiting) && p.dialing < maxDialing {
+		p.dialing++
+		go p.dialOne()
+	}
+}
+
+// dialOne dials a conn for the pool. The conn goes to the first request
+// in line or to the idle stack. A failure goes to the first request in
+// line when there are more requests waiting than dials still under way,
+// as a request's own failed connect did; the others keep waiting, for
+// another dial if the backoff allows one, else failing as new requests
+// would.
+//
+// The dial outlives the request it started for, bounded by the dial
+// function's own timeout: others may wait for it, and a conn that comes
+// after they left fills the pool.
+func (p *connPool) dialOne() {
+	conn, err := p.dial(context.Background())
+	if err != nil {
+		p.mu.Lock()
+		p.dialing--
+		p.failed(err, time.Now())
+		var failed *connWaiter
+		if len(p.waiting) > p.dialing {
+			failed = p.popWaiter()
+		}
+		if berr := p.blocked(time.Now()); berr != nil {
+			// Backoff: the rest fail as new requests would now.
+			rest := p.waiting
+			p.waiting = nil
+			p.mu.Unlock()
+			for _, w := range rest {
+				w.ready <- connResult{err: berr}
+			}
+		} else {
+			p.dialMore()
+			p.mu.Unlock()
+		}
+		if failed != nil {
+			failed.ready <- connResult{err: err}
+		}
+		return
 	}
 	c := &UpstreamConn{conn: conn, br: bufio.NewReader(conn), pool: p, peerID: PeerID(conn), raw: rawConn(conn)}
 	c.peek = c.peekClosed
-	return c, nil
-}
-
-// dialed tells the backoff how a connect went. One the request gave up on
-// (ctx done) says nothing of the upstream.
-func (p *connPool) dialed(ctx context.Context, err error) {
-	if err != nil && ctx.Err() != nil {
+	p.mu.Lock()
+	p.dialing--
+	p.connected()
+	if len(p.waiting) > 0 {
+		w := p.popWaiter()
+		p.dialMore()
+		p.mu.Unlock()
+		w.ready <- connResult{c: c}
 		return
 	}
-	p.mu.Lock()
-	if err != nil {
-		p.failed(err, time.Now())
-	} else {
-		p.connected()
-	}
 	p.mu.Unlock()
+	p.put(c)
 }
 
+// popWaiter takes the first request out of the line. p.mu must be held
+// and the line not empty.
+func (p *connPool) popWaiter() *connWaiter {
+	w := p.waiting[0]
+	p.waiting[0] = nil
+	p.waiting = p.waiting[1:]
+	return w
+}
+
+// put gives c to the first request waiting for a conn, or else to the
+// idle stack.
 func (p *connPool) put(c *UpstreamConn) {
 	c.idleAt = time.Now()
 	p.mu.Lock()
+	if len(p.waiting) > 0 {
+		w := p.popWaiter()
+		p.mu.Unlock()
+		w.ready <- connResult{c: c}
+		return
+	}
 	if len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
 		_ = c.conn.Close()

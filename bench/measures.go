@@ -50,7 +50,7 @@ func (r *runner) measures() []measure {
 		ms = append(ms, measure{
 			table: NewTable(fmt.Sprintf("http-%.0f", rate), fmt.Sprintf("HTTP/1.1 latency at %.0f requests/s over %d keep-alive connections", rate, o.HTTPConns),
 				"Fixed-rate schedule; latency counts from each request's intended send time, so stalls are not hidden (no coordinated omission). "+
-					"HDR histogram per repetition.",
+					"HDR histogram per repetition. Before it, each connection sends one request in turn, then the schedule runs unrecorded for the warm-up: a proxy that pools its upstream connections makes them then, as a TCP tunnel makes its connections when the client connects.",
 				Metric{Key: "p50_us", Title: "p50 µs", Better: LowerIsBetter, Added: true},
 				Metric{Key: "p99_us", Title: "p99 µs", Better: LowerIsBetter, Added: true},
 				Metric{Key: "p999_us", Title: "p99.9 µs", Better: LowerIsBetter, Added: true},

@@ -121,7 +121,7 @@ func (o *Options) settings() map[string]string {
 		"repetitions": fmt.Sprintf("%d per measure and contender, contenders interleaved", o.Repeat),
 		"bulk":        fmt.Sprintf("%d MiB per run, split over the run's streams %v", o.BulkBytes>>20, o.BulkStreams),
 		"ping-pong":   fmt.Sprintf("%d connections, %d-byte messages, %s", o.PingPongConns, pingPongSize, o.PingPongTime),
-		"http":        fmt.Sprintf("%s rps over %d keep-alive connections, %s per rate, fixed schedule", strings.Join(rates, " and "), o.HTTPConns, o.HTTPTime),
+		"http":        fmt.Sprintf("%s rps over %d keep-alive connections, %s per rate after %s unrecorded, fixed schedule", strings.Join(rates, " and "), o.HTTPConns, o.HTTPTime, min(httpWarmup, o.HTTPTime)),
 		"grpc":        fmt.Sprintf("%d concurrent unary callers on one connection, %d-byte messages, %s", o.GRPCCallers, grpcPayloadSize, o.GRPCTime),
 		"new conns":   fmt.Sprintf("%d workers, %s", o.ConnWorkers, o.ConnTime),
 		"memory":      fmt.Sprintf("%d idle connections through a fresh instance", o.IdleConns),

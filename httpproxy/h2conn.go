@@ -354,10 +354,12 @@ type h2writer struct {
 	bw    *h2bufWriter
 	fr    *http2.Framer
 	enc   *hpack.Encoder
-	hbuf  bytes.Buffer
-	err   error
-	dirty bool
-	done  chan struct{}
+	// dataHdr is the DATA frame header writeData writes.
+	dataHdr [9]byte
+	hbuf    bytes.Buffer
+	err     error
+	dirty   bool
+	done    chan struct{}
 	// pingDue: resets of held streams were written (upstream only).
 	pingDue bool
 
@@ -486,6 +488,11 @@ func (w *h2writer) apply(it *h2item) {
 		if n := len(o.q); n > o.qh && o.q[n-1].absorb(it, w.c.bufs) {
 			w.schedule(it.s, o)
 			return
+		}
+		if o.q == nil {
+			// Room for a call's headers, message and trailers: grown
+			// from nothing, a queue allocated up to three times.
+			o.q = make([]h2item, 0, 4)
 		}
 		o.q = append(o.q, *it)
 		w.schedule(it.s, o)
@@ -746,10 +753,12 @@ func (w *h2writer) writeData(s *h2stream, o *h2out) bool {
 	if end {
 		flags = http2.FlagDataEndStream
 	}
-	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), byte(flags),
+	// In w, not on the stack: Write passes it to an io.Writer, which would
+	// move a local to the heap, an allocation per frame.
+	w.dataHdr = [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), byte(flags),
 		byte(o.id >> 24), byte(o.id >> 16), byte(o.id >> 8), byte(o.id)}
 	w.dirty = true
-	_, err := w.bw.Write(hdr[:])
+	_, err := w.bw.Write(w.dataHdr[:])
 	w.check(err)
 	for rem := n; o.qh < len(o.q) && o.q[o.qh].kind == h2Data; {
 		it := &o.q[o.qh]

@@ -248,6 +248,9 @@ func (d *h2down) read() error {
 		return h2ConnError{http2.ErrCodeProtocol, errors.New("the first frame is not SETTINGS")}
 	}
 	_ = d.nc.SetReadDeadline(time.Time{})
+	// Declared once: errors.As takes its address, which moves it to the
+	// heap, and per frame that was an allocation of every frame read.
+	var se http2.StreamError
 	for {
 		if err := d.frame(f); err != nil {
 			return err
@@ -258,7 +261,6 @@ func (d *h2down) read() error {
 			return errTooManyControl
 		}
 		f, err = d.readFrame()
-		var se http2.StreamError
 		for errors.As(err, &se) {
 			if s := d.lookup(se.StreamID); s != nil {
 				if err := d.clientBroke(s, se.Code); err != nil {

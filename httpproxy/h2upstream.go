@@ -562,9 +562,9 @@ func (c *h2up) wakePing() {
 
 func (c *h2up) read() error {
 	defer c.batch.flush()
+	var se http2.StreamError // once: see h2down.read
 	for {
 		f, err := c.readFrame()
-		var se http2.StreamError
 		if errors.As(err, &se) {
 			if e, ok := c.lookup(se.StreamID); ok {
 				e.s.resetBoth(se.Code)

@@ -87,8 +87,12 @@ type connPool struct {
 	idle    []*UpstreamConn // oldest first
 	waiting []*connWaiter   // first come, first served
 	dialing int             // dials under way
-	timer   *time.Timer
-	armed   bool
+	// dials is the context of the dials under way, cancelled by closeIdle:
+	// they outlive their requests, not the pool's use.
+	dials     context.Context
+	stopDials context.CancelFunc
+	timer     *time.Timer
+	armed     bool
 	dialBackoff
 }
 
@@ -179,8 +183,11 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 // way, at most maxDialing at once. p.mu must be held.
 func (p *connPool) dialMore() {
 	for p.dialing < len(p.waiting) && p.dialing < maxDialing {
+		if p.dials == nil {
+			p.dials, p.stopDials = context.WithCancel(context.Background())
+		}
 		p.dialing++
-		go p.dialOne()
+		go p.dialOne(p.dials)
 	}
 }
 
@@ -193,13 +200,17 @@ func (p *connPool) dialMore() {
 //
 // The dial outlives the request it started for, bounded by the dial
 // function's own timeout: others may wait for it, and a conn that comes
-// after they left fills the pool.
-func (p *connPool) dialOne() {
-	conn, err := p.dial(context.Background())
+// after they left fills the pool. closeIdle ends it (ctx): one ended so
+// says nothing of the upstream, and its conn, if it came anyway with
+// nobody waiting, is closed.
+func (p *connPool) dialOne(ctx context.Context) {
+	conn, err := p.dial(ctx)
 	if err != nil {
 		p.mu.Lock()
 		p.dialing--
-		p.failed(err, time.Now())
+		if ctx.Err() == nil {
+			p.failed(err, time.Now())
+		}
 		var failed *connWaiter
 		if len(p.waiting) > p.dialing {
 			failed = p.popWaiter()
@@ -234,6 +245,10 @@ func (p *connPool) dialOne() {
 		return
 	}
 	p.mu.Unlock()
+	if ctx.Err() != nil {
+		_ = conn.Close()
+		return
+	}
 	p.put(c)
 }
 
@@ -296,11 +311,15 @@ func (p *connPool) sweep() {
 	}
 }
 
-// closeIdle closes every idle conn.
+// closeIdle closes every idle conn, and ends the dials under way.
 func (p *connPool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	if p.stopDials != nil {
+		p.stopDials()
+		p.dials, p.stopDials = nil, nil
+	}
 	if p.timer != nil {
 		p.timer.Stop()
 	}

@@ -57,6 +57,18 @@ func (c *UpstreamConn) release(reusable bool) {
 	c.pool.put(c)
 }
 
+// maxDialing bounds a pool's dials under way. A conn is busy for one
+// exchange at a time, so a burst of requests finds every conn busy; when
+// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
+// pair, resumed) slowed every exchange enough to need more conns still. A
+// hiccup of a few milliseconds at 1000 requests/s through the pair on two
+// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
+// requests behind them waited up to 150 ms. Four at a time grows a pool
+// by 4/L conns a second for connects taking L: thousands on a local
+// network, 80 when they take 50 ms (a far peer, a busy one), which is all
+// a burst of requests that hold their conns long gets.
+const maxDialing = 4
+
 // connPool is the HTTP/1 relay's pool of connections to one upstream: a
 // LIFO stack of idle conns (the most recently used is the most likely to
 // be alive and warm), at most maxIdle, each closed after idleTimeout by one
@@ -67,16 +79,6 @@ func (c *UpstreamConn) release(reusable bool) {
 // while the line is longer than the dials under way, at most maxDialing
 // at once: a dial whose request was served by a conn given back goes on
 // for the next in line.
-// maxDialing bounds a pool's dials under way. A conn is busy for one
-// exchange at a time, so a burst of requests finds every conn busy; when
-// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
-// pair, resumed) slowed every exchange enough to need more conns still. A
-// hiccup of a few milliseconds at 1000 requests/s through the pair on two
-// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
-// requests behind them waited up to 150 ms. Four at a time still grows a
-// pool by thousands of conns a second when requests hold them long.
-const maxDialing = 4
-
 type connPool struct {
 	dial            func(ctx context.Context) (net.Conn, error)
 	maxIdle         int

@@ -246,12 +246,12 @@ func (p *connPool) dialOne(ctx context.Context) {
 		w.ready <- connResult{c: c}
 		return
 	}
-	p.mu.Unlock()
 	if ctx.Err() != nil {
+		p.mu.Unlock()
 		_ = conn.Close()
 		return
 	}
-	p.put(c)
+	p.putAndUnlock(c)
 }
 
 // popWaiter takes the first request out of the line. p.mu must be held
@@ -266,8 +266,13 @@ func (p *connPool) popWaiter() *connWaiter {
 // put gives c to the first request waiting for a conn, or else to the
 // idle stack.
 func (p *connPool) put(c *UpstreamConn) {
-	c.idleAt = time.Now()
 	p.mu.Lock()
+	p.putAndUnlock(c)
+}
+
+// putAndUnlock is put with p.mu held, which it unlocks.
+func (p *connPool) putAndUnlock(c *UpstreamConn) {
+	c.idleAt = time.Now()
 	if len(p.waiting) > 0 {
 		w := p.popWaiter()
 		p.mu.Unlock()
@@ -319,6 +324,7 @@ func (p *connPool) closeIdle() {
 	idle := p.idle
 	p.idle = nil
 	if p.stopDials != nil {
+		// Under p.mu: a dial sees it ended, or its conn is in p.idle.
 		p.stopDials()
 		p.dials, p.stopDials = nil, nil
 	}

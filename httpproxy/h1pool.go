@@ -57,6 +57,18 @@ func (c *UpstreamConn) release(reusable bool) {
 	c.pool.put(c)
 }
 
+// maxDialing bounds a pool's dials under way. A conn is busy for one
+// exchange at a time, so a burst of requests finds every conn busy; when
+// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
+// pair, resumed) slowed every exchange enough to need more conns still. A
+// hiccup of a few milliseconds at 1000 requests/s through the pair on two
+// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
+// requests behind them waited up to 150 ms. Four at a time grows a pool
+// by 4/L conns a second for connects taking L: thousands on a local
+// network, 80 when they take 50 ms (a far peer, a busy one), which is all
+// a burst of requests that hold their conns long gets.
+const maxDialing = 4
+
 // connPool is the HTTP/1 relay's pool of connections to one upstream: a
 // LIFO stack of idle conns (the most recently used is the most likely to
 // be alive and warm), at most maxIdle, each closed after idleTimeout by one
@@ -67,16 +79,6 @@ func (c *UpstreamConn) release(reusable bool) {
 // while the line is longer than the dials under way, at most maxDialing
 // at once: a dial whose request was served by a conn given back goes on
 // for the next in line.
-// maxDialing bounds a pool's dials under way. A conn is busy for one
-// exchange at a time, so a burst of requests finds every conn busy; when
-// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
-// pair, resumed) slowed every exchange enough to need more conns still. A
-// hiccup of a few milliseconds at 1000 requests/s through the pair on two
-// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
-// requests behind them waited up to 150 ms. Four at a time still grows a
-// pool by thousands of conns a second when requests hold them long.
-const maxDialing = 4
-
 type connPool struct {
 	dial            func(ctx context.Context) (net.Conn, error)
 	maxIdle         int
@@ -87,8 +89,12 @@ type connPool struct {
 	idle    []*UpstreamConn // oldest first
 	waiting []*connWaiter   // first come, first served
 	dialing int             // dials under way
-	timer   *time.Timer
-	armed   bool
+	// dials is the context of the dials under way, cancelled by closeIdle:
+	// they outlive their requests, not the pool's use.
+	dials     context.Context
+	stopDials context.CancelFunc
+	timer     *time.Timer
+	armed     bool
 	dialBackoff
 }
 
@@ -179,8 +185,11 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 // way, at most maxDialing at once. p.mu must be held.
 func (p *connPool) dialMore() {
 	for p.dialing < len(p.waiting) && p.dialing < maxDialing {
+		if p.dials == nil {
+			p.dials, p.stopDials = context.WithCancel(context.Background())
+		}
 		p.dialing++
-		go p.dialOne()
+		go p.dialOne(p.dials)
 	}
 }
 
@@ -193,13 +202,17 @@ func (p *connPool) dialMore() {
 //
 // The dial outlives the request it started for, bounded by the dial
 // function's own timeout: others may wait for it, and a conn that comes
-// after they left fills the pool.
-func (p *connPool) dialOne() {
-	conn, err := p.dial(context.Background())
+// after they left fills the pool. closeIdle ends it (ctx): one ended so
+// says nothing of the upstream, and its conn, if it came anyway with
+// nobody waiting, is closed.
+func (p *connPool) dialOne(ctx context.Context) {
+	conn, err := p.dial(ctx)
 	if err != nil {
 		p.mu.Lock()
 		p.dialing--
-		p.failed(err, time.Now())
+		if ctx.Err() == nil {
+			p.failed(err, time.Now())
+		}
 		var failed *connWaiter
 		if len(p.waiting) > p.dialing {
 			failed = p.popWaiter()
@@ -233,8 +246,12 @@ func (p *connPool) dialOne() {
 		w.ready <- connResult{c: c}
 		return
 	}
-	p.mu.Unlock()
-	p.put(c)
+	if ctx.Err() != nil {
+		p.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	p.putAndUnlock(c)
 }
 
 // popWaiter takes the first request out of the line. p.mu must be held
@@ -249,8 +266,13 @@ func (p *connPool) popWaiter() *connWaiter {
 // put gives c to the first request waiting for a conn, or else to the
 // idle stack.
 func (p *connPool) put(c *UpstreamConn) {
-	c.idleAt = time.Now()
 	p.mu.Lock()
+	p.putAndUnlock(c)
+}
+
+// putAndUnlock is put with p.mu held, which it unlocks.
+func (p *connPool) putAndUnlock(c *UpstreamConn) {
+	c.idleAt = time.Now()
 	if len(p.waiting) > 0 {
 		w := p.popWaiter()
 		p.mu.Unlock()
@@ -296,11 +318,16 @@ func (p *connPool) sweep() {
 	}
 }
 
-// closeIdle closes every idle conn.
+// closeIdle closes every idle conn, and ends the dials under way.
 func (p *connPool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	if p.stopDials != nil {
+		// Under p.mu: a dial sees it ended, or its conn is in p.idle.
+		p.stopDials()
+		p.dials, p.stopDials = nil, nil
+	}
 	if p.timer != nil {
 		p.timer.Stop()
 	}

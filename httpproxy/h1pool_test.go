@@ -3,7 +3,13 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -314,5 +320,186 @@ func TestConnPoolDialFailuresFailTheLine(t *testing.T) {
 			t.Fatalf("%d connects still under way", n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// closeIdle (a shutdown, Pools dropping the pool) ends the connects under
+// way too, which no request waits for any more: otherwise one finishing
+// after it would keep its goroutine for the dial timeout and its conn in
+// the pool for the idle timeout, after the proxy stopped. Their failure
+// says nothing of the upstream, and the pool dials again afterwards.
+func TestConnPoolCloseIdleEndsDials(t *testing.T) {
+	dialed := make(chan context.Context, 4)
+	p := newTestConnPool(t, func(ctx context.Context) (net.Conn, error) {
+		dialed <- ctx
+		<-ctx.Done()
+		return nil, fmt.Errorf("dial: %w", ctx.Err())
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	left := goGet(ctx, p)
+	var dialCtx context.Context
+	select {
+	case dialCtx = <-dialed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connect began")
+	}
+	cancel() // the request goes away (a shutdown's grace period is over)
+	if r := wantGot(t, left); !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("get: %v, want context.Canceled", r.err)
+	}
+	p.closeIdle()
+	select {
+	case <-dialCtx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("closeIdle left the connect under way")
+	}
+	waitDials(t, p)
+	p.mu.Lock()
+	failures := p.failures
+	p.mu.Unlock()
+	if failures != 0 {
+		t.Errorf("%d failed connects counted, want 0: closeIdle ended them", failures)
+	}
+
+	// The pool still serves: a later request dials with a live context.
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, peer := net.Pipe()
+		_ = peer.Close()
+		return c, nil
+	}
+	r := wantGot(t, goGet(t.Context(), p))
+	if r.err != nil {
+		t.Fatalf("get after closeIdle: %v", r.err)
+	}
+	_ = r.c.conn.Close()
+}
+
+// A conn whose connect ended after closeIdle, no request waiting for it, is
+// closed rather than kept for the idle timeout.
+func TestConnPoolCloseIdleDropsLateConn(t *testing.T) {
+	g := newGatedDials()
+	var conns []net.Conn
+	p := newTestConnPool(t, func(ctx context.Context) (net.Conn, error) {
+		c, err := g.dial(ctx) // ignores ctx, as a dial that just succeeded
+		if c != nil {
+			conns = append(conns, c)
+		}
+		return c, err
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	left := goGet(ctx, p)
+	g.waitStarted(t)
+	cancel()
+	wantGot(t, left)
+	p.closeIdle()
+	g.results <- nil
+	waitDials(t, p)
+	if n := p.idleLen(); n != 0 {
+		t.Fatalf("%d idle conns after closeIdle, want 0", n)
+	}
+	if len(conns) != 1 {
+		t.Fatalf("%d conns made, want 1", len(conns))
+	}
+	if _, err := conns[0].Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("the late conn: write %v, want it closed", err)
+	}
+}
+
+// waitDials waits until p has no connect under way.
+func waitDials(t *testing.T, p *connPool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		n := p.dialing
+		p.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connects still under way", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// countedConn counts its first Close.
+type countedConn struct {
+	net.Conn
+	closes *atomic.Int64
+	once   sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.closes.Add(1) })
+	return c.Conn.Close()
+}
+
+// Requests coming, leaving and giving conns back at random, against
+// connects that succeed, fail, are not attempted, and end by closeIdle:
+// every request returns, no conn is lent to two requests at once, and
+// every conn made is closed in the end (none is lost on the way).
+func TestConnPoolChurn(t *testing.T) {
+	var made, closes atomic.Int64
+	notDialed := fmt.Errorf("queue full (%w)", ErrNotDialed)
+	p := newTestConnPool(t, func(ctx context.Context) (net.Conn, error) {
+		select {
+		case <-time.After(time.Duration(rand.IntN(300)) * time.Microsecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		switch rand.IntN(10) {
+		case 0:
+			return nil, errors.New("refused")
+		case 1:
+			return nil, notDialed
+		}
+		c, peer := net.Pipe()
+		_ = peer.Close()
+		made.Add(1)
+		return &countedConn{Conn: c, closes: &closes}, nil
+	})
+	p.maxIdle = 3
+	p.backoff, p.maxBackoff = time.Millisecond, 2*time.Millisecond
+	var lent sync.Map
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			for i := range 200 {
+				ctx, cancel := context.WithCancel(t.Context())
+				if rand.IntN(4) == 0 {
+					time.AfterFunc(time.Duration(rand.IntN(200))*time.Microsecond, cancel)
+				}
+				if i%50 == 0 {
+					p.closeIdle()
+				}
+				c, err := p.get(ctx)
+				cancel()
+				if err != nil {
+					continue
+				}
+				if _, dup := lent.LoadOrStore(c, true); dup {
+					t.Errorf("conn %p lent to two requests at once", c)
+				}
+				runtime.Gosched()
+				lent.Delete(c)
+				c.release(rand.IntN(5) != 0)
+			}
+		})
+	}
+	wg.Wait()
+	waitDials(t, p)
+	p.mu.Lock()
+	waiting := len(p.waiting)
+	p.mu.Unlock()
+	if waiting != 0 {
+		t.Errorf("%d requests still in line", waiting)
+	}
+	p.closeIdle()
+	if made.Load() == 0 || closes.Load() != made.Load() {
+		t.Errorf("%d conns made, %d closed", made.Load(), closes.Load())
 	}
 }

@@ -57,17 +57,23 @@ func (c *UpstreamConn) release(reusable bool) {
 	c.pool.put(c)
 }
 
-// maxDialing bounds a pool's dials under way. A conn is busy for one
-// exchange at a time, so a burst of requests finds every conn busy; when
-// each request dialed its own, the handshakes (about 1.3 ms of CPU for the
-// pair, resumed) slowed every exchange enough to need more conns still. A
-// hiccup of a few milliseconds at 1000 requests/s through the pair on two
-// cores became ~50 connects in 100 ms, each taking 15-50 ms, and the
-// requests behind them waited up to 150 ms. Four at a time grows a pool
-// by 4/L conns a second for connects taking L: thousands on a local
-// network, 80 when they take 50 ms (a far peer, a busy one), which is all
-// a burst of requests that hold their conns long gets.
-const maxDialing = 4
+// A pool's dials under way start bounded at minDialing. A conn is busy
+// for one exchange at a time, so a burst of requests finds every conn
+// busy; when each request dialed its own, the handshakes (about 1.3 ms of
+// CPU for the pair, resumed) slowed every exchange enough to need more
+// conns still. A hiccup of a few milliseconds at 1000 requests/s through
+// the pair on two cores became ~50 connects in 100 ms, each taking
+// 15-50 ms, and the requests behind them waited up to 150 ms. The bound
+// grows by one for each new conn a request was waiting for, as TCP's slow
+// start grows its window, so it doubles per connect time while only new
+// conns serve the line (requests that hold their conns long, a far peer),
+// up to maxDialing. It is back at minDialing, and stays there, while conns
+// given back serve the line between new ones (a burst of short exchanges),
+// and once a new conn finds nobody waiting.
+const (
+	minDialing = 4
+	maxDialing = 64 // outbound's handshake slots per destination
+)
 
 // connPool is the HTTP/1 relay's pool of connections to one upstream: a
 // LIFO stack of idle conns (the most recently used is the most likely to
@@ -76,9 +82,9 @@ const maxDialing = 4
 //
 // A request that finds no idle conn waits in line for whichever comes
 // first: a conn another request gives back, or a new one. Dials start
-// while the line is longer than the dials under way, at most maxDialing
-// at once: a dial whose request was served by a conn given back goes on
-// for the next in line.
+// while the line is longer than the dials under way, at most dialLimit at
+// once (see minDialing): a dial whose request was served by a conn given
+// back goes on for the next in line.
 type connPool struct {
 	dial            func(ctx context.Context) (net.Conn, error)
 	maxIdle         int
@@ -89,6 +95,11 @@ type connPool struct {
 	idle    []*UpstreamConn // oldest first
 	waiting []*connWaiter   // first come, first served
 	dialing int             // dials under way
+	// dialLimit bounds dialing: minDialing, grown while the line lasts
+	// and only new conns serve it; givenBack says a conn given back
+	// served the line since the last new one.
+	dialLimit int
+	givenBack bool
 	// dials is the context of the dials under way, cancelled by closeIdle:
 	// they outlive their requests, not the pool's use.
 	dials     context.Context
@@ -182,9 +193,9 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 }
 
 // dialMore starts dials while the line is longer than the dials under
-// way, at most maxDialing at once. p.mu must be held.
+// way, at most dialLimit at once. p.mu must be held.
 func (p *connPool) dialMore() {
-	for p.dialing < len(p.waiting) && p.dialing < maxDialing {
+	for p.dialing < len(p.waiting) && p.dialing < max(p.dialLimit, minDialing) {
 		if p.dials == nil {
 			p.dials, p.stopDials = context.WithCancel(context.Background())
 		}
@@ -241,11 +252,16 @@ func (p *connPool) dialOne(ctx context.Context) {
 	p.connected()
 	if len(p.waiting) > 0 {
 		w := p.popWaiter()
+		if !p.givenBack {
+			p.dialLimit = min(max(p.dialLimit, minDialing)+1, maxDialing)
+		}
+		p.givenBack = false
 		p.dialMore()
 		p.mu.Unlock()
 		w.ready <- connResult{c: c}
 		return
 	}
+	p.dialLimit = minDialing // nobody waited for it: the burst is over
 	if ctx.Err() != nil {
 		p.mu.Unlock()
 		_ = conn.Close()
@@ -275,6 +291,9 @@ func (p *connPool) putAndUnlock(c *UpstreamConn) {
 	c.idleAt = time.Now()
 	if len(p.waiting) > 0 {
 		w := p.popWaiter()
+		// Conns come back: the line is a burst of short exchanges, which
+		// more connects would only slow down (see minDialing).
+		p.dialLimit, p.givenBack = minDialing, true
 		p.mu.Unlock()
 		w.ready <- connResult{c: c}
 		return

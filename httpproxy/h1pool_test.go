@@ -22,7 +22,7 @@ type gatedDials struct {
 }
 
 func newGatedDials() *gatedDials {
-	return &gatedDials{started: make(chan struct{}, 16), results: make(chan error, 16)}
+	return &gatedDials{started: make(chan struct{}, 256), results: make(chan error, 256)}
 }
 
 func (g *gatedDials) dial(context.Context) (net.Conn, error) {
@@ -232,28 +232,42 @@ func TestConnPoolDialFailure(t *testing.T) {
 	}
 }
 
-// A burst of requests with no conn idle starts at most maxDialing
-// connects; each conn serves the first in line, and the line keeps that
-// many connects going while it is longer.
-func TestConnPoolBoundsDials(t *testing.T) {
-	const requests = 10
+// A burst of requests with no conn idle starts minDialing connects; each
+// new conn serves the first in line and lets one more connect start while
+// the line lasts, so the connects under way double per connect time (as
+// TCP's slow start), and the bound is back at minDialing once a conn
+// finds nobody waiting.
+func TestConnPoolDialsSlowStart(t *testing.T) {
+	const requests = 40
 	g := newGatedDials()
 	p := newTestConnPool(t, g.dial)
 	results := make([]<-chan getResult, requests)
 	for i := range results {
 		results[i] = goGet(t.Context(), p)
 	}
-	for range maxDialing {
-		g.waitStarted(t)
+	wantStarts := func(n int) {
+		t.Helper()
+		for range n {
+			g.waitStarted(t)
+		}
+		select {
+		case <-g.started:
+			t.Fatalf("more than %d connects started", n)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	select {
-	case <-g.started:
-		t.Fatalf("more than %d connects at once", maxDialing)
-	case <-time.After(50 * time.Millisecond):
+	wantStarts(minDialing)
+	// Round by round, every connect under way ends: each lets two start.
+	underWay := minDialing
+	for round := 0; underWay < 16; round++ {
+		for range underWay {
+			g.results <- nil
+		}
+		wantStarts(2 * underWay)
+		underWay *= 2
 	}
-	g.results <- nil
-	g.waitStarted(t) // the line is still longer than the connects
-	for range requests - 1 {
+	served := 2*underWay - minDialing - underWay // conns made so far
+	for range requests - served {
 		g.results <- nil
 	}
 	for _, ch := range results {
@@ -261,11 +275,27 @@ func TestConnPoolBoundsDials(t *testing.T) {
 			t.Fatal(r.err)
 		}
 	}
-	for range requests - maxDialing - 1 {
-		g.waitStarted(t)
+	wantStarts(requests - served - underWay) // one connect per request, no more
+	p.mu.Lock()
+	limit := p.dialLimit
+	p.mu.Unlock()
+	if limit <= minDialing {
+		t.Errorf("dial limit %d after a long line, want it grown past %d", limit, minDialing)
 	}
-	if n := len(g.started); n != 0 {
-		t.Errorf("%d connects more than requests", n)
+
+	// A conn nobody waits for ends the burst.
+	ctx, cancel := context.WithCancel(t.Context())
+	left := goGet(ctx, p)
+	g.waitStarted(t)
+	cancel()
+	wantGot(t, left)
+	g.results <- nil
+	wantIdle(t, p, 1)
+	p.mu.Lock()
+	limit = p.dialLimit
+	p.mu.Unlock()
+	if limit != minDialing {
+		t.Errorf("dial limit %d once a conn found nobody waiting, want %d", limit, minDialing)
 	}
 }
 
@@ -501,5 +531,67 @@ func TestConnPoolChurn(t *testing.T) {
 	p.closeIdle()
 	if made.Load() == 0 || closes.Load() != made.Load() {
 		t.Errorf("%d conns made, %d closed", made.Load(), closes.Load())
+	}
+}
+
+// A conn given back to the line puts the dial bound back at minDialing,
+// and the next new conn does not grow it: the line is being served by
+// conns coming back, which more connects would only slow.
+func TestConnPoolGivenBackKeepsDialsBounded(t *testing.T) {
+	g := newGatedDials()
+	p := newTestConnPool(t, g.dial)
+	limit := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return max(p.dialLimit, minDialing)
+	}
+	first := goGet(t.Context(), p)
+	g.waitStarted(t)
+	g.results <- nil
+	busy := wantGot(t, first)
+	l0 := limit() // the first request waited for a new conn too
+
+	const waiters = 16
+	results := make([]<-chan getResult, waiters)
+	for i := range results {
+		results[i] = goGet(t.Context(), p)
+	}
+	for range l0 {
+		g.waitStarted(t)
+	}
+	g.results <- nil // a new conn serves the line: the bound grows
+	g.waitStarted(t)
+	g.waitStarted(t)
+	if l := limit(); l != l0+1 {
+		t.Fatalf("dial limit %d after a new conn served the line, want %d", l, l0+1)
+	}
+	busy.c.release(true) // a conn given back serves the line
+	if l := limit(); l != minDialing {
+		t.Fatalf("dial limit %d after a conn given back served the line, want %d", l, minDialing)
+	}
+	g.results <- nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		l, w := max(p.dialLimit, minDialing), len(p.waiting)
+		p.mu.Unlock()
+		if w == waiters-3 {
+			if l != minDialing {
+				t.Fatalf("dial limit %d after a new conn following a conn given back, want %d", l, minDialing)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests in line, want %d", w, waiters-3)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for range waiters {
+		g.results <- nil
+	}
+	for _, ch := range results {
+		if r := wantGot(t, ch); r.err != nil {
+			t.Fatal(r.err)
+		}
 	}
 }

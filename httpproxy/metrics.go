@@ -135,11 +135,25 @@ func (m *Metrics) record(l Labels, ex *exchange) {
 		code = strconv.Itoa(ex.status)
 	}
 	m.requests.WithLabelValues(l.values()...).Inc()
-	m.responses.WithLabelValues(l.values(code, ex.grpcStatus, ex.classification())...).Inc()
+	m.responses.WithLabelValues(l.values(code, grpcStatusLabel(ex.grpcStatus), ex.classification())...).Inc()
 	if !ex.headersAt.IsZero() {
 		ms := float64(ex.headersAt.Sub(ex.start).Microseconds()) / 1000
 		m.latency.WithLabelValues(l.values(code)...).Observe(ms)
 	}
+}
+
+// grpcStatusLabel is the grpc_status label of a response's grpc-status:
+// a status code (0 to 16, as gRPC defines them), empty for none, and
+// metrics.OtherValue for anything else. The upstream chooses the value, so
+// taken as it came any server could grow the proxy's series without end.
+func grpcStatusLabel(v string) string {
+	if v == "" {
+		return ""
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 && strconv.Itoa(n) == v {
+		return v
+	}
+	return metrics.OtherValue
 }
 
 func (m *Metrics) proxyError(direction, reason string) {

@@ -287,3 +287,24 @@ func TestTargetAddrLabelBounded(t *testing.T) {
 		t.Errorf("requests under target_addr=%q: %v, want 50", metrics.OtherValue, got)
 	}
 }
+
+// The grpc_status label takes gRPC's status codes as they come, and
+// counts any other value the upstream sends as metrics.OtherValue: else
+// each new value would be a new series.
+func TestGRPCStatusLabelBounded(t *testing.T) {
+	_, m, _ := newServer(t, "outbound")
+	values := []string{"0", "7", "16", "17", "-1", "007", "+1", " 1", "abc", strings.Repeat("9", 40)}
+	for _, v := range values {
+		m.record(Labels{Direction: "outbound"}, &exchange{status: 200, grpcStatus: v})
+	}
+	for i := range 100 {
+		m.record(Labels{Direction: "outbound"}, &exchange{status: 200, grpcStatus: "x" + strconv.Itoa(i)})
+	}
+	if n := testutil.CollectAndCount(m.responses); n != 4 {
+		t.Errorf("%d response_total series, want 4 (0, 7, 16 and %q)", n, metrics.OtherValue)
+	}
+	other := m.responses.WithLabelValues("outbound", "", "", "", "", "", "", "", "200", metrics.OtherValue, "failure")
+	if got := testutil.ToFloat64(other); got != float64(len(values)-3+100) {
+		t.Errorf("responses under grpc_status=%q: %v, want %d", metrics.OtherValue, got, len(values)-3+100)
+	}
+}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -59,6 +60,31 @@ type Metrics struct {
 
 	authorities *metrics.LabelLimit
 	targets     *metrics.LabelLimit
+
+	// series caches each exchange's three series by their labels: looked
+	// up in the vectors per request, they cost three label hashes and
+	// three label slices (all of the HTTP/1 relay's allocations per
+	// request). At most maxCachedSeries; beyond, exchanges look up.
+	mu     sync.RWMutex
+	series map[seriesKey]*exchangeSeries
+}
+
+// maxCachedSeries bounds Metrics.series; the labels are bounded each, not
+// their combinations.
+const maxCachedSeries = 4096
+
+// seriesKey is what tells one exchange's series from another's.
+type seriesKey struct {
+	l          Labels // bounded
+	status     int
+	grpcStatus string // grpcStatusLabel's
+	failure    bool
+	timed      bool // a response head came: the latency series too
+}
+
+type exchangeSeries struct {
+	requests, responses prometheus.Counter
+	latency             prometheus.Observer
 }
 
 // MaxAuthorities bounds the distinct values of the authority label. Clients
@@ -130,16 +156,49 @@ func (m *Metrics) record(l Labels, ex *exchange) {
 		// Bounded like the tcp_* series' target_addr.
 		l.TargetAddr = m.targets.Value(l.TargetAddr)
 	}
-	code := ""
-	if ex.status != 0 {
-		code = strconv.Itoa(ex.status)
-	}
-	m.requests.WithLabelValues(l.values()...).Inc()
-	m.responses.WithLabelValues(l.values(code, grpcStatusLabel(ex.grpcStatus), ex.classification())...).Inc()
-	if !ex.headersAt.IsZero() {
+	k := seriesKey{l: l, status: ex.status, grpcStatus: grpcStatusLabel(ex.grpcStatus),
+		failure: ex.classification() == "failure", timed: !ex.headersAt.IsZero()}
+	es := m.exchangeSeries(k)
+	es.requests.Inc()
+	es.responses.Inc()
+	if k.timed {
 		ms := float64(ex.headersAt.Sub(ex.start).Microseconds()) / 1000
-		m.latency.WithLabelValues(l.values(code)...).Observe(ms)
+		es.latency.Observe(ms)
 	}
+}
+
+// exchangeSeries returns k's series, from the cache or the vectors.
+func (m *Metrics) exchangeSeries(k seriesKey) *exchangeSeries {
+	m.mu.RLock()
+	es, ok := m.series[k]
+	m.mu.RUnlock()
+	if ok {
+		return es
+	}
+	code := ""
+	if k.status != 0 {
+		code = strconv.Itoa(k.status)
+	}
+	class := "success"
+	if k.failure {
+		class = "failure"
+	}
+	es = &exchangeSeries{
+		requests:  m.requests.WithLabelValues(k.l.values()...),
+		responses: m.responses.WithLabelValues(k.l.values(code, k.grpcStatus, class)...),
+	}
+	if k.timed {
+		es.latency = m.latency.WithLabelValues(k.l.values(code)...)
+	}
+	m.mu.Lock()
+	if m.series == nil {
+		m.series = make(map[seriesKey]*exchangeSeries)
+	}
+	if len(m.series) < maxCachedSeries {
+		m.series[k] = es
+	}
+	m.mu.Unlock()
+	return es
 }
 
 // grpcStatusLabel is the grpc_status label of a response's grpc-status:

@@ -308,3 +308,41 @@ func TestGRPCStatusLabelBounded(t *testing.T) {
 		t.Errorf("responses under grpc_status=%q: %v, want %d", metrics.OtherValue, got, len(values)-3+100)
 	}
 }
+
+// Exchanges are counted in their own series whether their series are
+// cached or, past maxCachedSeries, looked up; the cache stays bounded.
+func TestMetricsSeriesCacheBounded(t *testing.T) {
+	_, m, _ := newServer(t, "outbound")
+	const authorities, codes = 900, 5
+	for round := range 2 {
+		for a := range authorities {
+			for c := range codes {
+				ex := &exchange{status: 200 + c, start: time.Now()}
+				if c%2 == 0 {
+					ex.headersAt = ex.start
+				}
+				m.record(Labels{Direction: "outbound", Authority: "h" + strconv.Itoa(a)}, ex)
+			}
+		}
+		if n := testutil.CollectAndCount(m.responses); n != authorities*codes {
+			t.Fatalf("round %d: %d response_total series, want %d", round, n, authorities*codes)
+		}
+	}
+	if n := testutil.CollectAndCount(m.latency); n != authorities*3 {
+		t.Errorf("%d response_latency_ms series, want %d (only exchanges with a response head)", n, authorities*3)
+	}
+	for _, a := range []int{0, authorities - 1} {
+		for c := range codes {
+			got := testutil.ToFloat64(m.responses.WithLabelValues("outbound", "h"+strconv.Itoa(a), "", "", "", "", "", "", strconv.Itoa(200+c), "", "success"))
+			if got != 2 {
+				t.Errorf("authority h%d, status %d: %v responses, want 2", a, 200+c, got)
+			}
+		}
+	}
+	m.mu.RLock()
+	cached := len(m.series)
+	m.mu.RUnlock()
+	if cached > maxCachedSeries {
+		t.Errorf("%d series cached, want at most %d", cached, maxCachedSeries)
+	}
+}

@@ -156,6 +156,7 @@ func (m *Metrics) record(l Labels, ex *exchange) {
 		// Bounded like the tcp_* series' target_addr.
 		l.TargetAddr = m.targets.Value(l.TargetAddr)
 	}
+	l.Dst.Pod = "" // not a label: it would only multiply the cached keys
 	k := seriesKey{l: l, status: ex.status, grpcStatus: grpcStatusLabel(ex.grpcStatus),
 		failure: ex.classification() == "failure", timed: !ex.headersAt.IsZero()}
 	es := m.exchangeSeries(k)

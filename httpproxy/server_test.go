@@ -395,3 +395,35 @@ func TestMetricsSeriesCacheBounded(t *testing.T) {
 		t.Errorf("%d series cached, want at most %d", cached, maxCachedSeries)
 	}
 }
+
+// A grpc-status that is not UTF-8 (HTTP/1 allows obs-text in a field
+// value, and so does HTTP/2's framer) is counted as metrics.OtherValue:
+// taken as it came, WithLabelValues panicked on it and the upstream
+// crashed the proxy.
+func TestRelayGRPCStatusNotUTF8(t *testing.T) {
+	app, _ := scriptedApp(t, func(*http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nGrpc-Status: 1\xff\r\nContent-Length: 0\r\n\r\n", false
+	})
+	r := startRelay(t, app, TransportConfig{})
+	c, br := clientConn(t, r.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	other := r.m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "", "", "200", metrics.OtherValue, "failure")
+	waitForCount(t, other, 1)
+	if got := testutil.ToFloat64(other); got != 1 {
+		t.Errorf("%v responses under grpc_status=%q, want 1", got, metrics.OtherValue)
+	}
+}
+
+// An HTTP/2 :authority need not be UTF-8 (the framer allows obs-text):
+// case folding makes it so, as WithLabelValues panics on anything else.
+func TestAuthorityLabelNotUTF8(t *testing.T) {
+	_, m, _ := newServer(t, "outbound")
+	m.record(Labels{Direction: "outbound", Authority: "A\xff.example"}, &exchange{status: 200})
+	want := "a\uFFFD.example"
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", want, "", "", "", "", "", "")); got != 1 {
+		t.Errorf("%v requests under authority=%q, want 1", got, want)
+	}
+}

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -141,6 +142,13 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 		FlushInterval: 0,
 		BufferPool:    newBufferPool(),
 		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 || resp.StatusCode > 599 {
+				// net/http's HTTP/2 transport takes any integer, which
+				// its server would panic writing, and which would be a
+				// status_code series of the upstream's choosing. A bad
+				// gateway, as in the relay (parseStatus).
+				return fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
+			}
 			if ex := exchangeOf(resp.Request); ex != nil {
 				ex.headersAt = time.Now()
 				ex.status = resp.StatusCode

@@ -93,9 +93,21 @@ type exchangeSeries struct {
 // the first MaxAuthorities are counted under metrics.OtherValue.
 const MaxAuthorities = 1000
 
+// maxAuthorityLen bounds the length of an authority label value: a DNS
+// name is at most 253 bytes, and a port adds at most 6. The count of values
+// is bounded, not their length: a client could give each of its
+// MaxAuthorities values a Host as long as a head may be (1 MiB of HTTP/2
+// header list), which the proxy would keep for good and every scrape would
+// write in each of the authority's series (28 lines per latency series).
+const maxAuthorityLen = 253 + len(":65535")
+
 // authority returns the authority label for a request's host: the host,
-// lower-cased, or metrics.OtherValue once MaxAuthorities others are in use.
+// lower-cased, or metrics.OtherValue once MaxAuthorities others are in use
+// or if it is longer than any host name (then it takes none of them).
 func (m *Metrics) authority(host string) string {
+	if len(host) > maxAuthorityLen {
+		return metrics.OtherValue
+	}
 	return m.authorities.Value(strings.ToLower(host))
 }
 

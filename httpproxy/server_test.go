@@ -272,6 +272,55 @@ func TestAuthorityLabelBounded(t *testing.T) {
 	}
 }
 
+// An authority longer than any host name is counted as metrics.OtherValue
+// and takes none of the MaxAuthorities values: the label's values are
+// bounded in length as well as in number.
+func TestAuthorityLabelLengthBounded(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	longest := strings.Repeat("a", 253) + ":65535"
+	tests := []struct{ host, want string }{
+		{longest, longest},
+		{"b" + longest, metrics.OtherValue},
+		{strings.Repeat("c", 64<<10), metrics.OtherValue},
+		{strings.Repeat("D", 1<<20), metrics.OtherValue},
+	}
+	for _, tt := range tests {
+		if got := m.authority(tt.host); got != tt.want {
+			t.Errorf("authority of a %d-byte host = %.20q (%d bytes), want %.20q", len(tt.host), got, len(got), tt.want)
+		}
+	}
+	for i := range MaxAuthorities - 1 { // longest took one
+		if h := "h" + strconv.Itoa(i); m.authority(h) != h {
+			t.Fatalf("authority %d of %d counted as %q: the long hosts took values", i+2, MaxAuthorities, metrics.OtherValue)
+		}
+	}
+}
+
+// Through the relay too: a client's 60 KiB Host is counted as
+// metrics.OtherValue, not kept as a label value.
+func TestRelayLongHostNotALabel(t *testing.T) {
+	app, _ := scriptedApp(t, func(*http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false
+	})
+	r := startRelay(t, app, TransportConfig{})
+	c, br := clientConn(t, r.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+strings.Repeat("x", 60<<10)+"\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	other := r.m.requests.WithLabelValues("outbound", metrics.OtherValue, "true", "", "", "", "", "")
+	waitForCount(t, other, 1)
+	if got := testutil.ToFloat64(other); got != 1 {
+		t.Errorf("%v requests under authority=%q, want 1", got, metrics.OtherValue)
+	}
+	if n := testutil.CollectAndCount(r.m.requests); n != 1 {
+		t.Errorf("%d request_total series, want 1 (%q)", n, metrics.OtherValue)
+	}
+}
+
 // The request metrics' target_addr is bounded like authority: a pod that
 // dials ever new destinations does not grow series without end.
 func TestTargetAddrLabelBounded(t *testing.T) {
@@ -344,5 +393,37 @@ func TestMetricsSeriesCacheBounded(t *testing.T) {
 	m.mu.RUnlock()
 	if cached > maxCachedSeries {
 		t.Errorf("%d series cached, want at most %d", cached, maxCachedSeries)
+	}
+}
+
+// A grpc-status that is not UTF-8 (HTTP/1 allows obs-text in a field
+// value, and so does HTTP/2's framer) is counted as metrics.OtherValue:
+// taken as it came, WithLabelValues panicked on it and the upstream
+// crashed the proxy.
+func TestRelayGRPCStatusNotUTF8(t *testing.T) {
+	app, _ := scriptedApp(t, func(*http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nGrpc-Status: 1\xff\r\nContent-Length: 0\r\n\r\n", false
+	})
+	r := startRelay(t, app, TransportConfig{})
+	c, br := clientConn(t, r.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	other := r.m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "", "", "200", metrics.OtherValue, "failure")
+	waitForCount(t, other, 1)
+	if got := testutil.ToFloat64(other); got != 1 {
+		t.Errorf("%v responses under grpc_status=%q, want 1", got, metrics.OtherValue)
+	}
+}
+
+// An HTTP/2 :authority need not be UTF-8 (the framer allows obs-text):
+// case folding makes it so, as WithLabelValues panics on anything else.
+func TestAuthorityLabelNotUTF8(t *testing.T) {
+	_, m, _ := newServer(t, "outbound")
+	m.record(Labels{Direction: "outbound", Authority: "A\xff.example"}, &exchange{status: 200})
+	want := "a\uFFFD.example"
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", want, "", "", "", "", "", "")); got != 1 {
+		t.Errorf("%v requests under authority=%q, want 1", got, want)
 	}
 }

@@ -1,0 +1,53 @@
+package httpproxy
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
+)
+
+// Through net/http (--http2-relay=false), an upstream's :status that is
+// not three digits is a bad gateway, as in the relay: net/http's HTTP/2
+// transport takes any integer, its server panics writing one that is not
+// three digits, and the status_code label took it as it came (a series per
+// value the upstream chose).
+func TestNetHTTPUpstreamStatusNotThreeDigits(t *testing.T) {
+	statuses := []string{"1234", "99999999", "-5", "0", "42"}
+	upstream := rawH2Server(t, nil, func(r *rawH2) {
+		for i := 0; ; i++ {
+			f, _ := r.next(isType[*http2.MetaHeadersFrame]).(*http2.MetaHeadersFrame)
+			if f == nil {
+				return
+			}
+			r.headers(f.StreamID, true, ":status", statuses[i%len(statuses)])
+		}
+	})
+	s, m, _ := startServer(t, Config{Direction: "outbound"})
+	info := &Conn{Protocol: header.HTTP2, Upstream: "app", Labels: Labels{Direction: "outbound", TLS: "true"},
+		Transport: newPool(NewTransport(TransportConfig{Dial: dialTo(upstream), Protocol: header.HTTP2}))}
+	client := h2cClient(t, serveOne(t, s, info))
+	for _, status := range statuses {
+		resp, err := client.Get("http://svc/")
+		if err != nil {
+			t.Errorf(":status %s: %v", status, err)
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf(":status %s: the client got %d, want %d", status, resp.StatusCode, http.StatusBadGateway)
+		}
+	}
+	bad := m.responses.WithLabelValues("outbound", "svc", "true", "", "", "", "", "", strconv.Itoa(http.StatusBadGateway), "", "failure")
+	waitForCount(t, bad, float64(len(statuses)))
+	if got := testutil.ToFloat64(bad); got != float64(len(statuses)) {
+		t.Errorf("%v responses counted as 502, want %d", got, len(statuses))
+	}
+	if n := testutil.CollectAndCount(m.responses); n != 1 {
+		t.Errorf("%d response_total series, want 1 (502)", n)
+	}
+}

@@ -67,7 +67,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if aborted != nil {
 			ex.failed = true
 			s.log.Info("response cut short",
-				zap.String("method", r.Method), zap.String("authority", r.Host), zap.Int("status", ex.status))
+				zap.String("method", r.Method), authorityField(r.Host), zap.Int("status", ex.status))
 		}
 		if ex.resp != nil {
 			ex.grpcStatus = grpcStatusOf(ex.resp)
@@ -167,7 +167,7 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, ex *exchange, f failure, err error) {
 	s.cfg.Metrics.proxyError(s.cfg.Direction, f.reason)
 	s.log.Info("request failed", zap.String("reason", f.reason),
-		zap.String("method", r.Method), zap.String("authority", r.Host), zap.Int("status", f.status), zap.Error(err))
+		zap.String("method", r.Method), authorityField(r.Host), zap.Int("status", f.status), zap.Error(err))
 	ex.failed = true
 	ex.resp = nil
 	if f.reason == ReasonCanceled {

@@ -224,7 +224,7 @@ func (c *h1Conn) authority() string {
 func (c *h1Conn) fail(f failure, err error, closeConn bool) {
 	c.s.cfg.Metrics.proxyError(c.s.cfg.Direction, f.reason)
 	c.s.logLimited(c.s.failedLog, "request failed", f.reason,
-		zap.String("method", string(c.req.bytes(c.req.method))), zap.String("authority", string(c.req.authority())),
+		zap.String("method", string(c.req.bytes(c.req.method))), authorityField(string(c.req.authority())),
 		zap.Int("status", f.status), zap.Error(err))
 	c.ex.failed = true
 	if f.reason == ReasonCanceled {

@@ -351,7 +351,7 @@ func (c *h1Conn) relayResponse(up *UpstreamConn) bool {
 		// The client got a truncated answer, whatever its status.
 		c.ex.failed = true
 		c.s.log.Info("response cut short", zap.String("method", string(req.bytes(req.method))),
-			zap.String("authority", c.host), zap.Int("status", resp.status), zap.Error(err))
+			authorityField(c.host), zap.Int("status", resp.status), zap.Error(err))
 		up.release(false)
 		return false
 	}

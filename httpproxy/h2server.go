@@ -694,7 +694,7 @@ func (d *h2down) teardown(err error) {
 	if timedOut(d.w.err) {
 		d.srv.cfg.Metrics.h2WriteTimeout(d.srv.cfg.Direction, "src")
 		d.srv.logLimited(d.srv.h2FailedLog, "HTTP/2 client connection closed: it read nothing for the write timeout",
-			"h2_write_timeout_src", zap.String("authority", d.info.Labels.Authority), zap.Duration("timeout", d.srv.cfg.WriteTimeout))
+			"h2_write_timeout_src", authorityField(d.info.Labels.Authority), zap.Duration("timeout", d.srv.cfg.WriteTimeout))
 	}
 	d.lingerClose()
 	for _, s := range append(streams, d.lost...) {

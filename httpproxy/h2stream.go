@@ -413,7 +413,7 @@ func (s *h2stream) overHeld(peer string) bool {
 	srv := s.srv()
 	srv.cfg.Metrics.h2ConnError(srv.cfg.Direction, peer, http2.ErrCodeEnhanceYourCalm)
 	srv.logLimited(srv.h2FailedLog, "HTTP/2 stream reset: too much DATA held", "h2_held",
-		zap.String("authority", s.labels.Authority), zap.Int64("held", s.held.Load()))
+		authorityField(s.labels.Authority), zap.Int64("held", s.held.Load()))
 	return true
 }
 
@@ -741,12 +741,12 @@ func (s *h2stream) logFailure(reason string, status int, err error) {
 	// At most once a second per reason, as the HTTP/1 relay's: under a
 	// flood a line per stream would cost more than the stream.
 	s.srv().logLimited(s.srv().h2FailedLog, "request failed", reason,
-		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", status), zap.Error(err))
+		zap.String("method", s.method), authorityField(s.labels.Authority), zap.Int("status", status), zap.Error(err))
 }
 
 func (s *h2stream) cutShort() {
 	s.srv().log.Info("response cut short",
-		zap.String("method", s.method), zap.String("authority", s.labels.Authority), zap.Int("status", s.status))
+		zap.String("method", s.method), authorityField(s.labels.Authority), zap.Int("status", s.status))
 }
 
 // answer is the proxy's own response, as failure.write makes it for

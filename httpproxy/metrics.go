@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/seed722d2a70/meshproxy/metrics"
 )
@@ -232,4 +233,14 @@ func (m *Metrics) proxyError(direction, reason string) {
 	if m != nil {
 		m.errors.WithLabelValues(direction, reason).Inc()
 	}
+}
+
+// authorityField is a log field of a request's authority, cut to the
+// longest host name: a client chooses it, up to a whole header's size,
+// and even a rate-limited line should not carry a megabyte of it.
+func authorityField(a string) zap.Field {
+	if len(a) > maxAuthorityLen {
+		a = a[:maxAuthorityLen] + "...(cut)"
+	}
+	return zap.String("authority", a)
 }

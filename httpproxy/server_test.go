@@ -427,3 +427,23 @@ func TestAuthorityLabelNotUTF8(t *testing.T) {
 		t.Errorf("%v requests under authority=%q, want 1", got, want)
 	}
 }
+
+// Log lines carry at most a host name's worth of the authority a client
+// sent, which may be as long as a header.
+func TestAuthorityLogFieldCut(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantLen int
+	}{
+		{"svc.ns:80", len("svc.ns:80")},
+		{strings.Repeat("a", maxAuthorityLen), maxAuthorityLen},
+		{strings.Repeat("a", maxAuthorityLen+1), maxAuthorityLen + len("...(cut)")},
+		{strings.Repeat("a", 1<<20), maxAuthorityLen + len("...(cut)")},
+	}
+	for _, tt := range tests {
+		f := authorityField(tt.in)
+		if f.Key != "authority" || len(f.String) != tt.wantLen || !strings.HasPrefix(tt.in, strings.TrimSuffix(f.String, "...(cut)")) {
+			t.Errorf("authorityField(%d bytes) = %q (%d bytes), want %d bytes of it", len(tt.in), f.String[:min(len(f.String), 20)], len(f.String), tt.wantLen)
+		}
+	}
+}

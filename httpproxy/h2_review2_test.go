@@ -247,7 +247,7 @@ func TestH2IdleConnectionMemory(t *testing.T) {
 
 	before = heapBytes()
 	for range n {
-		c, err := pool.connect()
+		c, err := pool.connect(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}

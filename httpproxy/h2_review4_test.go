@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"github.com/seed722d2a70/meshproxy/internal/header"
 )
 
 // Tests for the fourth review's findings (docs/http2-relay.md), from the
@@ -819,3 +821,54 @@ func (t *sharedTurn) Close() error {
 }
 
 func (t *sharedTurn) Addr() net.Addr { return t.h.ln.Addr() }
+
+// CloseIdle (shutdown, Pools dropping a pool) ends a connect under way:
+// the stream waiting for it fails at once instead of after the connect
+// would have ended, and the connect so ended is no failure of the
+// upstream. Before, the pool dialed with context.Background(): a connect
+// finishing after a shutdown kept its conn and two goroutines for the
+// idle timeout.
+func TestH2PoolCloseIdleEndsDial(t *testing.T) {
+	started := make(chan struct{}, 1)
+	pool := NewH2Pool(TransportConfig{Dial: func(ctx context.Context) (net.Conn, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, context.Cause(ctx)
+	}})
+	t.Cleanup(pool.CloseIdle)
+	s, _, _ := startServer(t, Config{Direction: "inbound"})
+	addr := serveOne(t, s, &Conn{Protocol: header.HTTP2, H2: pool, Labels: Labels{Direction: "inbound"}})
+	client := h2cClient(t, addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://svc.example/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway {
+				err = fmt.Errorf("status %d, want 502", resp.StatusCode)
+			}
+		}
+		got <- err
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("no connect began")
+	}
+	pool.CloseIdle()
+	if err := <-got; err != nil {
+		t.Fatalf("the waiting stream: %v", err)
+	}
+	pool.mu.Lock()
+	failures, dialing := pool.failures, pool.dialing
+	pool.mu.Unlock()
+	if failures != 0 || dialing {
+		t.Errorf("after CloseIdle ended the connect: %d failures counted, dialing %v; want 0, false", failures, dialing)
+	}
+}

@@ -68,6 +68,10 @@ type H2Pool struct {
 	conns   []*h2up
 	waiting []*h2stream
 	dialing bool
+	// dials is the context of the dial under way, cancelled by CloseIdle
+	// (shutdown, Pools dropping the pool).
+	dials     context.Context
+	stopDials context.CancelCauseFunc
 	dialBackoff
 
 	// holdsExpired counts the reset streams released by h2ResetHold, not
@@ -94,6 +98,11 @@ func (p *H2Pool) PickH2(map[string]bool) (H2Pick, error) { return H2Pick{Pool: p
 func (p *H2Pool) CloseIdle() {
 	p.mu.Lock()
 	conns := append([]*h2up(nil), p.conns...)
+	if p.stopDials != nil {
+		// Under p.mu: a dial sees it ended, or its conn is in conns.
+		p.stopDials(errPoolClosed)
+		p.dials, p.stopDials = nil, nil
+	}
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.closeIdle()
@@ -121,19 +130,35 @@ func (p *H2Pool) open(s *h2stream) {
 	p.waiting = append(p.waiting, s)
 	dial := !p.dialing
 	p.dialing = true
+	if dial && p.dials == nil {
+		p.dials, p.stopDials = context.WithCancelCause(context.Background())
+	}
+	ctx := p.dials
 	p.mu.Unlock()
 	if dial {
-		go p.dial()
+		go p.dial(ctx)
 	}
 }
 
-// dial opens connections until every waiting stream has one.
-func (p *H2Pool) dial() {
+// dial opens connections until every waiting stream has one, or ctx
+// (CloseIdle) ends; a connect so ended says nothing of the upstream.
+func (p *H2Pool) dial(ctx context.Context) {
 	for {
-		c, err := p.connect()
+		c, err := p.connect(ctx)
 		p.mu.Lock()
+		if err == nil && ctx.Err() != nil && len(p.waiting) == 0 {
+			// Connected as CloseIdle ran, for nobody: not pooled.
+			p.dialing = false
+			p.mu.Unlock()
+			c.closeIdle()
+			return
+		}
 		if err != nil {
-			p.failed(err, time.Now())
+			if ctx.Err() == nil {
+				p.failed(err, time.Now())
+			} else {
+				err = context.Cause(ctx) // not the client's cancel
+			}
 			waiting := p.waiting
 			p.waiting, p.dialing = nil, false
 			p.mu.Unlock()
@@ -178,8 +203,8 @@ func (p *H2Pool) dial() {
 }
 
 // connect dials and starts a connection, once its peer's SETTINGS came.
-func (p *H2Pool) connect() (*h2up, error) {
-	nc, err := p.cfg.Dial(context.Background())
+func (p *H2Pool) connect(ctx context.Context) (*h2up, error) {
+	nc, err := p.cfg.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -221,6 +246,10 @@ func (p *H2Pool) remove(c *h2up) {
 		}
 	}
 }
+
+// errPoolClosed fails the streams waiting for a connect that CloseIdle
+// ended.
+var errPoolClosed = errors.New("upstream pool closed while connecting")
 
 // errNoStreams fails the streams waiting for a new connection that takes
 // none.

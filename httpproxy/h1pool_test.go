@@ -78,17 +78,31 @@ func wantGot(t *testing.T, ch <-chan getResult) getResult {
 	}
 }
 
+// poll calls check until it reports done, failing with the state it
+// last reported after 10 s.
+func poll(t *testing.T, check func() (done bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done, state := check()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(state)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // wantIdle waits until p holds n idle conns: a connect that ended after
 // its request was served puts its conn there.
 func wantIdle(t *testing.T, p *connPool, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.idleLen() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d idle conns, want %d", p.idleLen(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll(t, func() (bool, string) {
+		got := p.idleLen()
+		return got == n, fmt.Sprintf("%d idle conns, want %d", got, n)
+	})
 }
 
 // A request that finds no idle conn takes the first one given back while
@@ -214,22 +228,16 @@ func TestConnPoolDialFailure(t *testing.T) {
 		t.Fatal(got.err)
 	}
 	g.results <- refused
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll(t, func() (bool, string) {
 		p.mu.Lock()
 		failures, waiting := p.failures, len(p.waiting)
 		p.mu.Unlock()
 		if waiting != 0 {
 			t.Fatalf("%d requests in line, want none", waiting)
 		}
-		if failures == 1 { // the first failure was followed by a success
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d failed connects in a row counted, want 1", failures)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		// The first failure was followed by a success.
+		return failures == 1, fmt.Sprintf("%d failed connects in a row counted, want 1", failures)
+	})
 }
 
 // A burst of requests with no conn idle starts minDialing connects; each
@@ -338,19 +346,7 @@ func TestConnPoolDialFailuresFailTheLine(t *testing.T) {
 	for range n {
 		g.results <- refused
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p.mu.Lock()
-		n = p.dialing
-		p.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connects still under way", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitDials(t, p)
 }
 
 // closeIdle (a shutdown, Pools dropping the pool) ends the connects under
@@ -441,19 +437,12 @@ func TestConnPoolCloseIdleDropsLateConn(t *testing.T) {
 // waitDials waits until p has no connect under way.
 func waitDials(t *testing.T, p *connPool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll(t, func() (bool, string) {
 		p.mu.Lock()
 		n := p.dialing
 		p.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connects still under way", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return n == 0, fmt.Sprintf("%d connects still under way", n)
+	})
 }
 
 // countedConn counts its first Close.
@@ -570,21 +559,14 @@ func TestConnPoolGivenBackKeepsDialsBounded(t *testing.T) {
 		t.Fatalf("dial limit %d after a conn given back served the line, want %d", l, minDialing)
 	}
 	g.results <- nil
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll(t, func() (bool, string) {
 		p.mu.Lock()
-		l, w := max(p.dialLimit, minDialing), len(p.waiting)
+		w := len(p.waiting)
 		p.mu.Unlock()
-		if w == waiters-3 {
-			if l != minDialing {
-				t.Fatalf("dial limit %d after a new conn following a conn given back, want %d", l, minDialing)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests in line, want %d", w, waiters-3)
-		}
-		time.Sleep(time.Millisecond)
+		return w == waiters-3, fmt.Sprintf("%d requests in line, want %d", w, waiters-3)
+	})
+	if l := limit(); l != minDialing {
+		t.Fatalf("dial limit %d after a new conn following a conn given back, want %d", l, minDialing)
 	}
 	for range waiters {
 		g.results <- nil

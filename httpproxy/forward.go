@@ -166,7 +166,9 @@ func (s *Server) reverseProxy() *httputil.ReverseProxy {
 // fail answers r itself, counting and logging why.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, ex *exchange, f failure, err error) {
 	s.cfg.Metrics.proxyError(s.cfg.Direction, f.reason)
-	s.log.Info("request failed", zap.String("reason", f.reason),
+	// Only HTTP/2 comes here (--http2-relay=false): its lines share the
+	// HTTP/2 relay's limit.
+	s.logLimited(s.h2FailedLog, "request failed", f.reason,
 		zap.String("method", r.Method), authorityField(r.Host), zap.Int("status", f.status), zap.Error(err))
 	ex.failed = true
 	ex.resp = nil

@@ -4,11 +4,16 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
 
 	"github.com/seed722d2a70/meshproxy/internal/header"
+	"github.com/seed722d2a70/meshproxy/internal/logtest"
 )
 
 // Through net/http (--http2-relay=false), an upstream's :status that is
@@ -50,4 +55,33 @@ func TestNetHTTPUpstreamStatusNotThreeDigits(t *testing.T) {
 	if n := testutil.CollectAndCount(m.responses); n != 1 {
 		t.Errorf("%d response_total series, want 1 (502)", n)
 	}
+}
+
+// Through net/http (--http2-relay=false), "request failed" lines are
+// limited as the relay's are: one a second per reason, with a count of
+// those left out. Before, every failed request logged a line.
+func TestNetHTTPFailedRequestLogLimited(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	s, _, _ := startServer(t, Config{Direction: "outbound", Log: zap.New(core)})
+	info := &Conn{Protocol: header.HTTP2, Upstream: "app", Labels: Labels{Direction: "outbound", TLS: "true"},
+		Transport: newPool(NewTransport(TransportConfig{Dial: dialTo(closedAddr(t)), Protocol: header.HTTP2}))}
+	client := h2cClient(t, serveOne(t, s, info))
+	const requests = 20
+	start := time.Now()
+	for range requests {
+		resp, err := client.Get("http://svc/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("got %d from an unreachable upstream, want 502", resp.StatusCode)
+		}
+	}
+	elapsed := time.Since(start)
+	lines := logs.FilterMessage("request failed").Len()
+	if lines == 0 || lines > 1+int(elapsed/time.Second) {
+		t.Errorf("%d \"request failed\" lines for %d failures in %v, want one a second", lines, requests, elapsed.Round(time.Millisecond))
+	}
+	logtest.CheckEntries(t, logs.All())
 }

@@ -223,6 +223,9 @@ func grpcStatusLabel(v string) string {
 	if v == "" {
 		return ""
 	}
+	if len(v) > 2 { // no parse: its error would copy the value
+		return metrics.OtherValue
+	}
 	if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 && strconv.Itoa(n) == v {
 		return v
 	}

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -80,3 +81,33 @@ func (b *dialBackoff) failed(err error, now time.Time) {
 
 // connected ends the wait: a connect succeeded.
 func (b *dialBackoff) connected() { b.failures = 0 }
+
+// errPoolClosed ends the dials of a pool whose idle connections were
+// closed (shutdown, Pools dropping the pool).
+var errPoolClosed = errors.New("upstream pool closed while connecting")
+
+// dialScope is the context of a pool's dials under way, shared by the
+// HTTP/1 and HTTP/2 pools: dials outlive the requests they start for, not
+// the pool's use, so closing its idle connections ends them. Its pool's
+// mutex guards it.
+type dialScope struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// context returns the context for a new dial.
+func (d *dialScope) context() context.Context {
+	if d.ctx == nil {
+		d.ctx, d.cancel = context.WithCancelCause(context.Background())
+	}
+	return d.ctx
+}
+
+// end ends the dials under way with errPoolClosed; later ones get a new
+// context.
+func (d *dialScope) end() {
+	if d.cancel != nil {
+		d.cancel(errPoolClosed)
+		d.ctx, d.cancel = nil, nil
+	}
+}

@@ -100,10 +100,7 @@ type connPool struct {
 	// served the line since the last new one.
 	dialLimit int
 	givenBack bool
-	// dials is the context of the dials under way, cancelled by closeIdle:
-	// they outlive their requests, not the pool's use.
-	dials     context.Context
-	stopDials context.CancelFunc
+	dials     dialScope
 	timer     *time.Timer
 	armed     bool
 	dialBackoff
@@ -196,11 +193,8 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 // way, at most dialLimit at once. p.mu must be held.
 func (p *connPool) dialMore() {
 	for p.dialing < len(p.waiting) && p.dialing < max(p.dialLimit, minDialing) {
-		if p.dials == nil {
-			p.dials, p.stopDials = context.WithCancel(context.Background())
-		}
 		p.dialing++
-		go p.dialOne(p.dials)
+		go p.dialOne(p.dials.context())
 	}
 }
 
@@ -342,11 +336,7 @@ func (p *connPool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
-	if p.stopDials != nil {
-		// Under p.mu: a dial sees it ended, or its conn is in p.idle.
-		p.stopDials()
-		p.dials, p.stopDials = nil, nil
-	}
+	p.dials.end() // under p.mu: a dial sees it ended, or its conn is in p.idle
 	if p.timer != nil {
 		p.timer.Stop()
 	}

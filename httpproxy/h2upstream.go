@@ -68,10 +68,7 @@ type H2Pool struct {
 	conns   []*h2up
 	waiting []*h2stream
 	dialing bool
-	// dials is the context of the dial under way, cancelled by CloseIdle
-	// (shutdown, Pools dropping the pool).
-	dials     context.Context
-	stopDials context.CancelCauseFunc
+	dials   dialScope
 	dialBackoff
 
 	// holdsExpired counts the reset streams released by h2ResetHold, not
@@ -98,11 +95,7 @@ func (p *H2Pool) PickH2(map[string]bool) (H2Pick, error) { return H2Pick{Pool: p
 func (p *H2Pool) CloseIdle() {
 	p.mu.Lock()
 	conns := append([]*h2up(nil), p.conns...)
-	if p.stopDials != nil {
-		// Under p.mu: a dial sees it ended, or its conn is in conns.
-		p.stopDials(errPoolClosed)
-		p.dials, p.stopDials = nil, nil
-	}
+	p.dials.end() // under p.mu: a dial sees it ended, or its conn is in conns
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.closeIdle()
@@ -130,10 +123,10 @@ func (p *H2Pool) open(s *h2stream) {
 	p.waiting = append(p.waiting, s)
 	dial := !p.dialing
 	p.dialing = true
-	if dial && p.dials == nil {
-		p.dials, p.stopDials = context.WithCancelCause(context.Background())
+	var ctx context.Context
+	if dial {
+		ctx = p.dials.context()
 	}
-	ctx := p.dials
 	p.mu.Unlock()
 	if dial {
 		go p.dial(ctx)
@@ -246,10 +239,6 @@ func (p *H2Pool) remove(c *h2up) {
 		}
 	}
 }
-
-// errPoolClosed fails the streams waiting for a connect that CloseIdle
-// ended.
-var errPoolClosed = errors.New("upstream pool closed while connecting")
 
 // errNoStreams fails the streams waiting for a new connection that takes
 // none.

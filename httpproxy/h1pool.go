@@ -95,14 +95,14 @@ type connPool struct {
 	idle    []*UpstreamConn // oldest first
 	waiting []*connWaiter   // first come, first served
 	dialing int             // dials under way
-	// dialLimit bounds dialing: minDialing, grown while the line lasts
-	// and only new conns serve it; givenBack says a conn given back
+	// dialGrowth is what dialLimit adds to minDialing while the line
+	// lasts and only new conns serve it; givenBack says a conn given back
 	// served the line since the last new one.
-	dialLimit int
-	givenBack bool
-	dials     dialScope
-	timer     *time.Timer
-	armed     bool
+	dialGrowth int
+	givenBack  bool
+	dials      dialScope
+	timer      *time.Timer
+	armed      bool
 	dialBackoff
 }
 
@@ -189,10 +189,13 @@ func (p *connPool) get(ctx context.Context) (*UpstreamConn, error) {
 	}
 }
 
+// dialLimit bounds the dials under way (see minDialing). p.mu must be held.
+func (p *connPool) dialLimit() int { return minDialing + p.dialGrowth }
+
 // dialMore starts dials while the line is longer than the dials under
 // way, at most dialLimit at once. p.mu must be held.
 func (p *connPool) dialMore() {
-	for p.dialing < len(p.waiting) && p.dialing < max(p.dialLimit, minDialing) {
+	for p.dialing < len(p.waiting) && p.dialing < p.dialLimit() {
 		p.dialing++
 		go p.dialOne(p.dials.context())
 	}
@@ -247,7 +250,7 @@ func (p *connPool) dialOne(ctx context.Context) {
 	if len(p.waiting) > 0 {
 		w := p.popWaiter()
 		if !p.givenBack {
-			p.dialLimit = min(max(p.dialLimit, minDialing)+1, maxDialing)
+			p.dialGrowth = min(p.dialGrowth+1, maxDialing-minDialing)
 		}
 		p.givenBack = false
 		p.dialMore()
@@ -255,7 +258,7 @@ func (p *connPool) dialOne(ctx context.Context) {
 		w.ready <- connResult{c: c}
 		return
 	}
-	p.dialLimit = minDialing // nobody waited for it: the burst is over
+	p.dialGrowth = 0 // nobody waited for it: the burst is over
 	if ctx.Err() != nil {
 		p.mu.Unlock()
 		_ = conn.Close()
@@ -287,7 +290,7 @@ func (p *connPool) putAndUnlock(c *UpstreamConn) {
 		w := p.popWaiter()
 		// Conns come back: the line is a burst of short exchanges, which
 		// more connects would only slow down (see minDialing).
-		p.dialLimit, p.givenBack = minDialing, true
+		p.dialGrowth, p.givenBack = 0, true
 		p.mu.Unlock()
 		w.ready <- connResult{c: c}
 		return

@@ -285,7 +285,7 @@ func TestConnPoolDialsSlowStart(t *testing.T) {
 	}
 	wantStarts(requests - served - underWay) // one connect per request, no more
 	p.mu.Lock()
-	limit := p.dialLimit
+	limit := p.dialLimit()
 	p.mu.Unlock()
 	if limit <= minDialing {
 		t.Errorf("dial limit %d after a long line, want it grown past %d", limit, minDialing)
@@ -300,7 +300,7 @@ func TestConnPoolDialsSlowStart(t *testing.T) {
 	g.results <- nil
 	wantIdle(t, p, 1)
 	p.mu.Lock()
-	limit = p.dialLimit
+	limit = p.dialLimit()
 	p.mu.Unlock()
 	if limit != minDialing {
 		t.Errorf("dial limit %d once a conn found nobody waiting, want %d", limit, minDialing)
@@ -532,7 +532,7 @@ func TestConnPoolGivenBackKeepsDialsBounded(t *testing.T) {
 	limit := func() int {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return max(p.dialLimit, minDialing)
+		return p.dialLimit()
 	}
 	first := goGet(t.Context(), p)
 	g.waitStarted(t)
